@@ -1,0 +1,345 @@
+//! Finding Java, resolving the pinned Kafka jars with Maven, and running Java
+//! tools on that classpath.
+//!
+//! Resolution runs `mvn dependency:build-classpath` on the pom kept in
+//! `crates/franz-testkit/broker/pom.xml`. The jars stay in Maven's own cache
+//! (`~/.m2`); the classpath is written once into a cache folder named after
+//! the Kafka version and a hash of the pom, so a second run neither downloads
+//! nor even starts Maven.
+
+use std::fs;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::{HarnessError, IoContext};
+
+/// The Apache Kafka release the harness pins (kept in step with `broker/pom.xml`).
+pub const KAFKA_VERSION: &str = "4.1.1";
+
+const POM: &str = include_str!("../broker/pom.xml");
+const BROKER_LOG4J: &str = include_str!("../broker/log4j2.properties");
+const TOOLS_LOG4J: &str = include_str!("../broker/tools-log4j2.properties");
+const WATCHDOG: &str = include_str!("../broker/watchdog.sh");
+
+/// A resolved Kafka installation: a Java binary and the broker classpath.
+#[derive(Debug)]
+pub struct KafkaDistribution {
+    java: PathBuf,
+    classpath: String,
+    home: PathBuf,
+}
+
+static RESOLVED: Mutex<Option<Arc<KafkaDistribution>>> = Mutex::new(None);
+
+impl KafkaDistribution {
+    /// Checks Java and Maven and resolves the jars, once per process.
+    ///
+    /// Blocking: the first call in a fresh environment downloads the jars.
+    pub fn resolve() -> Result<Arc<Self>, HarnessError> {
+        let mut slot = RESOLVED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(dist) = slot.as_ref() {
+            return Ok(Arc::clone(dist));
+        }
+        let dist = Arc::new(Self::resolve_uncached()?);
+        *slot = Some(Arc::clone(&dist));
+        Ok(dist)
+    }
+
+    fn resolve_uncached() -> Result<Self, HarnessError> {
+        let java = find_java()?;
+        let home = cache_dir();
+        fs::create_dir_all(&home)
+            .ctx(|| format!("creating the harness cache {}", home.display()))?;
+        // Another test process may be resolving into the same folder.
+        let lock_path = home.join(".lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ctx(|| format!("opening {}", lock_path.display()))?;
+        lock.lock()
+            .ctx(|| format!("locking {}", lock_path.display()))?;
+
+        write_if_changed(&home.join("pom.xml"), POM)?;
+        write_if_changed(&home.join("log4j2.properties"), BROKER_LOG4J)?;
+        write_if_changed(&home.join("tools-log4j2.properties"), TOOLS_LOG4J)?;
+        write_if_changed(&home.join("watchdog.sh"), WATCHDOG)?;
+
+        let cp_file = home.join("classpath.txt");
+        let classpath = match read_valid_classpath(&cp_file) {
+            Some(cp) => cp,
+            None => {
+                run_maven(&home, &cp_file)?;
+                read_valid_classpath(&cp_file).ok_or_else(|| HarnessError::ResolutionFailed {
+                    version: KAFKA_VERSION.into(),
+                    pom: home.join("pom.xml"),
+                    output: format!(
+                        "Maven succeeded but {} is missing or names jars that do not exist",
+                        cp_file.display()
+                    ),
+                })?
+            }
+        };
+        Ok(Self {
+            java,
+            classpath,
+            home,
+        })
+    }
+
+    /// The `java` binary in use.
+    pub fn java(&self) -> &Path {
+        &self.java
+    }
+
+    /// The broker and tools classpath (`:`-separated jar paths).
+    pub fn classpath(&self) -> &str {
+        &self.classpath
+    }
+
+    /// The cache folder holding the pom, the classpath and the log configs.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    pub(crate) fn broker_log4j(&self) -> PathBuf {
+        self.home.join("log4j2.properties")
+    }
+
+    pub(crate) fn watchdog(&self) -> PathBuf {
+        self.home.join("watchdog.sh")
+    }
+
+    /// A `java` command for `main_class` on the Kafka classpath, with a small
+    /// heap and warnings-only logging, ready for arguments.
+    pub fn tool_command(&self, main_class: &str) -> Command {
+        let mut cmd = Command::new(&self.java);
+        cmd.arg("-Xmx256m")
+            .arg("-XX:TieredStopAtLevel=1")
+            .arg("-XX:+UseSerialGC")
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                self.home.join("tools-log4j2.properties").display()
+            ))
+            .arg("-cp")
+            .arg(&self.classpath)
+            .arg(main_class)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs a Java tool to completion (at most `timeout`) and returns its
+    /// stdout; a non-zero exit is [`HarnessError::ToolFailed`] with both streams.
+    pub fn run_tool(
+        &self,
+        main_class: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<String, HarnessError> {
+        let mut cmd = self.tool_command(main_class);
+        cmd.args(args);
+        let out = run_with_timeout(cmd, timeout, main_class)?;
+        if out.success {
+            Ok(out.stdout)
+        } else {
+            Err(HarnessError::ToolFailed {
+                tool: main_class.into(),
+                status: out.status,
+                output: format!("{}\n{}", out.stdout, out.stderr),
+            })
+        }
+    }
+}
+
+/// What a finished child process printed.
+pub(crate) struct Finished {
+    pub(crate) success: bool,
+    pub(crate) status: String,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+/// Runs `cmd`, capturing both streams, and kills it after `timeout`.
+pub(crate) fn run_with_timeout(
+    mut cmd: Command,
+    timeout: Duration,
+    what: &str,
+) -> Result<Finished, HarnessError> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().ctx(|| format!("starting {what}"))?;
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    // Drain both pipes on threads so a chatty child never blocks on a full pipe.
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(o) = stdout.as_mut() {
+            let _ = o.read_to_string(&mut s);
+        }
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(e) = stderr.as_mut() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().ctx(|| format!("waiting for {what}"))? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(HarnessError::Timeout {
+                what: format!("{what} to finish"),
+                secs: timeout.as_secs(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Ok(Finished {
+        success: status.success(),
+        status: status.to_string(),
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    })
+}
+
+fn find_java() -> Result<PathBuf, HarnessError> {
+    let java = match std::env::var_os("JAVA_HOME") {
+        Some(home) if Path::new(&home).join("bin/java").exists() => {
+            Path::new(&home).join("bin/java")
+        }
+        _ => PathBuf::from("java"),
+    };
+    let out = Command::new(&java)
+        .arg("-version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|_| HarnessError::JavaMissing)?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    let major = parse_java_major(&text).ok_or(HarnessError::JavaMissing)?;
+    if major < 17 {
+        return Err(HarnessError::JavaTooOld {
+            found: major,
+            path: java.display().to_string(),
+        });
+    }
+    Ok(java)
+}
+
+/// Parses the major version out of `java -version` output
+/// (`version "17.0.15"` gives 17, `version "1.8.0_392"` gives 8).
+fn parse_java_major(text: &str) -> Option<u32> {
+    let start = text.find("version \"")? + "version \"".len();
+    let rest = &text[start..];
+    let version = &rest[..rest.find('"')?];
+    let mut parts = version.split(['.', '-', '+', '_']);
+    let first: u32 = parts.next()?.parse().ok()?;
+    if first == 1 {
+        parts.next()?.parse().ok()
+    } else {
+        Some(first)
+    }
+}
+
+fn run_maven(home: &Path, cp_file: &Path) -> Result<(), HarnessError> {
+    let mvn_check = Command::new("mvn")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output();
+    if !matches!(mvn_check, Ok(ref o) if o.status.success()) {
+        return Err(HarnessError::MavenMissing);
+    }
+    let mut cmd = Command::new("mvn");
+    cmd.current_dir(home)
+        .arg("-B")
+        .arg("-q")
+        .arg("-f")
+        .arg(home.join("pom.xml"))
+        .arg("dependency:build-classpath")
+        .arg(format!("-Dmdep.outputFile={}", cp_file.display()))
+        .arg("-Dmdep.includeScope=runtime")
+        .stdin(Stdio::null());
+    let out = run_with_timeout(
+        cmd,
+        Duration::from_secs(900),
+        "mvn dependency:build-classpath",
+    )?;
+    if !out.success {
+        let all = format!("{}\n{}", out.stdout, out.stderr);
+        return Err(HarnessError::ResolutionFailed {
+            version: KAFKA_VERSION.into(),
+            pom: home.join("pom.xml"),
+            output: last_lines(&all, 40),
+        });
+    }
+    Ok(())
+}
+
+/// The classpath in `file`, if every jar it names still exists.
+fn read_valid_classpath(file: &Path) -> Option<String> {
+    let cp = fs::read_to_string(file).ok()?;
+    let cp = cp.trim().to_string();
+    let all_exist = !cp.is_empty() && cp.split(':').all(|jar| Path::new(jar).exists());
+    let has_broker = cp.contains("kafka_2.13-") && cp.contains("log4j-slf4j-impl");
+    (all_exist && has_broker).then_some(cp)
+}
+
+fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("FRANZ_TESTKIT_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/franz-testkit")))
+        .unwrap_or_else(|| std::env::temp_dir().join("franz-testkit-cache"));
+    let hash = fnv1a(POM.as_bytes()) ^ fnv1a(WATCHDOG.as_bytes()).rotate_left(17);
+    base.join(format!("kafka-{KAFKA_VERSION}-{hash:016x}"))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn write_if_changed(path: &Path, contents: &str) -> Result<(), HarnessError> {
+    if fs::read_to_string(path).ok().as_deref() == Some(contents) {
+        return Ok(());
+    }
+    fs::write(path, contents).ctx(|| format!("writing {}", path.display()))
+}
+
+/// The last `n` lines of `text`.
+pub(crate) fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn java_versions_parse() {
+        assert_eq!(
+            parse_java_major("openjdk version \"17.0.15\" 2025-04-15"),
+            Some(17)
+        );
+        assert_eq!(parse_java_major("java version \"1.8.0_392\""), Some(8));
+        assert_eq!(
+            parse_java_major("openjdk version \"21\" 2023-09-19"),
+            Some(21)
+        );
+        assert_eq!(parse_java_major("no version here"), None);
+    }
+
+    #[test]
+    fn pom_pins_the_declared_version() {
+        assert!(POM.contains(&format!("<kafka.version>{KAFKA_VERSION}</kafka.version>")));
+    }
+}
