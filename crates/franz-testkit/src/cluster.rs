@@ -772,8 +772,9 @@ impl Inner {
                             "format".to_string(),
                             "--config".into(),
                             config.display().to_string(),
-                            "--cluster-id".into(),
-                            cluster_id.to_string(),
+                            // `=` form: a random id may start with '-', which
+                            // argparse would take for an option.
+                            format!("--cluster-id={cluster_id}"),
                             "--ignore-formatted".into(),
                         ];
                         args.extend(extra.iter().cloned());

@@ -26,7 +26,9 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
-    let command = args.next().ok_or("usage: franz-kafka up|down|hold [--nodes 1|3] [--state FILE]")?;
+    let command = args
+        .next()
+        .ok_or("usage: franz-kafka up|down|hold [--nodes 1|3] [--state FILE]")?;
     let mut nodes = 1;
     let mut state = std::env::temp_dir().join("franz-kafka-dev.state");
     while let Some(a) = args.next() {
@@ -37,11 +39,20 @@ fn parse_args() -> Result<Args, String> {
                     .and_then(|n| n.parse().ok())
                     .ok_or("--nodes takes 1 or 3")?;
             }
-            "--state" => state = args.next().map(PathBuf::from).ok_or("--state takes a file")?,
+            "--state" => {
+                state = args
+                    .next()
+                    .map(PathBuf::from)
+                    .ok_or("--state takes a file")?
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    Ok(Args { command, nodes, state })
+    Ok(Args {
+        command,
+        nodes,
+        state,
+    })
 }
 
 fn main() -> ExitCode {
@@ -97,7 +108,8 @@ fn up(args: &Args) -> Result<(), String> {
         let _ = std::fs::remove_file(&args.state);
     }
     let log = args.state.with_extension("log");
-    let log_file = std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    let log_file =
+        std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut holder = {
         use std::os::unix::process::CommandExt as _;
@@ -117,7 +129,8 @@ fn up(args: &Args) -> Result<(), String> {
     };
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        if let Some(bootstrap) = read_state(&args.state).and_then(|s| state_value(&s, "bootstrap")) {
+        if let Some(bootstrap) = read_state(&args.state).and_then(|s| state_value(&s, "bootstrap"))
+        {
             println!("KAFKA_BOOTSTRAP={bootstrap}");
             return Ok(());
         }
