@@ -471,10 +471,10 @@ impl KafkaCluster {
         let inner = Arc::clone(&self.inner);
         blocking(move || {
             let mut n = inner.node(node)?;
-            if let Some(mut p) = n.process.take() {
-                if !p.terminate(Duration::from_secs(60)) {
-                    tracing::warn!(node, "broker ignored SIGTERM for 60s and was killed");
-                }
+            if let Some(mut p) = n.process.take()
+                && !p.terminate(Duration::from_secs(60))
+            {
+                tracing::warn!(node, "broker ignored SIGTERM for 60s and was killed");
             }
             n.paused = false;
             Ok(())
@@ -785,16 +785,13 @@ impl Inner {
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(HarnessError::Config(
-                            "storage format thread panicked".into(),
-                        ))
-                    })
+            handles.into_iter().try_for_each(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(HarnessError::Config(
+                        "storage format thread panicked".into(),
+                    ))
                 })
-                .collect::<Result<(), _>>()
+            })
         })
     }
 

@@ -208,10 +208,10 @@ pub(crate) fn run_dir() -> Result<PathBuf, HarnessError> {
                 .strip_prefix('p')
                 .and_then(|r| r.split('-').next())
                 .and_then(|p| p.parse::<u32>().ok());
-            if let Some(pid) = pid {
-                if !PathBuf::from(format!("/proc/{pid}")).exists() {
-                    let _ = fs::remove_dir_all(entry.path());
-                }
+            if let Some(pid) = pid
+                && !PathBuf::from(format!("/proc/{pid}")).exists()
+            {
+                let _ = fs::remove_dir_all(entry.path());
             }
         }
     }

@@ -362,13 +362,13 @@ fn pump_responses(
             if rules.black_hole {
                 continue;
             }
-            if let Some(key) = api_key {
-                if let Some(left) = rules.drop_next.get_mut(&key).filter(|n| **n > 0) {
-                    *left -= 1;
-                    *rules.dropped.entry(key).or_default() += 1;
-                    tracing::info!(api_key = key, "fault proxy dropped a response");
-                    continue;
-                }
+            if let Some(key) = api_key
+                && let Some(left) = rules.drop_next.get_mut(&key).filter(|n| **n > 0)
+            {
+                *left -= 1;
+                *rules.dropped.entry(key).or_default() += 1;
+                tracing::info!(api_key = key, "fault proxy dropped a response");
+                continue;
             }
             api_key
                 .and_then(|k| rules.delay_api.get(&k).copied())

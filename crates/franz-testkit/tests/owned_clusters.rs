@@ -3,6 +3,8 @@
 //! that no broker outlives a SIGKILLed test process. Owned clusters are
 //! exclusive, so these run one at a time whatever the test thread count.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;

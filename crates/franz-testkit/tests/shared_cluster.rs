@@ -1,6 +1,8 @@
 //! Self-tests on the shared single-node cluster (or `KAFKA_BOOTSTRAP`):
 //! the Java tools and KafkaJS work against it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 

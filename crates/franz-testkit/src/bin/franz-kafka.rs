@@ -151,8 +151,8 @@ fn down(args: &Args) -> Result<(), String> {
         println!("no cluster is running");
         return Ok(());
     };
-    if let Some(pid) = state_value(&state, "holder_pid") {
-        if alive(&pid) {
+    if let Some(pid) = state_value(&state, "holder_pid").filter(|p| alive(p)) {
+        {
             let raw: i32 = pid.parse().map_err(|_| format!("bad pid {pid}"))?;
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(raw),
