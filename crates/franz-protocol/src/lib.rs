@@ -1,8 +1,20 @@
 //! # franz-protocol
 //!
-//! The Kafka wire-protocol codec: request and response messages generated from
-//! `protocol-specs/`, record batches decoded over `bytes::Bytes`, compression,
-//! and Kafka error codes. It performs no I/O and reads no clock.
+//! The Kafka wire-protocol codec. It performs no I/O and reads no clock.
 //!
-//! Status: not written yet. Issue #3 fills this crate; until then it exports
-//! nothing, so that nothing can depend on a codec that does not exist.
+//! ## Main types
+//! - [`primitives::Reader`] decodes protocol primitives from a
+//!   [`bytes::Bytes`] buffer without copying byte arrays, checking every
+//!   length against the bytes that remain and [`primitives::DecodeLimits`].
+//! - [`primitives::Writer`] appends primitives to a [`bytes::BytesMut`].
+//! - [`DecodeError`] / [`EncodeError`] are the typed failures; a decoder never
+//!   panics on hostile input.
+//!
+//! ## Status
+//! Work in progress (issue #3): primitives and errors are here; generated
+//! messages, record batches, compression and error codes are being added.
+
+pub mod error;
+pub mod primitives;
+
+pub use error::{DecodeError, EncodeError};
