@@ -15,6 +15,16 @@
 //! messages, record batches, compression and error codes are being added.
 
 pub mod error;
+pub mod error_code;
+pub mod messages;
 pub mod primitives;
+#[cfg(any(test, feature = "sample"))]
+pub mod sample;
+
+#[cfg(test)]
+mod roundtrip_tests;
 
 pub use error::{DecodeError, EncodeError};
+pub use error_code::ErrorCode;
+pub use messages::{ApiKey, Message, Request};
+pub use primitives::Uuid;

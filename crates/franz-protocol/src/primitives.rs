@@ -351,6 +351,46 @@ enum LengthForm {
     Compact,
 }
 
+/// A Kafka UUID (topic ids, directory ids): 16 raw bytes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Uuid(pub [u8; 16]);
+
+impl Uuid {
+    /// The all-zero id, which Kafka uses for "no id".
+    pub const ZERO: Self = Self([0; 16]);
+
+    /// Whether this is [`Uuid::ZERO`].
+    pub fn is_zero(&self) -> bool {
+        *self == Self::ZERO
+    }
+}
+
+impl std::fmt::Display for Uuid {
+    /// Kafka's text form: URL-safe base64 without padding (22 characters).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut acc = 0u32;
+        let mut bits = 0;
+        for b in self.0 {
+            acc = (acc << 8) | u32::from(b);
+            bits += 8;
+            while bits >= 6 {
+                bits -= 6;
+                write!(f, "{}", ALPHABET[((acc >> bits) & 63) as usize] as char)?;
+            }
+        }
+        if bits > 0 {
+            write!(
+                f,
+                "{}",
+                ALPHABET[((acc << (6 - bits)) & 63) as usize] as char
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// A tagged field this version of franz does not know, kept as raw bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RawTaggedField {
@@ -483,9 +523,8 @@ impl Writer for BytesMut {
             (None, true) => self.put_uvarint(0),
             (None, false) => self.put_i32(-1),
             (Some(n), true) => self.put_uvarint(compact_len(n, field)?),
-            (Some(n), false) => self.put_i32(
-                i32::try_from(n).map_err(|_| EncodeError::TooLong { field, length: n })?,
-            ),
+            (Some(n), false) => self
+                .put_i32(i32::try_from(n).map_err(|_| EncodeError::TooLong { field, length: n })?),
         }
         Ok(())
     }
