@@ -382,7 +382,9 @@ fn sample_field(cx: &Ctx<'_>, f: &FieldSpec) -> String {
             FieldType::String => "g.string()".into(),
             FieldType::Bytes | FieldType::Records => "g.bytes()".into(),
             FieldType::Struct(n) => format!("{n}::sample(g, v)"),
-            FieldType::Array(inner) => format!("(0..g.len()).map(|_| {}).collect()", base(inner)),
+            FieldType::Array(inner) => {
+                format!("(0..g.array_len()).map(|_| {}).collect()", base(inner))
+            }
         }
     }
     let value = base(&f.ty);
@@ -755,7 +757,7 @@ pub(crate) fn write_tagged(
             api.name, api.key, api.name
         );
     }
-    s.push_str("}\n\nimpl ApiKey {\n    /// Every API franz speaks.\n    pub const ALL: &'static [ApiKey] = &[");
+    s.push_str("}\n\nimpl ApiKey {\n    /// Every API franz speaks.\n    pub const ALL: &'static [Self] = &[");
     for api in apis {
         let _ = write!(s, "Self::{}, ", api.name);
     }

@@ -119,7 +119,7 @@ pub enum FieldType {
     /// A struct, by name.
     Struct(String),
     /// `[]T`.
-    Array(Box<FieldType>),
+    Array(Box<Self>),
 }
 
 impl FieldType {
@@ -189,7 +189,7 @@ pub struct FieldSpec {
     /// lacks the field.
     pub ignorable: bool,
     /// Fields of an inline struct type.
-    pub fields: Vec<FieldSpec>,
+    pub fields: Vec<Self>,
 }
 
 /// A named struct shared by several fields of one message.

@@ -87,7 +87,7 @@ pub enum DecodeError {
         /// The version it was decoded as.
         version: i16,
         /// The underlying error (it names the field).
-        source: Box<DecodeError>,
+        source: Box<Self>,
     },
 }
 

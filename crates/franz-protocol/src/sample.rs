@@ -113,7 +113,7 @@ impl SampleGen {
 
     /// An array length: 0 to 3, shrinking as structures nest so samples stay
     /// small.
-    pub fn len(&mut self) -> usize {
+    pub fn array_len(&mut self) -> usize {
         if self.depth_budget == 0 {
             return 0;
         }

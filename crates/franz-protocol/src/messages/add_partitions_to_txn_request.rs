@@ -103,7 +103,7 @@ impl AddPartitionsToTxnRequest {
         this.v3_and_below_transactional_id = g.string();
         this.v3_and_below_producer_id = g.i64();
         this.v3_and_below_producer_epoch = g.i16();
-        this.v3_and_below_topics = (0..g.len())
+        this.v3_and_below_topics = (0..g.array_len())
             .map(|_| AddPartitionsToTxnTopic::sample(g, v))
             .collect();
         this
@@ -174,7 +174,7 @@ impl AddPartitionsToTxnTopic {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.name = g.string();
-        this.partitions = (0..g.len()).map(|_| g.i32()).collect();
+        this.partitions = (0..g.array_len()).map(|_| g.i32()).collect();
         this
     }
 }

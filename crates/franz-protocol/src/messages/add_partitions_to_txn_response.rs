@@ -86,7 +86,7 @@ impl AddPartitionsToTxnResponse {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.throttle_time_ms = g.i32();
-        this.results_by_topic_v3_and_below = (0..g.len())
+        this.results_by_topic_v3_and_below = (0..g.array_len())
             .map(|_| AddPartitionsToTxnTopicResult::sample(g, v))
             .collect();
         this
@@ -161,7 +161,7 @@ impl AddPartitionsToTxnTopicResult {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.name = g.string();
-        this.results_by_partition = (0..g.len())
+        this.results_by_partition = (0..g.array_len())
             .map(|_| AddPartitionsToTxnPartitionResult::sample(g, v))
             .collect();
         this

@@ -256,12 +256,14 @@ impl ApiVersionsResponse {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.error_code = g.i16();
-        this.api_keys = (0..g.len()).map(|_| ApiVersion::sample(g, v)).collect();
+        this.api_keys = (0..g.array_len())
+            .map(|_| ApiVersion::sample(g, v))
+            .collect();
         if v >= 1 {
             this.throttle_time_ms = g.i32();
         }
         if v >= 3 && g.bool() {
-            this.supported_features = (0..g.len())
+            this.supported_features = (0..g.array_len())
                 .map(|_| SupportedFeatureKey::sample(g, v))
                 .collect();
         }
@@ -269,7 +271,7 @@ impl ApiVersionsResponse {
             this.finalized_features_epoch = g.i64();
         }
         if v >= 3 && g.bool() {
-            this.finalized_features = (0..g.len())
+            this.finalized_features = (0..g.array_len())
                 .map(|_| FinalizedFeatureKey::sample(g, v))
                 .collect();
         }

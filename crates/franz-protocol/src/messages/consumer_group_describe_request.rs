@@ -87,7 +87,7 @@ impl ConsumerGroupDescribeRequest {
     #[cfg(any(test, feature = "sample"))]
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
-        this.group_ids = (0..g.len()).map(|_| g.string()).collect();
+        this.group_ids = (0..g.array_len()).map(|_| g.string()).collect();
         this.include_authorized_operations = g.bool();
         this
     }

@@ -83,7 +83,9 @@ impl ConsumerGroupDescribeResponse {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.throttle_time_ms = g.i32();
-        this.groups = (0..g.len()).map(|_| DescribedGroup::sample(g, v)).collect();
+        this.groups = (0..g.array_len())
+            .map(|_| DescribedGroup::sample(g, v))
+            .collect();
         this
     }
 }
@@ -209,7 +211,7 @@ impl DescribedGroup {
         this.group_epoch = g.i32();
         this.assignment_epoch = g.i32();
         this.assignor_name = g.string();
-        this.members = (0..g.len()).map(|_| Member::sample(g, v)).collect();
+        this.members = (0..g.array_len()).map(|_| Member::sample(g, v)).collect();
         this.authorized_operations = g.i32();
         this
     }
@@ -348,7 +350,7 @@ impl Member {
         this.member_epoch = g.i32();
         this.client_id = g.string();
         this.client_host = g.string();
-        this.subscribed_topic_names = (0..g.len()).map(|_| g.string()).collect();
+        this.subscribed_topic_names = (0..g.array_len()).map(|_| g.string()).collect();
         this.subscribed_topic_regex = if true && g.null() {
             None
         } else {
@@ -434,7 +436,7 @@ impl TopicPartitions {
         let mut this = Self::default();
         this.topic_id = Uuid(g.uuid());
         this.topic_name = g.string();
-        this.partitions = (0..g.len()).map(|_| g.i32()).collect();
+        this.partitions = (0..g.array_len()).map(|_| g.i32()).collect();
         this
     }
 }
@@ -497,7 +499,7 @@ impl Assignment {
     #[cfg(any(test, feature = "sample"))]
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
-        this.topic_partitions = (0..g.len())
+        this.topic_partitions = (0..g.array_len())
             .map(|_| TopicPartitions::sample(g, v))
             .collect();
         this

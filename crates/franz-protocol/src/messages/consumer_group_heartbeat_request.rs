@@ -218,7 +218,7 @@ impl ConsumerGroupHeartbeatRequest {
         this.subscribed_topic_names = if true && g.null() {
             None
         } else {
-            Some((0..g.len()).map(|_| g.string()).collect())
+            Some((0..g.array_len()).map(|_| g.string()).collect())
         };
         this.server_assignor = if true && g.null() {
             None
@@ -229,7 +229,7 @@ impl ConsumerGroupHeartbeatRequest {
             None
         } else {
             Some(
-                (0..g.len())
+                (0..g.array_len())
                     .map(|_| TopicPartitions::sample(g, v))
                     .collect(),
             )
@@ -302,7 +302,7 @@ impl TopicPartitions {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.topic_id = Uuid(g.uuid());
-        this.partitions = (0..g.len()).map(|_| g.i32()).collect();
+        this.partitions = (0..g.array_len()).map(|_| g.i32()).collect();
         this
     }
 }

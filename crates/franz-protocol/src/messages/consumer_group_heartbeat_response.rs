@@ -202,7 +202,7 @@ impl Assignment {
     #[cfg(any(test, feature = "sample"))]
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
-        this.topic_partitions = (0..g.len())
+        this.topic_partitions = (0..g.array_len())
             .map(|_| TopicPartitions::sample(g, v))
             .collect();
         this
@@ -273,7 +273,7 @@ impl TopicPartitions {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.topic_id = Uuid(g.uuid());
-        this.partitions = (0..g.len()).map(|_| g.i32()).collect();
+        this.partitions = (0..g.array_len()).map(|_| g.i32()).collect();
         this
     }
 }

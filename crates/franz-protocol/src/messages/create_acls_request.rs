@@ -77,7 +77,9 @@ impl CreateAclsRequest {
     #[cfg(any(test, feature = "sample"))]
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
-        this.creations = (0..g.len()).map(|_| AclCreation::sample(g, v)).collect();
+        this.creations = (0..g.array_len())
+            .map(|_| AclCreation::sample(g, v))
+            .collect();
         this
     }
 }

@@ -83,7 +83,7 @@ impl CreateAclsResponse {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.throttle_time_ms = g.i32();
-        this.results = (0..g.len())
+        this.results = (0..g.array_len())
             .map(|_| AclCreationResult::sample(g, v))
             .collect();
         this

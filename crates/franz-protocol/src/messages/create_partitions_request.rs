@@ -87,7 +87,7 @@ impl CreatePartitionsRequest {
     #[cfg(any(test, feature = "sample"))]
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
-        this.topics = (0..g.len())
+        this.topics = (0..g.array_len())
             .map(|_| CreatePartitionsTopic::sample(g, v))
             .collect();
         this.timeout_ms = g.i32();
@@ -181,7 +181,7 @@ impl CreatePartitionsTopic {
             None
         } else {
             Some(
-                (0..g.len())
+                (0..g.array_len())
                     .map(|_| CreatePartitionsAssignment::sample(g, v))
                     .collect(),
             )
@@ -248,7 +248,7 @@ impl CreatePartitionsAssignment {
     #[cfg(any(test, feature = "sample"))]
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
-        this.broker_ids = (0..g.len()).map(|_| g.i32()).collect();
+        this.broker_ids = (0..g.array_len()).map(|_| g.i32()).collect();
         this
     }
 }

@@ -87,7 +87,9 @@ impl CreateTopicsRequest {
     #[cfg(any(test, feature = "sample"))]
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
-        this.topics = (0..g.len()).map(|_| CreatableTopic::sample(g, v)).collect();
+        this.topics = (0..g.array_len())
+            .map(|_| CreatableTopic::sample(g, v))
+            .collect();
         this.timeout_ms = g.i32();
         this.validate_only = g.bool();
         this
@@ -185,10 +187,10 @@ impl CreatableTopic {
         this.name = g.string();
         this.num_partitions = g.i32();
         this.replication_factor = g.i16();
-        this.assignments = (0..g.len())
+        this.assignments = (0..g.array_len())
             .map(|_| CreatableReplicaAssignment::sample(g, v))
             .collect();
-        this.configs = (0..g.len())
+        this.configs = (0..g.array_len())
             .map(|_| CreatableTopicConfig::sample(g, v))
             .collect();
         this
@@ -259,7 +261,7 @@ impl CreatableReplicaAssignment {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.partition_index = g.i32();
-        this.broker_ids = (0..g.len()).map(|_| g.i32()).collect();
+        this.broker_ids = (0..g.array_len()).map(|_| g.i32()).collect();
         this
     }
 }

@@ -83,7 +83,7 @@ impl CreateTopicsResponse {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.throttle_time_ms = g.i32();
-        this.topics = (0..g.len())
+        this.topics = (0..g.array_len())
             .map(|_| CreatableTopicResult::sample(g, v))
             .collect();
         this
@@ -274,7 +274,7 @@ impl CreatableTopicResult {
                 None
             } else {
                 Some(
-                    (0..g.len())
+                    (0..g.array_len())
                         .map(|_| CreatableTopicConfigs::sample(g, v))
                         .collect(),
                 )

@@ -77,7 +77,7 @@ impl DeleteAclsRequest {
     #[cfg(any(test, feature = "sample"))]
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
-        this.filters = (0..g.len())
+        this.filters = (0..g.array_len())
             .map(|_| DeleteAclsFilter::sample(g, v))
             .collect();
         this

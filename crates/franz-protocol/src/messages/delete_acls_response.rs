@@ -83,7 +83,7 @@ impl DeleteAclsResponse {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.throttle_time_ms = g.i32();
-        this.filter_results = (0..g.len())
+        this.filter_results = (0..g.array_len())
             .map(|_| DeleteAclsFilterResult::sample(g, v))
             .collect();
         this
@@ -172,7 +172,7 @@ impl DeleteAclsFilterResult {
         } else {
             Some(g.string())
         };
-        this.matching_acls = (0..g.len())
+        this.matching_acls = (0..g.array_len())
             .map(|_| DeleteAclsMatchingAcl::sample(g, v))
             .collect();
         this

@@ -77,7 +77,7 @@ impl DeleteGroupsRequest {
     #[cfg(any(test, feature = "sample"))]
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
-        this.groups_names = (0..g.len()).map(|_| g.string()).collect();
+        this.groups_names = (0..g.array_len()).map(|_| g.string()).collect();
         this
     }
 }

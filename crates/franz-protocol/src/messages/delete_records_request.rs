@@ -82,7 +82,7 @@ impl DeleteRecordsRequest {
     #[cfg(any(test, feature = "sample"))]
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
-        this.topics = (0..g.len())
+        this.topics = (0..g.array_len())
             .map(|_| DeleteRecordsTopic::sample(g, v))
             .collect();
         this.timeout_ms = g.i32();
@@ -154,7 +154,7 @@ impl DeleteRecordsTopic {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.name = g.string();
-        this.partitions = (0..g.len())
+        this.partitions = (0..g.array_len())
             .map(|_| DeleteRecordsPartition::sample(g, v))
             .collect();
         this

@@ -83,7 +83,7 @@ impl DeleteRecordsResponse {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.throttle_time_ms = g.i32();
-        this.topics = (0..g.len())
+        this.topics = (0..g.array_len())
             .map(|_| DeleteRecordsTopicResult::sample(g, v))
             .collect();
         this
@@ -154,7 +154,7 @@ impl DeleteRecordsTopicResult {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.name = g.string();
-        this.partitions = (0..g.len())
+        this.partitions = (0..g.array_len())
             .map(|_| DeleteRecordsPartitionResult::sample(g, v))
             .collect();
         this

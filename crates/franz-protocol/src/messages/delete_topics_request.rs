@@ -122,12 +122,12 @@ impl DeleteTopicsRequest {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         if v >= 6 {
-            this.topics = (0..g.len())
+            this.topics = (0..g.array_len())
                 .map(|_| DeleteTopicState::sample(g, v))
                 .collect();
         }
         if v <= 5 {
-            this.topic_names = (0..g.len()).map(|_| g.string()).collect();
+            this.topic_names = (0..g.array_len()).map(|_| g.string()).collect();
         }
         this.timeout_ms = g.i32();
         this

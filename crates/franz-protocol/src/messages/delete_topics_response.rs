@@ -83,7 +83,7 @@ impl DeleteTopicsResponse {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.throttle_time_ms = g.i32();
-        this.responses = (0..g.len())
+        this.responses = (0..g.array_len())
             .map(|_| DeletableTopicResult::sample(g, v))
             .collect();
         this

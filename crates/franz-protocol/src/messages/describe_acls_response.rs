@@ -107,7 +107,7 @@ impl DescribeAclsResponse {
         } else {
             Some(g.string())
         };
-        this.resources = (0..g.len())
+        this.resources = (0..g.array_len())
             .map(|_| DescribeAclsResource::sample(g, v))
             .collect();
         this
@@ -190,7 +190,9 @@ impl DescribeAclsResource {
         this.resource_type = g.i8();
         this.resource_name = g.string();
         this.pattern_type = g.i8();
-        this.acls = (0..g.len()).map(|_| AclDescription::sample(g, v)).collect();
+        this.acls = (0..g.array_len())
+            .map(|_| AclDescription::sample(g, v))
+            .collect();
         this
     }
 }

@@ -153,7 +153,7 @@ impl DescribeClusterResponse {
         }
         this.cluster_id = g.string();
         this.controller_id = g.i32();
-        this.brokers = (0..g.len())
+        this.brokers = (0..g.array_len())
             .map(|_| DescribeClusterBroker::sample(g, v))
             .collect();
         this.cluster_authorized_operations = g.i32();

@@ -103,7 +103,7 @@ impl DescribeConfigsRequest {
     #[cfg(any(test, feature = "sample"))]
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
-        this.resources = (0..g.len())
+        this.resources = (0..g.array_len())
             .map(|_| DescribeConfigsResource::sample(g, v))
             .collect();
         this.include_synonyms = g.bool();
@@ -207,7 +207,7 @@ impl DescribeConfigsResource {
         this.configuration_keys = if true && g.null() {
             None
         } else {
-            Some((0..g.len()).map(|_| g.string()).collect())
+            Some((0..g.array_len()).map(|_| g.string()).collect())
         };
         this
     }

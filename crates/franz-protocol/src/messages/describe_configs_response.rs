@@ -83,7 +83,7 @@ impl DescribeConfigsResponse {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.throttle_time_ms = g.i32();
-        this.results = (0..g.len())
+        this.results = (0..g.array_len())
             .map(|_| DescribeConfigsResult::sample(g, v))
             .collect();
         this
@@ -188,7 +188,7 @@ impl DescribeConfigsResult {
         };
         this.resource_type = g.i8();
         this.resource_name = g.string();
-        this.configs = (0..g.len())
+        this.configs = (0..g.array_len())
             .map(|_| DescribeConfigsResourceResult::sample(g, v))
             .collect();
         this
@@ -325,7 +325,7 @@ impl DescribeConfigsResourceResult {
         this.read_only = g.bool();
         this.config_source = g.i8();
         this.is_sensitive = g.bool();
-        this.synonyms = (0..g.len())
+        this.synonyms = (0..g.array_len())
             .map(|_| DescribeConfigsSynonym::sample(g, v))
             .collect();
         if v >= 3 {

@@ -99,7 +99,7 @@ impl DescribeGroupsRequest {
     #[cfg(any(test, feature = "sample"))]
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
-        this.groups = (0..g.len()).map(|_| g.string()).collect();
+        this.groups = (0..g.array_len()).map(|_| g.string()).collect();
         if v >= 3 {
             this.include_authorized_operations = g.bool();
         }

@@ -89,7 +89,9 @@ impl DescribeGroupsResponse {
         if v >= 1 {
             this.throttle_time_ms = g.i32();
         }
-        this.groups = (0..g.len()).map(|_| DescribedGroup::sample(g, v)).collect();
+        this.groups = (0..g.array_len())
+            .map(|_| DescribedGroup::sample(g, v))
+            .collect();
         this
     }
 }
@@ -211,7 +213,7 @@ impl DescribedGroup {
         this.group_state = g.string();
         this.protocol_type = g.string();
         this.protocol_data = g.string();
-        this.members = (0..g.len())
+        this.members = (0..g.array_len())
             .map(|_| DescribedGroupMember::sample(g, v))
             .collect();
         if v >= 3 {

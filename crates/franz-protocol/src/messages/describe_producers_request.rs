@@ -77,7 +77,9 @@ impl DescribeProducersRequest {
     #[cfg(any(test, feature = "sample"))]
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
-        this.topics = (0..g.len()).map(|_| TopicRequest::sample(g, v)).collect();
+        this.topics = (0..g.array_len())
+            .map(|_| TopicRequest::sample(g, v))
+            .collect();
         this
     }
 }
@@ -146,7 +148,7 @@ impl TopicRequest {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.name = g.string();
-        this.partition_indexes = (0..g.len()).map(|_| g.i32()).collect();
+        this.partition_indexes = (0..g.array_len()).map(|_| g.i32()).collect();
         this
     }
 }

@@ -83,7 +83,9 @@ impl DescribeProducersResponse {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.throttle_time_ms = g.i32();
-        this.topics = (0..g.len()).map(|_| TopicResponse::sample(g, v)).collect();
+        this.topics = (0..g.array_len())
+            .map(|_| TopicResponse::sample(g, v))
+            .collect();
         this
     }
 }
@@ -152,7 +154,7 @@ impl TopicResponse {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.name = g.string();
-        this.partitions = (0..g.len())
+        this.partitions = (0..g.array_len())
             .map(|_| PartitionResponse::sample(g, v))
             .collect();
         this
@@ -247,7 +249,9 @@ impl PartitionResponse {
         } else {
             Some(g.string())
         };
-        this.active_producers = (0..g.len()).map(|_| ProducerState::sample(g, v)).collect();
+        this.active_producers = (0..g.array_len())
+            .map(|_| ProducerState::sample(g, v))
+            .collect();
         this
     }
 }

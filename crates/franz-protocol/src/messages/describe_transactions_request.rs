@@ -81,7 +81,7 @@ impl DescribeTransactionsRequest {
     #[cfg(any(test, feature = "sample"))]
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
-        this.transactional_ids = (0..g.len()).map(|_| g.string()).collect();
+        this.transactional_ids = (0..g.array_len()).map(|_| g.string()).collect();
         this
     }
 }

@@ -83,7 +83,7 @@ impl DescribeTransactionsResponse {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.throttle_time_ms = g.i32();
-        this.transaction_states = (0..g.len())
+        this.transaction_states = (0..g.array_len())
             .map(|_| TransactionState::sample(g, v))
             .collect();
         this
@@ -194,7 +194,9 @@ impl TransactionState {
         this.transaction_start_time_ms = g.i64();
         this.producer_id = g.i64();
         this.producer_epoch = g.i16();
-        this.topics = (0..g.len()).map(|_| TopicData::sample(g, v)).collect();
+        this.topics = (0..g.array_len())
+            .map(|_| TopicData::sample(g, v))
+            .collect();
         this
     }
 }
@@ -263,7 +265,7 @@ impl TopicData {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.topic = g.string();
-        this.partitions = (0..g.len()).map(|_| g.i32()).collect();
+        this.partitions = (0..g.array_len()).map(|_| g.i32()).collect();
         this
     }
 }

@@ -121,7 +121,7 @@ impl ElectLeadersRequest {
             None
         } else {
             Some(
-                (0..g.len())
+                (0..g.array_len())
                     .map(|_| TopicPartitions::sample(g, v))
                     .collect(),
             )
@@ -195,7 +195,7 @@ impl TopicPartitions {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.topic = g.string();
-        this.partitions = (0..g.len()).map(|_| g.i32()).collect();
+        this.partitions = (0..g.array_len()).map(|_| g.i32()).collect();
         this
     }
 }

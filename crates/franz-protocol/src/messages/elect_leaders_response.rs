@@ -107,7 +107,7 @@ impl ElectLeadersResponse {
         if v >= 1 {
             this.error_code = g.i16();
         }
-        this.replica_election_results = (0..g.len())
+        this.replica_election_results = (0..g.array_len())
             .map(|_| ReplicaElectionResult::sample(g, v))
             .collect();
         this
@@ -178,7 +178,7 @@ impl ReplicaElectionResult {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.topic = g.string();
-        this.partition_result = (0..g.len())
+        this.partition_result = (0..g.array_len())
             .map(|_| PartitionResult::sample(g, v))
             .collect();
         this

@@ -296,10 +296,13 @@ impl FetchRequest {
         if v >= 7 {
             this.session_epoch = g.i32();
         }
-        this.topics = (0..g.len()).map(|_| FetchTopic::sample(g, v)).collect();
+        this.topics = (0..g.array_len())
+            .map(|_| FetchTopic::sample(g, v))
+            .collect();
         if v >= 7 {
-            this.forgotten_topics_data =
-                (0..g.len()).map(|_| ForgottenTopic::sample(g, v)).collect();
+            this.forgotten_topics_data = (0..g.array_len())
+                .map(|_| ForgottenTopic::sample(g, v))
+                .collect();
         }
         if v >= 11 {
             this.rack_id = g.string();
@@ -481,7 +484,9 @@ impl FetchTopic {
         if v >= 13 {
             this.topic_id = Uuid(g.uuid());
         }
-        this.partitions = (0..g.len()).map(|_| FetchPartition::sample(g, v)).collect();
+        this.partitions = (0..g.array_len())
+            .map(|_| FetchPartition::sample(g, v))
+            .collect();
         this
     }
 }
@@ -726,7 +731,7 @@ impl ForgottenTopic {
             this.topic_id = Uuid(g.uuid());
         }
         if v >= 7 {
-            this.partitions = (0..g.len()).map(|_| g.i32()).collect();
+            this.partitions = (0..g.array_len()).map(|_| g.i32()).collect();
         }
         this
     }

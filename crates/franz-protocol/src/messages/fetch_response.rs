@@ -188,11 +188,13 @@ impl FetchResponse {
         if v >= 7 {
             this.session_id = g.i32();
         }
-        this.responses = (0..g.len())
+        this.responses = (0..g.array_len())
             .map(|_| FetchableTopicResponse::sample(g, v))
             .collect();
         if v >= 16 && g.bool() {
-            this.node_endpoints = (0..g.len()).map(|_| NodeEndpoint::sample(g, v)).collect();
+            this.node_endpoints = (0..g.array_len())
+                .map(|_| NodeEndpoint::sample(g, v))
+                .collect();
         }
         this
     }
@@ -280,7 +282,9 @@ impl FetchableTopicResponse {
         if v >= 13 {
             this.topic_id = Uuid(g.uuid());
         }
-        this.partitions = (0..g.len()).map(|_| PartitionData::sample(g, v)).collect();
+        this.partitions = (0..g.array_len())
+            .map(|_| PartitionData::sample(g, v))
+            .collect();
         this
     }
 }
@@ -550,7 +554,7 @@ impl PartitionData {
             None
         } else {
             Some(
-                (0..g.len())
+                (0..g.array_len())
                     .map(|_| AbortedTransaction::sample(g, v))
                     .collect(),
             )

@@ -146,7 +146,7 @@ impl FindCoordinatorRequest {
             this.key_type = g.i8();
         }
         if v >= 4 {
-            this.coordinator_keys = (0..g.len()).map(|_| g.string()).collect();
+            this.coordinator_keys = (0..g.array_len()).map(|_| g.string()).collect();
         }
         this
     }

@@ -233,7 +233,9 @@ impl FindCoordinatorResponse {
             this.port = g.i32();
         }
         if v >= 4 {
-            this.coordinators = (0..g.len()).map(|_| Coordinator::sample(g, v)).collect();
+            this.coordinators = (0..g.array_len())
+                .map(|_| Coordinator::sample(g, v))
+                .collect();
         }
         this
     }

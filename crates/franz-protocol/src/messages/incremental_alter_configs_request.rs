@@ -82,7 +82,7 @@ impl IncrementalAlterConfigsRequest {
     #[cfg(any(test, feature = "sample"))]
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
-        this.resources = (0..g.len())
+        this.resources = (0..g.array_len())
             .map(|_| AlterConfigsResource::sample(g, v))
             .collect();
         this.validate_only = g.bool();
@@ -164,7 +164,7 @@ impl AlterConfigsResource {
         let mut this = Self::default();
         this.resource_type = g.i8();
         this.resource_name = g.string();
-        this.configs = (0..g.len())
+        this.configs = (0..g.array_len())
             .map(|_| AlterableConfig::sample(g, v))
             .collect();
         this

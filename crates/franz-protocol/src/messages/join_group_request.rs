@@ -174,7 +174,7 @@ impl JoinGroupRequest {
             };
         }
         this.protocol_type = g.string();
-        this.protocols = (0..g.len())
+        this.protocols = (0..g.array_len())
             .map(|_| JoinGroupRequestProtocol::sample(g, v))
             .collect();
         if v >= 8 {

@@ -191,7 +191,7 @@ impl JoinGroupResponse {
             this.skip_assignment = g.bool();
         }
         this.member_id = g.string();
-        this.members = (0..g.len())
+        this.members = (0..g.array_len())
             .map(|_| JoinGroupResponseMember::sample(g, v))
             .collect();
         this

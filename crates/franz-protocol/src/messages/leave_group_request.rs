@@ -128,7 +128,9 @@ impl LeaveGroupRequest {
             this.member_id = g.string();
         }
         if v >= 3 {
-            this.members = (0..g.len()).map(|_| MemberIdentity::sample(g, v)).collect();
+            this.members = (0..g.array_len())
+                .map(|_| MemberIdentity::sample(g, v))
+                .collect();
         }
         this
     }

@@ -112,7 +112,9 @@ impl LeaveGroupResponse {
         }
         this.error_code = g.i16();
         if v >= 3 {
-            this.members = (0..g.len()).map(|_| MemberResponse::sample(g, v)).collect();
+            this.members = (0..g.array_len())
+                .map(|_| MemberResponse::sample(g, v))
+                .collect();
         }
         this
     }

@@ -129,10 +129,10 @@ impl ListGroupsRequest {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         if v >= 4 {
-            this.states_filter = (0..g.len()).map(|_| g.string()).collect();
+            this.states_filter = (0..g.array_len()).map(|_| g.string()).collect();
         }
         if v >= 5 {
-            this.types_filter = (0..g.len()).map(|_| g.string()).collect();
+            this.types_filter = (0..g.array_len()).map(|_| g.string()).collect();
         }
         this
     }

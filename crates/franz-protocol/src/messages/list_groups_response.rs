@@ -95,7 +95,9 @@ impl ListGroupsResponse {
             this.throttle_time_ms = g.i32();
         }
         this.error_code = g.i16();
-        this.groups = (0..g.len()).map(|_| ListedGroup::sample(g, v)).collect();
+        this.groups = (0..g.array_len())
+            .map(|_| ListedGroup::sample(g, v))
+            .collect();
         this
     }
 }

@@ -116,7 +116,7 @@ impl ListOffsetsRequest {
         if v >= 2 {
             this.isolation_level = g.i8();
         }
-        this.topics = (0..g.len())
+        this.topics = (0..g.array_len())
             .map(|_| ListOffsetsTopic::sample(g, v))
             .collect();
         if v >= 10 {
@@ -190,7 +190,7 @@ impl ListOffsetsTopic {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.name = g.string();
-        this.partitions = (0..g.len())
+        this.partitions = (0..g.array_len())
             .map(|_| ListOffsetsPartition::sample(g, v))
             .collect();
         this

@@ -89,7 +89,7 @@ impl ListOffsetsResponse {
         if v >= 2 {
             this.throttle_time_ms = g.i32();
         }
-        this.topics = (0..g.len())
+        this.topics = (0..g.array_len())
             .map(|_| ListOffsetsTopicResponse::sample(g, v))
             .collect();
         this
@@ -160,7 +160,7 @@ impl ListOffsetsTopicResponse {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.name = g.string();
-        this.partitions = (0..g.len())
+        this.partitions = (0..g.array_len())
             .map(|_| ListOffsetsPartitionResponse::sample(g, v))
             .collect();
         this

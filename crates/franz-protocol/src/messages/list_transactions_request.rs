@@ -117,8 +117,8 @@ impl ListTransactionsRequest {
     #[cfg(any(test, feature = "sample"))]
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
-        this.state_filters = (0..g.len()).map(|_| g.string()).collect();
-        this.producer_id_filters = (0..g.len()).map(|_| g.i64()).collect();
+        this.state_filters = (0..g.array_len()).map(|_| g.string()).collect();
+        this.producer_id_filters = (0..g.array_len()).map(|_| g.i64()).collect();
         if v >= 1 {
             this.duration_filter = g.i64();
         }

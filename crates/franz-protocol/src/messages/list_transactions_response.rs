@@ -112,8 +112,8 @@ impl ListTransactionsResponse {
         let mut this = Self::default();
         this.throttle_time_ms = g.i32();
         this.error_code = g.i16();
-        this.unknown_state_filters = (0..g.len()).map(|_| g.string()).collect();
-        this.transaction_states = (0..g.len())
+        this.unknown_state_filters = (0..g.array_len()).map(|_| g.string()).collect();
+        this.transaction_states = (0..g.array_len())
             .map(|_| TransactionState::sample(g, v))
             .collect();
         this

@@ -164,7 +164,7 @@ impl MetadataRequest {
             None
         } else {
             Some(
-                (0..g.len())
+                (0..g.array_len())
                     .map(|_| MetadataRequestTopic::sample(g, v))
                     .collect(),
             )

@@ -159,7 +159,7 @@ impl MetadataResponse {
         if v >= 3 {
             this.throttle_time_ms = g.i32();
         }
-        this.brokers = (0..g.len())
+        this.brokers = (0..g.array_len())
             .map(|_| MetadataResponseBroker::sample(g, v))
             .collect();
         if v >= 2 {
@@ -172,7 +172,7 @@ impl MetadataResponse {
         if v >= 1 {
             this.controller_id = g.i32();
         }
-        this.topics = (0..g.len())
+        this.topics = (0..g.array_len())
             .map(|_| MetadataResponseTopic::sample(g, v))
             .collect();
         if (v >= 8 && v <= 10) {
@@ -405,7 +405,7 @@ impl MetadataResponseTopic {
         if v >= 1 {
             this.is_internal = g.bool();
         }
-        this.partitions = (0..g.len())
+        this.partitions = (0..g.array_len())
             .map(|_| MetadataResponsePartition::sample(g, v))
             .collect();
         if v >= 8 {
@@ -545,10 +545,10 @@ impl MetadataResponsePartition {
         if v >= 7 {
             this.leader_epoch = g.i32();
         }
-        this.replica_nodes = (0..g.len()).map(|_| g.i32()).collect();
-        this.isr_nodes = (0..g.len()).map(|_| g.i32()).collect();
+        this.replica_nodes = (0..g.array_len()).map(|_| g.i32()).collect();
+        this.isr_nodes = (0..g.array_len()).map(|_| g.i32()).collect();
         if v >= 5 {
-            this.offline_replicas = (0..g.len()).map(|_| g.i32()).collect();
+            this.offline_replicas = (0..g.array_len()).map(|_| g.i32()).collect();
         }
         this
     }

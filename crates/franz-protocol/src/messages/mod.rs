@@ -349,7 +349,7 @@ pub enum ApiKey {
 
 impl ApiKey {
     /// Every API franz speaks.
-    pub const ALL: &'static [ApiKey] = &[
+    pub const ALL: &'static [Self] = &[
         Self::Produce,
         Self::Fetch,
         Self::ListOffsets,

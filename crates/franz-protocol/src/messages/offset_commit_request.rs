@@ -159,7 +159,7 @@ impl OffsetCommitRequest {
         if v <= 4 {
             this.retention_time_ms = g.i64();
         }
-        this.topics = (0..g.len())
+        this.topics = (0..g.array_len())
             .map(|_| OffsetCommitRequestTopic::sample(g, v))
             .collect();
         this
@@ -230,7 +230,7 @@ impl OffsetCommitRequestTopic {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.name = g.string();
-        this.partitions = (0..g.len())
+        this.partitions = (0..g.array_len())
             .map(|_| OffsetCommitRequestPartition::sample(g, v))
             .collect();
         this

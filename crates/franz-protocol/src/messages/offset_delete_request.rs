@@ -87,7 +87,7 @@ impl OffsetDeleteRequest {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.group_id = g.string();
-        this.topics = (0..g.len())
+        this.topics = (0..g.array_len())
             .map(|_| OffsetDeleteRequestTopic::sample(g, v))
             .collect();
         this
@@ -158,7 +158,7 @@ impl OffsetDeleteRequestTopic {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.name = g.string();
-        this.partitions = (0..g.len())
+        this.partitions = (0..g.array_len())
             .map(|_| OffsetDeleteRequestPartition::sample(g, v))
             .collect();
         this

@@ -89,7 +89,7 @@ impl OffsetDeleteResponse {
         let mut this = Self::default();
         this.error_code = g.i16();
         this.throttle_time_ms = g.i32();
-        this.topics = (0..g.len())
+        this.topics = (0..g.array_len())
             .map(|_| OffsetDeleteResponseTopic::sample(g, v))
             .collect();
         this
@@ -160,7 +160,7 @@ impl OffsetDeleteResponseTopic {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.name = g.string();
-        this.partitions = (0..g.len())
+        this.partitions = (0..g.array_len())
             .map(|_| OffsetDeleteResponsePartition::sample(g, v))
             .collect();
         this

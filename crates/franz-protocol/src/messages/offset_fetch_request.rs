@@ -196,14 +196,14 @@ impl OffsetFetchRequest {
                 None
             } else {
                 Some(
-                    (0..g.len())
+                    (0..g.array_len())
                         .map(|_| OffsetFetchRequestTopic::sample(g, v))
                         .collect(),
                 )
             };
         }
         if v >= 8 {
-            this.groups = (0..g.len())
+            this.groups = (0..g.array_len())
                 .map(|_| OffsetFetchRequestGroup::sample(g, v))
                 .collect();
         }
@@ -313,7 +313,7 @@ impl OffsetFetchRequestTopic {
             this.name = g.string();
         }
         if v <= 7 {
-            this.partition_indexes = (0..g.len()).map(|_| g.i32()).collect();
+            this.partition_indexes = (0..g.array_len()).map(|_| g.i32()).collect();
         }
         this
     }
@@ -487,7 +487,7 @@ impl OffsetFetchRequestGroup {
                 None
             } else {
                 Some(
-                    (0..g.len())
+                    (0..g.array_len())
                         .map(|_| OffsetFetchRequestTopics::sample(g, v))
                         .collect(),
                 )
@@ -596,7 +596,7 @@ impl OffsetFetchRequestTopics {
             this.name = g.string();
         }
         if v >= 8 {
-            this.partition_indexes = (0..g.len()).map(|_| g.i32()).collect();
+            this.partition_indexes = (0..g.array_len()).map(|_| g.i32()).collect();
         }
         this
     }

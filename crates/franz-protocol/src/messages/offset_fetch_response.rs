@@ -150,7 +150,7 @@ impl OffsetFetchResponse {
             this.throttle_time_ms = g.i32();
         }
         if v <= 7 {
-            this.topics = (0..g.len())
+            this.topics = (0..g.array_len())
                 .map(|_| OffsetFetchResponseTopic::sample(g, v))
                 .collect();
         }
@@ -158,7 +158,7 @@ impl OffsetFetchResponse {
             this.error_code = g.i16();
         }
         if v >= 8 {
-            this.groups = (0..g.len())
+            this.groups = (0..g.array_len())
                 .map(|_| OffsetFetchResponseGroup::sample(g, v))
                 .collect();
         }
@@ -265,7 +265,7 @@ impl OffsetFetchResponseTopic {
             this.name = g.string();
         }
         if v <= 7 {
-            this.partitions = (0..g.len())
+            this.partitions = (0..g.array_len())
                 .map(|_| OffsetFetchResponsePartition::sample(g, v))
                 .collect();
         }
@@ -568,7 +568,7 @@ impl OffsetFetchResponseGroup {
             this.group_id = g.string();
         }
         if v >= 8 {
-            this.topics = (0..g.len())
+            this.topics = (0..g.array_len())
                 .map(|_| OffsetFetchResponseTopics::sample(g, v))
                 .collect();
         }
@@ -678,7 +678,7 @@ impl OffsetFetchResponseTopics {
             this.name = g.string();
         }
         if v >= 8 {
-            this.partitions = (0..g.len())
+            this.partitions = (0..g.array_len())
                 .map(|_| OffsetFetchResponsePartitions::sample(g, v))
                 .collect();
         }

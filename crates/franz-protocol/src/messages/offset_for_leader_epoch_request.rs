@@ -89,7 +89,7 @@ impl OffsetForLeaderEpochRequest {
         if v >= 3 {
             this.replica_id = g.i32();
         }
-        this.topics = (0..g.len())
+        this.topics = (0..g.array_len())
             .map(|_| OffsetForLeaderTopic::sample(g, v))
             .collect();
         this
@@ -160,7 +160,7 @@ impl OffsetForLeaderTopic {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.topic = g.string();
-        this.partitions = (0..g.len())
+        this.partitions = (0..g.array_len())
             .map(|_| OffsetForLeaderPartition::sample(g, v))
             .collect();
         this

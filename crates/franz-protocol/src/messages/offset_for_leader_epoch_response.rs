@@ -83,7 +83,7 @@ impl OffsetForLeaderEpochResponse {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.throttle_time_ms = g.i32();
-        this.topics = (0..g.len())
+        this.topics = (0..g.array_len())
             .map(|_| OffsetForLeaderTopicResult::sample(g, v))
             .collect();
         this
@@ -158,7 +158,9 @@ impl OffsetForLeaderTopicResult {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.topic = g.string();
-        this.partitions = (0..g.len()).map(|_| EpochEndOffset::sample(g, v)).collect();
+        this.partitions = (0..g.array_len())
+            .map(|_| EpochEndOffset::sample(g, v))
+            .collect();
         this
     }
 }

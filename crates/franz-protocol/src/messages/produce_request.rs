@@ -107,7 +107,7 @@ impl ProduceRequest {
         };
         this.acks = g.i16();
         this.timeout_ms = g.i32();
-        this.topic_data = (0..g.len())
+        this.topic_data = (0..g.array_len())
             .map(|_| TopicProduceData::sample(g, v))
             .collect();
         this
@@ -178,7 +178,7 @@ impl TopicProduceData {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.name = g.string();
-        this.partition_data = (0..g.len())
+        this.partition_data = (0..g.array_len())
             .map(|_| PartitionProduceData::sample(g, v))
             .collect();
         this

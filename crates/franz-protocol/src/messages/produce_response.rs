@@ -151,12 +151,14 @@ impl ProduceResponse {
     #[cfg(any(test, feature = "sample"))]
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
-        this.responses = (0..g.len())
+        this.responses = (0..g.array_len())
             .map(|_| TopicProduceResponse::sample(g, v))
             .collect();
         this.throttle_time_ms = g.i32();
         if v >= 10 && g.bool() {
-            this.node_endpoints = (0..g.len()).map(|_| NodeEndpoint::sample(g, v)).collect();
+            this.node_endpoints = (0..g.array_len())
+                .map(|_| NodeEndpoint::sample(g, v))
+                .collect();
         }
         this
     }
@@ -226,7 +228,7 @@ impl TopicProduceResponse {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.name = g.string();
-        this.partition_responses = (0..g.len())
+        this.partition_responses = (0..g.array_len())
             .map(|_| PartitionProduceResponse::sample(g, v))
             .collect();
         this
@@ -397,7 +399,7 @@ impl PartitionProduceResponse {
             this.log_start_offset = g.i64();
         }
         if v >= 8 {
-            this.record_errors = (0..g.len())
+            this.record_errors = (0..g.array_len())
                 .map(|_| BatchIndexAndErrorMessage::sample(g, v))
                 .collect();
         }

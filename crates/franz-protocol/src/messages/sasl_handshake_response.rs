@@ -83,7 +83,7 @@ impl SaslHandshakeResponse {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.error_code = g.i16();
-        this.mechanisms = (0..g.len()).map(|_| g.string()).collect();
+        this.mechanisms = (0..g.array_len()).map(|_| g.string()).collect();
         this
     }
 }

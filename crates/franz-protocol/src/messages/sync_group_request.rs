@@ -200,7 +200,7 @@ impl SyncGroupRequest {
                 Some(g.string())
             };
         }
-        this.assignments = (0..g.len())
+        this.assignments = (0..g.array_len())
             .map(|_| SyncGroupRequestAssignment::sample(g, v))
             .collect();
         this

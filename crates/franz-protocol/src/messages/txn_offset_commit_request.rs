@@ -204,7 +204,7 @@ impl TxnOffsetCommitRequest {
                 Some(g.string())
             };
         }
-        this.topics = (0..g.len())
+        this.topics = (0..g.array_len())
             .map(|_| TxnOffsetCommitRequestTopic::sample(g, v))
             .collect();
         this
@@ -279,7 +279,7 @@ impl TxnOffsetCommitRequestTopic {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.name = g.string();
-        this.partitions = (0..g.len())
+        this.partitions = (0..g.array_len())
             .map(|_| TxnOffsetCommitRequestPartition::sample(g, v))
             .collect();
         this

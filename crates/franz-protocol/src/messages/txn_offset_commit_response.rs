@@ -83,7 +83,7 @@ impl TxnOffsetCommitResponse {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.throttle_time_ms = g.i32();
-        this.topics = (0..g.len())
+        this.topics = (0..g.array_len())
             .map(|_| TxnOffsetCommitResponseTopic::sample(g, v))
             .collect();
         this
@@ -158,7 +158,7 @@ impl TxnOffsetCommitResponseTopic {
     pub fn sample(g: &mut crate::sample::SampleGen, v: i16) -> Self {
         let mut this = Self::default();
         this.name = g.string();
-        this.partitions = (0..g.len())
+        this.partitions = (0..g.array_len())
             .map(|_| TxnOffsetCommitResponsePartition::sample(g, v))
             .collect();
         this
