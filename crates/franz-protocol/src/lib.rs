@@ -16,6 +16,7 @@
 
 pub mod error;
 pub mod error_code;
+pub mod frame;
 pub mod messages;
 pub mod primitives;
 #[cfg(any(test, feature = "sample"))]

@@ -117,6 +117,10 @@ impl KafkaDistribution {
     /// A `java` command for `main_class` on the Kafka classpath, with a small
     /// heap and warnings-only logging, ready for arguments.
     pub fn tool_command(&self, main_class: &str) -> Command {
+        self.java_command(main_class, &self.classpath)
+    }
+
+    fn java_command(&self, main_class: &str, classpath: &str) -> Command {
         let mut cmd = Command::new(&self.java);
         cmd.arg("-Xmx256m")
             .arg("-XX:TieredStopAtLevel=1")
@@ -126,7 +130,7 @@ impl KafkaDistribution {
                 self.home.join("tools-log4j2.properties").display()
             ))
             .arg("-cp")
-            .arg(&self.classpath)
+            .arg(classpath)
             .arg(main_class)
             .stdin(Stdio::null());
         cmd
@@ -155,6 +159,67 @@ impl KafkaDistribution {
     }
 }
 
+impl KafkaDistribution {
+    /// Compiles a single-file Java program against the Kafka classpath (once
+    /// per source text; the classes are cached) and returns its class folder.
+    pub fn compile_java(&self, source: &Path) -> Result<PathBuf, HarnessError> {
+        let text = fs::read_to_string(source).ctx(|| format!("reading {}", source.display()))?;
+        let out = self
+            .home
+            .join(format!("java-{:016x}", fnv1a(text.as_bytes())));
+        let stamp = out.join(".compiled");
+        if stamp.exists() {
+            return Ok(out);
+        }
+        fs::create_dir_all(&out).ctx(|| format!("creating {}", out.display()))?;
+        let javac = self.java.with_file_name("javac");
+        let javac = if javac.exists() {
+            javac
+        } else {
+            PathBuf::from("javac")
+        };
+        let mut cmd = Command::new(javac);
+        cmd.arg("-d")
+            .arg(&out)
+            .arg("-cp")
+            .arg(&self.classpath)
+            .arg(source);
+        let done = run_with_timeout(cmd, Duration::from_secs(300), "javac")?;
+        if !done.success {
+            return Err(HarnessError::ToolFailed {
+                tool: format!("javac {}", source.display()),
+                status: done.status,
+                output: format!("{}\n{}", done.stdout, done.stderr),
+            });
+        }
+        fs::write(&stamp, b"").ctx(|| format!("writing {}", stamp.display()))?;
+        Ok(out)
+    }
+
+    /// Runs `main_class` from `classes` (see [`compile_java`](Self::compile_java))
+    /// with `stdin` as its input, and returns its stdout.
+    pub fn run_java(
+        &self,
+        classes: &Path,
+        main_class: &str,
+        stdin: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<String, HarnessError> {
+        let cp = format!("{}:{}", classes.display(), self.classpath);
+        let cmd = self.java_command(main_class, &cp);
+        let out = run_with_input(cmd, stdin, timeout, main_class)?;
+        if out.success {
+            Ok(out.stdout)
+        } else {
+            Err(HarnessError::ToolFailed {
+                tool: main_class.into(),
+                status: out.status,
+                output: format!("{}\n{}", out.stdout, out.stderr),
+            })
+        }
+    }
+}
+
 /// What a finished child process printed.
 pub(crate) struct Finished {
     pub(crate) success: bool,
@@ -165,12 +230,31 @@ pub(crate) struct Finished {
 
 /// Runs `cmd`, capturing both streams, and kills it after `timeout`.
 pub(crate) fn run_with_timeout(
+    cmd: Command,
+    timeout: Duration,
+    what: &str,
+) -> Result<Finished, HarnessError> {
+    run_with_input(cmd, Vec::new(), timeout, what)
+}
+
+/// [`run_with_timeout`], feeding `input` to the child's stdin.
+pub(crate) fn run_with_input(
     mut cmd: Command,
+    input: Vec<u8>,
     timeout: Duration,
     what: &str,
 ) -> Result<Finished, HarnessError> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    if !input.is_empty() {
+        cmd.stdin(Stdio::piped());
+    }
     let mut child = cmd.spawn().ctx(|| format!("starting {what}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        std::thread::spawn(move || {
+            use std::io::Write as _;
+            let _ = stdin.write_all(&input);
+        });
+    }
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     // Drain both pipes on threads so a chatty child never blocks on a full pipe.
