@@ -14,11 +14,13 @@
 //! Work in progress (issue #3): primitives and errors are here; generated
 //! messages, record batches, compression and error codes are being added.
 
+pub mod compression;
 pub mod error;
 pub mod error_code;
 pub mod frame;
 pub mod messages;
 pub mod primitives;
+pub mod record;
 #[cfg(any(test, feature = "sample"))]
 pub mod sample;
 
