@@ -229,7 +229,7 @@ fn batch_length_too_small_is_rejected() {
 #[test]
 fn record_count_must_match_the_records() {
     for (count, compression) in [
-        (2, Compression::None),
+        (2i32, Compression::None),
         (4, Compression::None),
         (2, Compression::Gzip),
         (4, Compression::Gzip),
