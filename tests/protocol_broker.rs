@@ -1,0 +1,384 @@
+//! franz-protocol against a real broker, using only the codec and a plain
+//! blocking `TcpStream`: ApiVersions (and its fallback), Metadata,
+//! CreateTopics, Produce in every codec with headers fetched back byte for
+//! byte, a fetch cut at `partition_max_bytes`, ListOffsets, FindCoordinator
+//! and DeleteTopics.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use franz_protocol::compression::Compression;
+use franz_protocol::frame::{self, ResponseHeader};
+use franz_protocol::messages::*;
+use franz_protocol::primitives::{DecodeLimits, Reader, Uuid};
+use franz_protocol::record::{
+    BatchDecodeOptions, BatchMeta, Header, RecordBatchBuilder, RecordBatches,
+};
+use franz_protocol::{ErrorCode, Message, Request};
+use franz_testkit::{KafkaCluster, unique_topic};
+
+struct Conn {
+    stream: TcpStream,
+    next_id: i32,
+}
+
+impl Conn {
+    fn open() -> Self {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let bootstrap = rt.block_on(async { KafkaCluster::shared().await.unwrap().bootstrap() });
+        let addr = bootstrap.split(',').next().unwrap().to_string();
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Self { stream, next_id: 1 }
+    }
+
+    fn send_raw(&mut self, frame: &[u8]) -> Bytes {
+        self.stream.write_all(frame).unwrap();
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut body).unwrap();
+        Bytes::from(body)
+    }
+
+    fn call<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut w = BytesMut::new();
+        frame::encode_request(&mut w, id, Some("franz-conformance"), version, req).unwrap();
+        let resp = self.send_raw(&w);
+        let (header, body): (ResponseHeader, R::Response) =
+            frame::decode_response(resp, version, DecodeLimits::default()).unwrap();
+        assert_eq!(header.correlation_id, id);
+        body
+    }
+}
+
+fn create_topic(conn: &mut Conn, name: &str, partitions: i32) -> Uuid {
+    let req = CreateTopicsRequest {
+        topics: vec![create_topics_request::CreatableTopic {
+            name: name.into(),
+            num_partitions: partitions,
+            replication_factor: 1,
+            ..Default::default()
+        }],
+        timeout_ms: 30_000,
+        ..Default::default()
+    };
+    let resp = conn.call(CreateTopicsRequest::MAX_VERSION, &req);
+    let t = &resp.topics[0];
+    assert_eq!(
+        ErrorCode::from_code(t.error_code),
+        ErrorCode::None,
+        "{:?}",
+        t.error_message
+    );
+    assert_eq!(t.num_partitions, partitions);
+    assert!(!t.topic_id.is_zero());
+    t.topic_id
+}
+
+fn produce(conn: &mut Conn, topic: &str, version: i16, batch: Bytes) -> i64 {
+    let req = ProduceRequest {
+        acks: -1,
+        timeout_ms: 30_000,
+        topic_data: vec![produce_request::TopicProduceData {
+            name: topic.into(),
+            partition_data: vec![produce_request::PartitionProduceData {
+                index: 0,
+                records: Some(batch),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let resp = conn.call(version, &req);
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!(
+        ErrorCode::from_code(p.error_code),
+        ErrorCode::None,
+        "{:?}",
+        p.error_message
+    );
+    p.base_offset
+}
+
+fn fetch(conn: &mut Conn, topic_id: Uuid, offset: i64, partition_max_bytes: i32) -> Bytes {
+    let req = FetchRequest {
+        max_wait_ms: 100,
+        min_bytes: 1,
+        topics: vec![fetch_request::FetchTopic {
+            topic_id,
+            partitions: vec![fetch_request::FetchPartition {
+                partition: 0,
+                fetch_offset: offset,
+                partition_max_bytes,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let resp = conn.call(FetchRequest::MAX_VERSION, &req);
+    assert_eq!(resp.error_code, 0);
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(ErrorCode::from_code(p.error_code), ErrorCode::None);
+    p.records.clone().unwrap_or_default()
+}
+
+fn batch_with_headers(compression: Compression, n: usize) -> Bytes {
+    let mut b = RecordBatchBuilder::new();
+    let headers = vec![
+        Header::new("trace", "a"),
+        Header::new("trace", "b"),
+        Header {
+            key: "nothing".into(),
+            value: None,
+        },
+    ];
+    for i in 0..n {
+        let value = format!("value {i} {}", "x".repeat(i % 50));
+        b.push(
+            1_700_000_000_000 + i as i64,
+            Some(format!("key-{i}").as_bytes()),
+            Some(value.as_bytes()),
+            &headers,
+        );
+    }
+    b.finish(&BatchMeta {
+        compression,
+        ..BatchMeta::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn api_versions_negotiates_and_falls_back() {
+    let mut conn = Conn::open();
+    let resp = conn.call(
+        ApiVersionsRequest::MAX_VERSION,
+        &ApiVersionsRequest {
+            client_software_name: "franz".into(),
+            client_software_version: "0.1.0".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(resp.error_code, 0);
+    // Every API franz speaks has a version in common with the broker.
+    for &api in ApiKey::ALL {
+        let (lo, hi) = api.versions();
+        let b = resp
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == api.key())
+            .unwrap_or_else(|| panic!("broker lacks {}", api.name()));
+        assert!(
+            b.min_version <= hi && b.max_version >= lo,
+            "{}: ours {lo}-{hi}, broker {}-{}",
+            api.name(),
+            b.min_version,
+            b.max_version
+        );
+    }
+    assert!(
+        !resp.finalized_features.is_empty(),
+        "v3+ reports finalized features"
+    );
+
+    // A version the broker does not know: it answers UNSUPPORTED_VERSION in
+    // the v0 format, listing its own ApiVersions range.
+    let mut w = BytesMut::new();
+    frame::encode_request(&mut w, 99, Some("franz"), 3, &ApiVersionsRequest::default()).unwrap();
+    w[6..8].copy_from_slice(&127i16.to_be_bytes());
+    let raw = conn.send_raw(&w);
+    let mut r = Reader::new(raw);
+    let header = ResponseHeader::decode(&mut r, 0).unwrap();
+    assert_eq!(header.correlation_id, 99);
+    let v0 = ApiVersionsResponse::decode(r.into_rest(), 0).unwrap();
+    assert_eq!(
+        ErrorCode::from_code(v0.error_code),
+        ErrorCode::UnsupportedVersion
+    );
+    let own = v0
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == 18)
+        .expect("ApiVersions range");
+    assert!(own.max_version >= 3);
+    // Retrying at the broker's max works on the same connection.
+    // (v3+ needs a client software name matching Kafka's pattern.)
+    let again = conn.call(
+        own.max_version.min(ApiVersionsRequest::MAX_VERSION),
+        &ApiVersionsRequest {
+            client_software_name: "franz".into(),
+            client_software_version: "0.1.0".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(again.error_code, 0);
+}
+
+#[test]
+fn metadata_create_produce_fetch_list_offsets_and_delete() {
+    let mut conn = Conn::open();
+    let topic = unique_topic("codec-conformance");
+    let topic_id = create_topic(&mut conn, &topic, 2);
+
+    let md = conn.call(
+        MetadataRequest::MAX_VERSION,
+        &MetadataRequest {
+            topics: Some(vec![metadata_request::MetadataRequestTopic {
+                name: Some(topic.clone()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+    );
+    assert!(!md.brokers.is_empty());
+    let t = &md.topics[0];
+    assert_eq!(t.name.as_deref(), Some(topic.as_str()));
+    assert_eq!(t.topic_id, topic_id);
+    assert_eq!(t.partitions.len(), 2);
+
+    // Produce one batch per codec (headers with a duplicate key and a null
+    // value) and fetch each back: bytes 21 to the end match what was sent.
+    let mut offset = 0;
+    for codec in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let sent = batch_with_headers(codec, 20);
+        let base = produce(&mut conn, &topic, ProduceRequest::MAX_VERSION, sent.clone());
+        assert_eq!(base, offset);
+        let records = fetch(&mut conn, topic_id, base, 1 << 20);
+        let batch = RecordBatches::new(records, BatchDecodeOptions::default())
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(batch.base_offset, base);
+        assert_eq!(
+            &batch.raw()[21..],
+            &sent[21..],
+            "{codec:?}: the broker changed the batch"
+        );
+        let recs = batch.records(&DecodeLimits::default()).unwrap();
+        let first = recs.iter().next().unwrap().unwrap();
+        assert_eq!(first.key, Some(&b"key-0"[..]));
+        assert_eq!(first.headers().count(), 3);
+        offset += 20;
+    }
+
+    // A fetch cut at partition_max_bytes ends in a truncated batch.
+    let a = batch_with_headers(Compression::None, 5);
+    let b = batch_with_headers(Compression::None, 5);
+    let base = produce(&mut conn, &topic, ProduceRequest::MAX_VERSION, a.clone());
+    produce(&mut conn, &topic, ProduceRequest::MAX_VERSION, b);
+    let cut = fetch(&mut conn, topic_id, base, (a.len() + 30) as i32);
+    assert_eq!(cut.len(), a.len() + 30);
+    let mut batches = RecordBatches::new(cut, BatchDecodeOptions::default());
+    assert_eq!(batches.next().unwrap().unwrap().record_count, 5);
+    assert!(batches.next().is_none());
+    assert!(batches.truncated());
+
+    // ListOffsets: earliest and latest.
+    for (ts, want) in [(-2i64, 0i64), (-1, offset + 10)] {
+        let resp = conn.call(
+            ListOffsetsRequest::MAX_VERSION,
+            &ListOffsetsRequest {
+                replica_id: -1,
+                topics: vec![list_offsets_request::ListOffsetsTopic {
+                    name: topic.clone(),
+                    partitions: vec![list_offsets_request::ListOffsetsPartition {
+                        partition_index: 0,
+                        timestamp: ts,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        let p = &resp.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        assert_eq!(p.offset, want, "timestamp {ts}");
+    }
+
+    // Produce v3 (the 4.0 floor) still works.
+    let old = batch_with_headers(Compression::Gzip, 2);
+    assert_eq!(produce(&mut conn, &topic, 3, old), offset + 10);
+
+    let del = conn.call(
+        DeleteTopicsRequest::MAX_VERSION,
+        &DeleteTopicsRequest {
+            topics: vec![delete_topics_request::DeleteTopicState {
+                name: Some(topic.clone()),
+                ..Default::default()
+            }],
+            timeout_ms: 30_000,
+            ..Default::default()
+        },
+    );
+    assert_eq!(del.responses[0].error_code, 0);
+}
+
+#[test]
+fn find_coordinator_locates_a_group_coordinator() {
+    let mut conn = Conn::open();
+    let group = franz_testkit::unique_group("codec");
+    let resp = conn.call(
+        FindCoordinatorRequest::MAX_VERSION,
+        &FindCoordinatorRequest {
+            key_type: 0,
+            coordinator_keys: vec![group.clone()],
+            ..Default::default()
+        },
+    );
+    let c = &resp.coordinators[0];
+    assert_eq!(c.key, group);
+    assert_eq!(
+        ErrorCode::from_code(c.error_code),
+        ErrorCode::None,
+        "{:?}",
+        c.error_message
+    );
+    assert!(c.node_id >= 0 && c.port > 0);
+    // v0 speaks the single-key form.
+    let old = conn.call(
+        0,
+        &FindCoordinatorRequest {
+            key: group,
+            ..Default::default()
+        },
+    );
+    assert_eq!(old.error_code, 0);
+    assert_eq!(old.node_id, c.node_id);
+}
+
+#[test]
+fn unknown_topics_give_typed_error_codes() {
+    let mut conn = Conn::open();
+    let md = conn.call(
+        MetadataRequest::MAX_VERSION,
+        &MetadataRequest {
+            topics: Some(vec![metadata_request::MetadataRequestTopic {
+                name: Some(unique_topic("never-created")),
+                ..Default::default()
+            }]),
+            allow_auto_topic_creation: false,
+            ..Default::default()
+        },
+    );
+    let code = ErrorCode::from_code(md.topics[0].error_code);
+    assert_eq!(code, ErrorCode::UnknownTopicOrPartition);
+    assert!(code.is_retriable());
+}
