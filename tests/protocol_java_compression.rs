@@ -1,0 +1,239 @@
+//! Compression interop with the Java client, both ways, for every codec:
+//! batches the Java producer (`ProducerPerformance`) compressed decode with
+//! franz, and batches franz compressed are read by the Java console
+//! consumer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use franz_protocol::compression::Compression;
+use franz_protocol::frame;
+use franz_protocol::messages::*;
+use franz_protocol::primitives::{DecodeLimits, Uuid};
+use franz_protocol::record::{
+    BatchDecodeOptions, BatchMeta, Header, RecordBatchBuilder, RecordBatches,
+};
+use franz_protocol::{Message, Request};
+use franz_testkit::{KafkaCluster, KafkaDistribution, unique_topic};
+
+const CODECS: [Compression; 4] = [
+    Compression::Gzip,
+    Compression::Snappy,
+    Compression::Lz4,
+    Compression::Zstd,
+];
+
+fn bootstrap() -> String {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async { KafkaCluster::shared().await.unwrap().bootstrap() })
+}
+
+fn call<R: Request>(stream: &mut TcpStream, version: i16, req: &R) -> R::Response {
+    let mut w = BytesMut::new();
+    frame::encode_request(&mut w, 1, Some("franz-compression"), version, req).unwrap();
+    stream.write_all(&w).unwrap();
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).unwrap();
+    frame::decode_response::<R::Response>(Bytes::from(body), version, DecodeLimits::default())
+        .unwrap()
+        .1
+}
+
+fn connect(bootstrap: &str) -> TcpStream {
+    let s = TcpStream::connect(bootstrap.split(',').next().unwrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s
+}
+
+fn create_topic(stream: &mut TcpStream, name: &str) -> Uuid {
+    let resp = call(
+        stream,
+        CreateTopicsRequest::MAX_VERSION,
+        &CreateTopicsRequest {
+            topics: vec![create_topics_request::CreatableTopic {
+                name: name.into(),
+                num_partitions: 1,
+                replication_factor: 1,
+                ..Default::default()
+            }],
+            timeout_ms: 30_000,
+            ..Default::default()
+        },
+    );
+    assert_eq!(resp.topics[0].error_code, 0);
+    resp.topics[0].topic_id
+}
+
+fn fetch_all(stream: &mut TcpStream, topic_id: Uuid, want: usize) -> Vec<(Compression, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while out.len() < want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {want} records",
+            out.len()
+        );
+        let resp = call(
+            stream,
+            FetchRequest::MAX_VERSION,
+            &FetchRequest {
+                max_wait_ms: 200,
+                min_bytes: 1,
+                topics: vec![fetch_request::FetchTopic {
+                    topic_id,
+                    partitions: vec![fetch_request::FetchPartition {
+                        partition: 0,
+                        fetch_offset: offset,
+                        partition_max_bytes: 1 << 20,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        let records = resp.responses[0].partitions[0]
+            .records
+            .clone()
+            .unwrap_or_default();
+        for batch in RecordBatches::new(records, BatchDecodeOptions::default()) {
+            let batch = batch.unwrap();
+            let codec = batch.attributes.compression().unwrap();
+            let recs = batch.records(&DecodeLimits::default()).unwrap();
+            for r in &recs {
+                let r = r.unwrap();
+                if r.offset >= offset {
+                    out.push((codec, r.value.unwrap().to_vec()));
+                    offset = r.offset + 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn franz_decodes_what_the_java_producer_compressed() {
+    let bootstrap = bootstrap();
+    let dist = KafkaDistribution::resolve().unwrap();
+    let mut stream = connect(&bootstrap);
+    for codec in CODECS {
+        let topic = unique_topic(&format!("java-{}", codec.name()));
+        let topic_id = create_topic(&mut stream, &topic);
+        dist.run_tool(
+            "org.apache.kafka.tools.ProducerPerformance",
+            &[
+                "--topic",
+                &topic,
+                "--num-records",
+                "500",
+                "--record-size",
+                "100",
+                "--throughput",
+                "-1",
+                "--producer-props",
+                &format!("bootstrap.servers={bootstrap}"),
+                &format!("compression.type={}", codec.name()),
+                "linger.ms=20",
+                "batch.size=16384",
+            ],
+            Duration::from_secs(180),
+        )
+        .unwrap();
+        let got = fetch_all(&mut stream, topic_id, 500);
+        assert_eq!(got.len(), 500, "{codec:?}");
+        assert!(
+            got.iter().all(|(c, v)| *c == codec && v.len() == 100),
+            "{codec:?}"
+        );
+    }
+}
+
+#[test]
+fn the_java_consumer_reads_what_franz_compressed() {
+    let bootstrap = bootstrap();
+    let dist = KafkaDistribution::resolve().unwrap();
+    let mut stream = connect(&bootstrap);
+    for codec in CODECS {
+        let topic = unique_topic(&format!("franz-{}", codec.name()));
+        create_topic(&mut stream, &topic);
+        let mut b = RecordBatchBuilder::new();
+        for i in 0..50 {
+            let headers = [
+                Header::new("codec", codec.name()),
+                Header::new("codec", "again"),
+            ];
+            b.push(
+                1_700_000_000_000 + i,
+                Some(format!("k{i}").as_bytes()),
+                Some(format!("v{i}-{}", "z".repeat(40)).as_bytes()),
+                &headers,
+            );
+        }
+        let batch = b
+            .finish(&BatchMeta {
+                compression: codec,
+                ..BatchMeta::default()
+            })
+            .unwrap();
+        let resp = call(
+            &mut stream,
+            ProduceRequest::MAX_VERSION,
+            &ProduceRequest {
+                acks: -1,
+                timeout_ms: 30_000,
+                topic_data: vec![produce_request::TopicProduceData {
+                    name: topic.clone(),
+                    partition_data: vec![produce_request::PartitionProduceData {
+                        index: 0,
+                        records: Some(batch),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            resp.responses[0].partition_responses[0].error_code, 0,
+            "{codec:?}"
+        );
+        let out = dist
+            .run_tool(
+                "org.apache.kafka.tools.consumer.ConsoleConsumer",
+                &[
+                    "--bootstrap-server",
+                    &bootstrap,
+                    "--topic",
+                    &topic,
+                    "--from-beginning",
+                    "--max-messages",
+                    "50",
+                    "--timeout-ms",
+                    "60000",
+                    "--property",
+                    "print.key=true",
+                    "--property",
+                    "print.headers=true",
+                ],
+                Duration::from_secs(120),
+            )
+            .unwrap();
+        let lines: Vec<&str> = out.lines().filter(|l| l.contains("\tk")).collect();
+        assert_eq!(lines.len(), 50, "{codec:?}:\n{out}");
+        for (i, line) in lines.iter().enumerate() {
+            assert!(
+                line.contains(&format!("codec:{},codec:again", codec.name())),
+                "{line}"
+            );
+            assert!(line.contains(&format!("\tk{i}\tv{i}-")), "{line}");
+        }
+    }
+}
