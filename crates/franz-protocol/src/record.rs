@@ -23,7 +23,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::compression::{self, Compression};
 use crate::error::{DecodeError, EncodeError};
-use crate::primitives::{DecodeLimits, Writer, varint_len, varlong_len};
+use crate::primitives::{DecodeLimits, varint_len, varlong_len};
 
 /// Bytes before the first record: the fixed batch header.
 pub const BATCH_HEADER_LEN: usize = 61;
@@ -231,7 +231,7 @@ impl RecordBatch {
         let codec = self
             .attributes
             .compression()
-            .ok_or(DecodeError::InvalidValue {
+            .ok_or_else(|| DecodeError::InvalidValue {
                 field: "RecordBatch.Attributes",
                 reason: "unknown compression codec",
             })?;
@@ -537,6 +537,11 @@ impl<'a> Iterator for RecordIter<'a> {
 
 impl<'a> RecordIter<'a> {
     fn read_record(&mut self) -> Result<RecordRef<'a>, DecodeError> {
+        self.parse_record().map_err(malformed)
+    }
+
+    #[inline]
+    fn parse_record(&mut self) -> Result<RecordRef<'a>, Fault> {
         let records = self.records;
         let data: &'a Bytes = &records.data;
         let mut c = Cursor {
@@ -544,20 +549,12 @@ impl<'a> RecordIter<'a> {
             pos: self.pos,
         };
         let len = c.varint("Record.Length")?;
-        let len = usize::try_from(len).map_err(|_| DecodeError::LengthOutOfRange {
-            field: "Record.Length",
-            length: i64::from(len),
-            limit: data.len() - c.pos,
-        })?;
-        let end =
-            c.pos
-                .checked_add(len)
-                .filter(|e| *e <= data.len())
-                .ok_or(DecodeError::Truncated {
-                    field: "Record",
-                    needed: len,
-                    remaining: data.len() - c.pos,
-                })?;
+        let len = usize::try_from(len).map_err(|_| "Record.Length")?;
+        let end = c
+            .pos
+            .checked_add(len)
+            .filter(|e| *e <= data.len())
+            .ok_or("Record.Length")?;
         // Parse within the record's own bounds.
         let mut c = Cursor {
             buf: &data[..end],
@@ -572,21 +569,15 @@ impl<'a> RecordIter<'a> {
         let header_count = usize::try_from(header_count)
             .ok()
             .filter(|n| *n <= end - c.pos)
-            .ok_or(DecodeError::LengthOutOfRange {
-                field: "Record.HeaderCount",
-                length: i64::from(header_count),
-                limit: end - c.pos,
-            })?;
+            .ok_or("Record.HeaderCount")?;
         let headers_start = c.pos;
         for _ in 0..header_count {
             c.header()?;
         }
         let headers = &data[headers_start..c.pos];
         if c.pos != end {
-            return Err(DecodeError::TrailingBytes {
-                field: "Record",
-                remaining: end - c.pos,
-            });
+            // The record's length claims bytes its fields do not use.
+            return Err("Record.Length");
         }
         self.pos = end;
         Ok(RecordRef {
@@ -605,25 +596,28 @@ impl<'a> RecordIter<'a> {
 }
 
 /// A bounds-checked cursor for the record's zigzag-varint fields.
+///
+/// On the hot path errors are just the field name (a `&'static str` that
+/// fits in registers); [`RecordIter`] turns one into a [`DecodeError`].
+/// Building a full error per field read, even lazily, kept these functions
+/// from inlining and cost more than the parsing.
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
+type Fault = &'static str;
+
 impl<'a> Cursor<'a> {
-    #[inline]
-    fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
-        let b = *self.buf.get(self.pos).ok_or(DecodeError::Truncated {
-            field,
-            needed: 1,
-            remaining: 0,
-        })?;
+    #[inline(always)]
+    fn u8(&mut self, field: Fault) -> Result<u8, Fault> {
+        let b = *self.buf.get(self.pos).ok_or(field)?;
         self.pos += 1;
         Ok(b)
     }
 
     #[inline]
-    fn uvarlong(&mut self, field: &'static str, max_bytes: u32) -> Result<u64, DecodeError> {
+    fn uvarlong_slow(&mut self, field: Fault, max_bytes: u32) -> Result<u64, Fault> {
         let mut value = 0u64;
         for i in 0..max_bytes {
             let b = self.u8(field)?;
@@ -632,66 +626,58 @@ impl<'a> Cursor<'a> {
                 return Ok(value);
             }
         }
-        Err(DecodeError::VarintTooLong { field })
+        Err(field)
     }
 
-    #[inline]
-    fn varint(&mut self, field: &'static str) -> Result<i32, DecodeError> {
-        // Fast path: one byte.
-        if let Some(&b) = self.buf.get(self.pos)
-            && b < 0x80
-        {
-            self.pos += 1;
-            return Ok(((b >> 1) as i32) ^ -((b & 1) as i32));
+    #[inline(always)]
+    fn uvarlong(&mut self, field: Fault, max_bytes: u32) -> Result<u64, Fault> {
+        // Most record varints are one byte.
+        match self.buf.get(self.pos) {
+            Some(&b) if b < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(b))
+            }
+            _ => self.uvarlong_slow(field, max_bytes),
         }
-        let v = self.uvarlong(field, 5)?;
-        let v = u32::try_from(v).map_err(|_| DecodeError::VarintTooLong { field })?;
+    }
+
+    #[inline(always)]
+    fn varint(&mut self, field: Fault) -> Result<i32, Fault> {
+        let v = u32::try_from(self.uvarlong(field, 5)?).map_err(|_| field)?;
         Ok(((v >> 1) as i32) ^ -((v & 1) as i32))
     }
 
-    #[inline]
-    fn varlong(&mut self, field: &'static str) -> Result<i64, DecodeError> {
+    #[inline(always)]
+    fn varlong(&mut self, field: Fault) -> Result<i64, Fault> {
         let v = self.uvarlong(field, 10)?;
         Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
     }
 
-    #[inline]
-    fn nullable_slice(&mut self, field: &'static str) -> Result<Option<&'a [u8]>, DecodeError> {
+    #[inline(always)]
+    fn nullable_slice(&mut self, field: Fault) -> Result<Option<&'a [u8]>, Fault> {
         let len = self.varint(field)?;
         if len < 0 {
-            return if len == -1 {
-                Ok(None)
-            } else {
-                Err(DecodeError::LengthOutOfRange {
-                    field,
-                    length: i64::from(len),
-                    limit: 0,
-                })
-            };
+            return if len == -1 { Ok(None) } else { Err(field) };
         }
-        let len = len as usize;
-        let remaining = self.buf.len() - self.pos;
-        if len > remaining {
-            return Err(DecodeError::LengthOutOfRange {
-                field,
-                length: len as i64,
-                limit: remaining,
-            });
-        }
-        let s = &self.buf[self.pos..self.pos + len];
-        self.pos += len;
+        let end = self.pos + len as usize;
+        let s = self.buf.get(self.pos..end).ok_or(field)?;
+        self.pos = end;
         Ok(Some(s))
     }
 
-    fn header(&mut self) -> Result<HeaderRef<'a>, DecodeError> {
-        let key = self
-            .nullable_slice("Header.Key")?
-            .ok_or(DecodeError::InvalidValue {
-                field: "Header.Key",
-                reason: "null header key",
-            })?;
+    #[inline(always)]
+    fn header(&mut self) -> Result<HeaderRef<'a>, Fault> {
+        let key = self.nullable_slice("Header.Key")?.ok_or("Header.Key")?;
         let value = self.nullable_slice("Header.Value")?;
         Ok(HeaderRef { key, value })
+    }
+}
+
+/// The error for a malformed record field.
+fn malformed(field: Fault) -> DecodeError {
+    DecodeError::InvalidValue {
+        field,
+        reason: "malformed, truncated or out-of-range record field",
     }
 }
 
@@ -860,19 +846,26 @@ impl RecordBatchBuilder {
         }
         self.max_timestamp = self.max_timestamp.max(timestamp);
         let body = self.body_len(timestamp, key, value, headers);
-        let buf = &mut self.buf;
-        buf.reserve(body + 5);
-        buf.put_varint(body as i32);
-        buf.put_u8(0); // attributes
-        buf.put_varlong(timestamp.wrapping_sub(self.base_timestamp));
-        buf.put_varint(self.count);
-        put_nullable(buf, key);
-        put_nullable(buf, value);
-        buf.put_varint(headers.len() as i32);
+        // Size the record exactly, then fill it through a plain slice: one
+        // capacity check per record instead of one per byte.
+        let start = self.buf.len();
+        self.buf.resize(start + varint_len(body as i32) + body, 0);
+        let mut w = SliceWriter {
+            buf: &mut self.buf[start..],
+            pos: 0,
+        };
+        w.varint(body as i32);
+        w.byte(0); // attributes
+        w.varlong(timestamp.wrapping_sub(self.base_timestamp));
+        w.varint(self.count);
+        w.nullable(key);
+        w.nullable(value);
+        w.varint(headers.len() as i32);
         for h in headers {
-            put_nullable(buf, Some(h.key.as_bytes()));
-            put_nullable(buf, h.value.as_deref());
+            w.nullable(Some(h.key.as_bytes()));
+            w.nullable(h.value.as_deref());
         }
+        debug_assert_eq!(w.pos, w.buf.len());
         self.count += 1;
     }
 
@@ -931,13 +924,53 @@ impl RecordBatchBuilder {
     }
 }
 
-#[inline]
-fn put_nullable(buf: &mut BytesMut, b: Option<&[u8]>) {
-    match b {
-        None => buf.put_varint(-1),
-        Some(b) => {
-            buf.put_varint(b.len() as i32);
-            buf.put_slice(b);
+/// Writes into a pre-sized slice. Sizes come from `body_len`, so the
+/// indexing never goes out of bounds; if it did, that would be a bug worth a
+/// panic in tests (debug_assert above) rather than a corrupt batch.
+struct SliceWriter<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl SliceWriter<'_> {
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.pos) {
+            *slot = b;
+        }
+        self.pos += 1;
+    }
+
+    #[inline(always)]
+    fn uvarlong(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    #[inline(always)]
+    fn varint(&mut self, v: i32) {
+        self.uvarlong(u64::from(((v << 1) ^ (v >> 31)) as u32));
+    }
+
+    #[inline(always)]
+    fn varlong(&mut self, v: i64) {
+        self.uvarlong(((v << 1) ^ (v >> 63)) as u64);
+    }
+
+    #[inline(always)]
+    fn nullable(&mut self, b: Option<&[u8]>) {
+        match b {
+            None => self.varint(-1),
+            Some(b) => {
+                self.varint(b.len() as i32);
+                if let Some(dst) = self.buf.get_mut(self.pos..self.pos + b.len()) {
+                    dst.copy_from_slice(b);
+                }
+                self.pos += b.len();
+            }
         }
     }
 }

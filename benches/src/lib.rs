@@ -1,0 +1,1 @@
+//! Shared workloads for franz's benchmarks (see `benches/`).
