@@ -122,7 +122,7 @@ pub fn encode_request<M: Request>(
 ) -> Result<(), EncodeError> {
     let start = w.len();
     let result = (|| {
-        let api = ApiKey::from_i16(M::API_KEY).ok_or_else(|| EncodeError::UnsupportedVersion {
+        let api = ApiKey::from_i16(M::API_KEY).ok_or(EncodeError::UnsupportedVersion {
             api: M::NAME,
             version,
         })?;
@@ -156,7 +156,7 @@ pub fn decode_response<M: Message>(
     version: i16,
     limits: DecodeLimits,
 ) -> Result<(ResponseHeader, M), DecodeError> {
-    let api = ApiKey::from_i16(M::API_KEY).ok_or_else(|| DecodeError::UnsupportedVersion {
+    let api = ApiKey::from_i16(M::API_KEY).ok_or(DecodeError::UnsupportedVersion {
         api: M::NAME,
         version,
     })?;

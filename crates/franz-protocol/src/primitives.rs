@@ -240,7 +240,7 @@ impl Reader {
     /// Reads a non-null byte array.
     pub fn byte_array(&mut self, field: &'static str, compact: bool) -> Result<Bytes, DecodeError> {
         self.nullable_byte_array(field, compact)?
-            .ok_or_else(|| DecodeError::InvalidValue {
+            .ok_or(DecodeError::InvalidValue {
                 field,
                 reason: "null where a value is required",
             })
@@ -271,7 +271,7 @@ impl Reader {
     /// Reads a non-null string.
     pub fn string(&mut self, field: &'static str, compact: bool) -> Result<String, DecodeError> {
         self.nullable_string(field, compact)?
-            .ok_or_else(|| DecodeError::InvalidValue {
+            .ok_or(DecodeError::InvalidValue {
                 field,
                 reason: "null where a value is required",
             })
@@ -296,7 +296,7 @@ impl Reader {
     /// Reads a non-null array's element count.
     pub fn array_len(&mut self, field: &'static str, compact: bool) -> Result<usize, DecodeError> {
         self.nullable_array_len(field, compact)?
-            .ok_or_else(|| DecodeError::InvalidValue {
+            .ok_or(DecodeError::InvalidValue {
                 field,
                 reason: "null array where a value is required",
             })
@@ -545,7 +545,7 @@ fn compact_len(len: usize, field: &'static str) -> Result<u32, EncodeError> {
     u32::try_from(len)
         .ok()
         .and_then(|n| n.checked_add(1))
-        .ok_or_else(|| EncodeError::TooLong { field, length: len })
+        .ok_or(EncodeError::TooLong { field, length: len })
 }
 
 /// Bytes an unsigned varint of `v` takes.
