@@ -231,7 +231,7 @@ impl RecordBatch {
         let codec = self
             .attributes
             .compression()
-            .ok_or_else(|| DecodeError::InvalidValue {
+            .ok_or(DecodeError::InvalidValue {
                 field: "RecordBatch.Attributes",
                 reason: "unknown compression codec",
             })?;
