@@ -1,6 +1,54 @@
 //! # franz-client
 //!
-//! Connections per broker and per kind of work, version negotiation, the
-//! metadata cache, TLS, SASL and the admin client.
+//! The client core under franz's producer, consumer, admin client and
+//! transport: connections, version negotiation, metadata, TLS and SASL.
 //!
-//! Status: not written yet (issue #4). It exports nothing.
+//! ## Main types
+//! - [`Client`]: bootstraps from [`ClientConfig::bootstrap_servers`] (skipping
+//!   unreachable entries), caches [`ClusterMetadata`], routes requests to
+//!   partition leaders and coordinators, retries retriable errors within a
+//!   deadline ([`Client::retry`]), and pools one [`BrokerConnection`] per
+//!   broker and [`ConnectionKind`].
+//! - [`BrokerConnection`]: one socket to one broker. Requests are pipelined
+//!   and matched by correlation id; a dropped request future does not break
+//!   the connection; a failed connection fails every waiter at once with a
+//!   typed [`ClientError`]. ApiVersions picks the highest common version of
+//!   each API (falling back when the broker rejects a too-new ApiVersions);
+//!   SASL (PLAIN, SCRAM-SHA-256/512, OAUTHBEARER) runs after it. Broker
+//!   throttling (KIP-219) holds back the next request.
+//! - [`Admin`]: the admin client, returning per-item results.
+//! - [`metrics`]: per-broker counters and latency histograms as snapshots.
+//!
+//! ## Data flow
+//! caller → [`Client`] (route: metadata, coordinator cache) → pooled
+//! [`BrokerConnection`] → writer task → socket → reader task → correlation
+//! map → the caller's future, which decodes the typed response.
+//!
+//! ## Security
+//! TLS is rustls (CA file or PEM, or the web PKI roots; client certificates;
+//! SNI; hostname verification on unless `ssl.endpoint.identification.algorithm`
+//! is empty). A failed SASL handshake is [`ClientError::Authentication`] and
+//! never falls back to an unauthenticated connection. When the broker sets a
+//! session lifetime (KIP-368), a connection retires before it ends and the
+//! pool opens a freshly authenticated one.
+
+pub mod admin;
+mod client;
+mod config;
+mod connection;
+mod error;
+pub mod metrics;
+mod sasl;
+mod tls;
+
+pub use admin::Admin;
+pub use client::{
+    BrokerInfo, Client, ClusterMetadata, ConnectionKind, CoordinatorType, PartitionMetadata,
+    TopicMetadata,
+};
+pub use config::{
+    ClientConfig, SaslMechanism, SecurityProtocol, TokenProvider, parse_properties, split_host_port,
+};
+pub use connection::{ApiVersionTable, BrokerAddr, BrokerConnection, open_connection_count};
+pub use error::ClientError;
+pub use franz_protocol;

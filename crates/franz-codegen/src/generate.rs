@@ -637,6 +637,12 @@ fn message_module(api: &ApiSpec, msg: &MessageSpec) -> String {
             .map(|f| format!("Some({})", f.lo))
             .unwrap_or_else(|| "None".into())
     );
+    if msg.fields.iter().any(|f| f.name == "ThrottleTimeMs") {
+        let _ = writeln!(
+            s,
+            "    fn throttle_time_ms(&self) -> Option<i32> {{ Some(self.throttle_time_ms) }}"
+        );
+    }
     let _ = writeln!(
         s,
         "    fn write_body(&self, w: &mut BytesMut, version: i16) -> Result<(), EncodeError> {{ self.write(w, version) }}"
@@ -689,6 +695,11 @@ pub trait Message: Sized {
     fn write_body(&self, w: &mut BytesMut, version: i16) -> Result<(), EncodeError>;
     /// Reads the body for `version` without a version check.
     fn read_body(r: &mut Reader, version: i16) -> Result<Self, DecodeError>;
+
+    /// The broker's throttle time (KIP-219), for responses that carry one.
+    fn throttle_time_ms(&self) -> Option<i32> {
+        None
+    }
 
     /// Whether `version` is flexible (compact encodings, tagged fields).
     fn is_flexible(version: i16) -> bool {

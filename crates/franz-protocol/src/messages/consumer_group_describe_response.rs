@@ -512,6 +512,9 @@ impl crate::messages::Message for ConsumerGroupDescribeResponse {
     const MIN_VERSION: i16 = 0;
     const MAX_VERSION: i16 = 0;
     const FLEXIBLE_FROM: Option<i16> = Some(0);
+    fn throttle_time_ms(&self) -> Option<i32> {
+        Some(self.throttle_time_ms)
+    }
     fn write_body(&self, w: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         self.write(w, version)
     }

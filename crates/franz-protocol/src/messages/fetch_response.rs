@@ -1023,6 +1023,9 @@ impl crate::messages::Message for FetchResponse {
     const MIN_VERSION: i16 = 4;
     const MAX_VERSION: i16 = 17;
     const FLEXIBLE_FROM: Option<i16> = Some(12);
+    fn throttle_time_ms(&self) -> Option<i32> {
+        Some(self.throttle_time_ms)
+    }
     fn write_body(&self, w: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         self.write(w, version)
     }

@@ -298,6 +298,9 @@ impl crate::messages::Message for JoinGroupResponse {
     const MIN_VERSION: i16 = 2;
     const MAX_VERSION: i16 = 9;
     const FLEXIBLE_FROM: Option<i16> = Some(6);
+    fn throttle_time_ms(&self) -> Option<i32> {
+        Some(self.throttle_time_ms)
+    }
     fn write_body(&self, w: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         self.write(w, version)
     }

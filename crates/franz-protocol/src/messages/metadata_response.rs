@@ -560,6 +560,9 @@ impl crate::messages::Message for MetadataResponse {
     const MIN_VERSION: i16 = 0;
     const MAX_VERSION: i16 = 12;
     const FLEXIBLE_FROM: Option<i16> = Some(9);
+    fn throttle_time_ms(&self) -> Option<i32> {
+        Some(self.throttle_time_ms)
+    }
     fn write_body(&self, w: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         self.write(w, version)
     }

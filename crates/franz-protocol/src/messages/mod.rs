@@ -191,6 +191,11 @@ pub trait Message: Sized {
     /// Reads the body for `version` without a version check.
     fn read_body(r: &mut Reader, version: i16) -> Result<Self, DecodeError>;
 
+    /// The broker's throttle time (KIP-219), for responses that carry one.
+    fn throttle_time_ms(&self) -> Option<i32> {
+        None
+    }
+
     /// Whether `version` is flexible (compact encodings, tagged fields).
     fn is_flexible(version: i16) -> bool {
         Self::FLEXIBLE_FROM.is_some_and(|f| version >= f)

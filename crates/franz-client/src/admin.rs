@@ -1,0 +1,1397 @@
+//! `Admin`: topics, partitions, configs, offsets, records, groups, producers
+//! and ACLs.
+//!
+//! Every call that acts on several items returns one result per item
+//! ([`PerItem`]), because one topic can fail while the others succeed; only
+//! a failure of the whole request (no broker reachable, a timeout) is the
+//! outer error. Partition-level calls are split by leader and sent to each
+//! leader; group calls go to each group's coordinator.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use franz_protocol::ErrorCode;
+use franz_protocol::messages::*;
+use franz_protocol::primitives::Uuid;
+
+use crate::client::{Client, ConnectionKind, CoordinatorType};
+use crate::error::ClientError;
+
+/// One result per item, in request order.
+pub type PerItem<K, T> = Vec<(K, Result<T, ClientError>)>;
+
+/// A topic partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// `topic`/`partition`.
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    /// Name.
+    pub name: String,
+    /// Partitions (-1: the broker default).
+    pub partitions: i32,
+    /// Replication factor (-1: the broker default).
+    pub replication_factor: i16,
+    /// Topic configs, e.g. `("cleanup.policy", "compact")`.
+    pub configs: Vec<(String, String)>,
+}
+
+impl NewTopic {
+    /// A topic with `partitions` and `replication_factor` and no configs.
+    pub fn new(name: impl Into<String>, partitions: i32, replication_factor: i16) -> Self {
+        Self {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            configs: Vec::new(),
+        }
+    }
+
+    /// Adds a topic config.
+    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.configs.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// A topic in [`Admin::list_topics`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicListing {
+    /// Name.
+    pub name: String,
+    /// Topic id.
+    pub id: Uuid,
+    /// Internal topic.
+    pub internal: bool,
+}
+
+/// A topic in [`Admin::describe_topics`].
+pub type TopicDescription = crate::client::TopicMetadata;
+
+/// The cluster in [`Admin::describe_cluster`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDescription {
+    /// Cluster id.
+    pub cluster_id: String,
+    /// Active controller.
+    pub controller_id: i32,
+    /// Brokers.
+    pub brokers: Vec<crate::client::BrokerInfo>,
+}
+
+/// What a config applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConfigResource {
+    /// A topic.
+    Topic(String),
+    /// A broker, by node id.
+    Broker(i32),
+}
+
+impl ConfigResource {
+    fn wire(&self) -> (i8, String) {
+        match self {
+            Self::Topic(t) => (2, t.clone()),
+            Self::Broker(b) => (4, b.to_string()),
+        }
+    }
+}
+
+/// One config value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    /// Name.
+    pub name: String,
+    /// Value (`None` for sensitive values and unset ones).
+    pub value: Option<String>,
+    /// Read-only.
+    pub read_only: bool,
+    /// Where the value comes from (Kafka's ConfigSource: 1 topic, 4 static
+    /// broker, 5 default, ...).
+    pub source: i8,
+    /// Sensitive (the value is hidden).
+    pub sensitive: bool,
+}
+
+impl ConfigEntry {
+    /// Whether the value is the default.
+    pub fn is_default(&self) -> bool {
+        self.source == 5
+    }
+}
+
+/// An incremental config change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlterConfigOp {
+    /// Set a value.
+    Set(String, String),
+    /// Revert to the default.
+    Delete(String),
+    /// Append to a list value.
+    Append(String, String),
+    /// Remove from a list value.
+    Subtract(String, String),
+}
+
+/// Which offset [`Admin::list_offsets`] looks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start offset.
+    Earliest,
+    /// The log end offset (the next offset to be written).
+    Latest,
+    /// The first offset whose timestamp is at or after this (ms).
+    Timestamp(i64),
+    /// The offset of the record with the largest timestamp.
+    MaxTimestamp,
+}
+
+impl OffsetSpec {
+    fn wire(self) -> i64 {
+        match self {
+            Self::Earliest => -2,
+            Self::Latest => -1,
+            Self::MaxTimestamp => -3,
+            Self::Timestamp(t) => t,
+        }
+    }
+}
+
+/// An offset found by [`Admin::list_offsets`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedOffset {
+    /// Offset (-1 when no record matches a timestamp).
+    pub offset: i64,
+    /// Timestamp of that record (-1 for earliest/latest).
+    pub timestamp: i64,
+    /// Leader epoch.
+    pub leader_epoch: i32,
+}
+
+/// A group in [`Admin::list_groups`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    /// Group id.
+    pub group_id: String,
+    /// Protocol type (`consumer` for consumer groups).
+    pub protocol_type: String,
+    /// State (`Stable`, `Empty`, ...).
+    pub state: String,
+    /// Type (`classic` or `consumer`).
+    pub group_type: String,
+}
+
+/// A member in [`GroupDescription`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    /// Member id.
+    pub member_id: String,
+    /// Static instance id.
+    pub instance_id: Option<String>,
+    /// Client id.
+    pub client_id: String,
+    /// Client host.
+    pub host: String,
+    /// Assignment bytes (ConsumerProtocolAssignment for consumer groups).
+    pub assignment: bytes::Bytes,
+}
+
+/// A group in [`Admin::describe_groups`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// Group id.
+    pub group_id: String,
+    /// State.
+    pub state: String,
+    /// Protocol type.
+    pub protocol_type: String,
+    /// Chosen protocol (assignor).
+    pub protocol: String,
+    /// Members.
+    pub members: Vec<GroupMember>,
+}
+
+/// A committed offset and its lag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOffset {
+    /// Committed offset (-1 when none).
+    pub committed: i64,
+    /// Commit metadata.
+    pub metadata: Option<String>,
+    /// Log end offset (filled by [`Admin::group_lag`]).
+    pub end_offset: Option<i64>,
+}
+
+impl GroupOffset {
+    /// Records the group has yet to consume, when both offsets are known.
+    pub fn lag(&self) -> Option<i64> {
+        let end = self.end_offset?;
+        (self.committed >= 0).then(|| (end - self.committed).max(0))
+    }
+}
+
+/// A producer in [`Admin::describe_producers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerState {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Epoch.
+    pub producer_epoch: i32,
+    /// Last sequence written.
+    pub last_sequence: i32,
+    /// Timestamp of its last write.
+    pub last_timestamp: i64,
+    /// Start offset of its open transaction (-1 when none).
+    pub current_txn_start_offset: i64,
+}
+
+/// An ACL binding. Numeric fields use Kafka's codes: resource type (2 topic,
+/// 3 group, 4 cluster, 5 transactional id), pattern (3 literal, 4 prefixed,
+/// 1 any, 2 match), operation (2 all, 3 read, 4 write, 5 create, 6 delete,
+/// 7 alter, 8 describe, ...), permission (3 allow, 2 deny, 1 any).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AclBinding {
+    /// Resource type.
+    pub resource_type: i8,
+    /// Resource name (`None` in a filter matches any).
+    pub resource_name: Option<String>,
+    /// Pattern type.
+    pub pattern_type: i8,
+    /// Principal, e.g. `User:alice` (`None` in a filter matches any).
+    pub principal: Option<String>,
+    /// Host (`*` for any; `None` in a filter matches any).
+    pub host: Option<String>,
+    /// Operation.
+    pub operation: i8,
+    /// Permission.
+    pub permission: i8,
+}
+
+/// The admin client; cheap to clone.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), franz_client::ClientError> {
+/// use franz_client::{Admin, Client, ClientConfig};
+/// use franz_client::admin::NewTopic;
+/// let admin = Admin::new(Client::connect(ClientConfig::new("127.0.0.1:9092")).await?);
+/// for (name, result) in admin.create_topics(vec![NewTopic::new("orders", 6, 1)], false).await? {
+///     println!("{name}: {result:?}");
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Admin {
+    client: Client,
+}
+
+fn broker_err(
+    context: impl Into<String>,
+    code: i16,
+    message: Option<String>,
+) -> Result<(), ClientError> {
+    let code = ErrorCode::from_code(code);
+    if code.is_ok() {
+        Ok(())
+    } else {
+        Err(ClientError::Broker {
+            context: context.into(),
+            code,
+            message,
+        })
+    }
+}
+
+impl Admin {
+    /// An admin client over `client`.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.client.config().default_api_timeout
+    }
+
+    fn timeout_ms(&self) -> i32 {
+        i32::try_from(self.client.config().request_timeout.as_millis()).unwrap_or(i32::MAX)
+    }
+
+    /// Every topic (internal ones only when asked).
+    pub async fn list_topics(
+        &self,
+        include_internal: bool,
+    ) -> Result<Vec<TopicListing>, ClientError> {
+        let md = self
+            .client
+            .retry("list topics", self.deadline(), || {
+                self.client.refresh_all_metadata()
+            })
+            .await?;
+        let mut out: Vec<TopicListing> = md
+            .topics
+            .values()
+            .filter(|t| include_internal || !t.internal)
+            .map(|t| TopicListing {
+                name: t.name.clone(),
+                id: t.id,
+                internal: t.internal,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Partitions, leaders, ISRs and ids of each topic.
+    pub async fn describe_topics(
+        &self,
+        names: &[&str],
+    ) -> Result<PerItem<String, TopicDescription>, ClientError> {
+        let wanted: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let md = self
+            .client
+            .retry("describe topics", self.deadline(), || {
+                self.client.refresh_metadata_for(&wanted)
+            })
+            .await?;
+        Ok(wanted
+            .into_iter()
+            .map(|n| {
+                let r = match md.topics.get(&n) {
+                    Some(t) if t.error.is_ok() => Ok(t.clone()),
+                    Some(t) => Err(ClientError::Broker {
+                        context: format!("topic {n}"),
+                        code: t.error,
+                        message: None,
+                    }),
+                    None => Err(ClientError::UnknownTopic(n.clone())),
+                };
+                (n, r)
+            })
+            .collect())
+    }
+
+    /// Creates topics; with `validate_only` the broker only checks them.
+    pub async fn create_topics(
+        &self,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Result<PerItem<String, ()>, ClientError> {
+        let req = CreateTopicsRequest {
+            topics: topics
+                .iter()
+                .map(|t| create_topics_request::CreatableTopic {
+                    name: t.name.clone(),
+                    num_partitions: t.partitions,
+                    replication_factor: t.replication_factor,
+                    configs: t
+                        .configs
+                        .iter()
+                        .map(|(k, v)| create_topics_request::CreatableTopicConfig {
+                            name: k.clone(),
+                            value: Some(v.clone()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            timeout_ms: self.timeout_ms(),
+            validate_only,
+            ..Default::default()
+        };
+        let resp = self
+            .client
+            .retry("create topics", self.deadline(), || {
+                self.client.send_any(&req)
+            })
+            .await?;
+        let mut by_name: HashMap<String, Result<(), ClientError>> = resp
+            .topics
+            .into_iter()
+            .map(|t| {
+                let r = broker_err(
+                    format!("create topic {}", t.name),
+                    t.error_code,
+                    t.error_message,
+                );
+                (t.name, r)
+            })
+            .collect();
+        if !validate_only {
+            let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+            let _ = self.client.refresh_metadata_for(&names).await;
+        }
+        Ok(topics
+            .into_iter()
+            .map(|t| {
+                let r = by_name
+                    .remove(&t.name)
+                    .unwrap_or_else(|| Err(missing(&t.name)));
+                (t.name, r)
+            })
+            .collect())
+    }
+
+    /// Deletes topics.
+    pub async fn delete_topics(&self, names: &[&str]) -> Result<PerItem<String, ()>, ClientError> {
+        let req = DeleteTopicsRequest {
+            topics: names
+                .iter()
+                .map(|n| delete_topics_request::DeleteTopicState {
+                    name: Some(n.to_string()),
+                    ..Default::default()
+                })
+                .collect(),
+            topic_names: names.iter().map(|n| n.to_string()).collect(),
+            timeout_ms: self.timeout_ms(),
+            ..Default::default()
+        };
+        let resp = self
+            .client
+            .retry("delete topics", self.deadline(), || {
+                self.client.send_any(&req)
+            })
+            .await?;
+        let mut by_name: HashMap<String, Result<(), ClientError>> = resp
+            .responses
+            .into_iter()
+            .filter_map(|r| {
+                let name = r.name?;
+                let res = broker_err(
+                    format!("delete topic {name}"),
+                    r.error_code,
+                    r.error_message,
+                );
+                Some((name, res))
+            })
+            .collect();
+        Ok(names
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    by_name.remove(*n).unwrap_or_else(|| Err(missing(n))),
+                )
+            })
+            .collect())
+    }
+
+    /// Raises each topic's partition count to the given total.
+    pub async fn create_partitions(
+        &self,
+        totals: &[(&str, i32)],
+        validate_only: bool,
+    ) -> Result<PerItem<String, ()>, ClientError> {
+        let req = CreatePartitionsRequest {
+            topics: totals
+                .iter()
+                .map(|(t, n)| create_partitions_request::CreatePartitionsTopic {
+                    name: t.to_string(),
+                    count: *n,
+                    assignments: None,
+                    ..Default::default()
+                })
+                .collect(),
+            timeout_ms: self.timeout_ms(),
+            validate_only,
+            ..Default::default()
+        };
+        let resp = self
+            .client
+            .retry("create partitions", self.deadline(), || {
+                self.client.send_any(&req)
+            })
+            .await?;
+        let mut by_name: HashMap<String, Result<(), ClientError>> = resp
+            .results
+            .into_iter()
+            .map(|r| {
+                let res = broker_err(
+                    format!("create partitions for {}", r.name),
+                    r.error_code,
+                    r.error_message,
+                );
+                (r.name, res)
+            })
+            .collect();
+        let names: Vec<String> = totals.iter().map(|(t, _)| t.to_string()).collect();
+        if !validate_only {
+            let _ = self.client.refresh_metadata_for(&names).await;
+        }
+        Ok(names
+            .into_iter()
+            .map(|n| {
+                let r = by_name.remove(&n).unwrap_or_else(|| Err(missing(&n)));
+                (n, r)
+            })
+            .collect())
+    }
+
+    /// Cluster id, controller and brokers.
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription, ClientError> {
+        let req = DescribeClusterRequest::default();
+        let resp = self
+            .client
+            .retry("describe cluster", self.deadline(), || {
+                self.client.send_any(&req)
+            })
+            .await?;
+        broker_err("describe cluster", resp.error_code, resp.error_message)?;
+        Ok(ClusterDescription {
+            cluster_id: resp.cluster_id,
+            controller_id: resp.controller_id,
+            brokers: resp
+                .brokers
+                .into_iter()
+                .map(|b| crate::client::BrokerInfo {
+                    node_id: b.broker_id,
+                    host: b.host,
+                    port: u16::try_from(b.port).unwrap_or(0),
+                    rack: b.rack,
+                })
+                .collect(),
+        })
+    }
+
+    /// Every config of each resource. Broker configs are asked of that
+    /// broker, topic configs of any broker.
+    pub async fn describe_configs(
+        &self,
+        resources: &[ConfigResource],
+    ) -> Result<PerItem<ConfigResource, Vec<ConfigEntry>>, ClientError> {
+        let mut out = Vec::new();
+        for res in resources {
+            let (resource_type, resource_name) = res.wire();
+            let req = DescribeConfigsRequest {
+                resources: vec![describe_configs_request::DescribeConfigsResource {
+                    resource_type,
+                    resource_name,
+                    configuration_keys: None,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            let sent = self
+                .client
+                .retry("describe configs", self.deadline(), || async {
+                    match res {
+                        ConfigResource::Broker(id) => {
+                            self.client.send_to(*id, ConnectionKind::Other, &req).await
+                        }
+                        ConfigResource::Topic(_) => self.client.send_any(&req).await,
+                    }
+                })
+                .await;
+            let r = sent.and_then(|resp| {
+                let r = resp
+                    .results
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| missing("config resource"))?;
+                broker_err(
+                    format!("describe configs {res:?}"),
+                    r.error_code,
+                    r.error_message,
+                )?;
+                Ok(r.configs
+                    .into_iter()
+                    .map(|c| ConfigEntry {
+                        name: c.name,
+                        value: c.value,
+                        read_only: c.read_only,
+                        source: c.config_source,
+                        sensitive: c.is_sensitive,
+                    })
+                    .collect())
+            });
+            out.push((res.clone(), r));
+        }
+        Ok(out)
+    }
+
+    /// Applies incremental config changes per resource.
+    pub async fn incremental_alter_configs(
+        &self,
+        changes: &[(ConfigResource, Vec<AlterConfigOp>)],
+        validate_only: bool,
+    ) -> Result<PerItem<ConfigResource, ()>, ClientError> {
+        let mut out = Vec::new();
+        for (res, ops) in changes {
+            let (resource_type, resource_name) = res.wire();
+            let req = IncrementalAlterConfigsRequest {
+                resources: vec![incremental_alter_configs_request::AlterConfigsResource {
+                    resource_type,
+                    resource_name,
+                    configs: ops
+                        .iter()
+                        .map(|op| {
+                            let (name, operation, value) = match op {
+                                AlterConfigOp::Set(k, v) => (k, 0, Some(v.clone())),
+                                AlterConfigOp::Delete(k) => (k, 1, None),
+                                AlterConfigOp::Append(k, v) => (k, 2, Some(v.clone())),
+                                AlterConfigOp::Subtract(k, v) => (k, 3, Some(v.clone())),
+                            };
+                            incremental_alter_configs_request::AlterableConfig {
+                                name: name.clone(),
+                                config_operation: operation,
+                                value,
+                                ..Default::default()
+                            }
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                validate_only,
+                ..Default::default()
+            };
+            let sent = self
+                .client
+                .retry("alter configs", self.deadline(), || async {
+                    match res {
+                        ConfigResource::Broker(id) => {
+                            self.client.send_to(*id, ConnectionKind::Other, &req).await
+                        }
+                        ConfigResource::Topic(_) => self.client.send_any(&req).await,
+                    }
+                })
+                .await;
+            let r = sent.and_then(|resp| {
+                let r = resp
+                    .responses
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| missing("config resource"))?;
+                broker_err(
+                    format!("alter configs {res:?}"),
+                    r.error_code,
+                    r.error_message,
+                )
+            });
+            out.push((res.clone(), r));
+        }
+        Ok(out)
+    }
+
+    /// Groups partitions by their leader (refreshing metadata as needed).
+    async fn by_leader<V: Clone>(
+        &self,
+        items: &[(TopicPartition, V)],
+    ) -> (
+        BTreeMap<i32, Vec<(TopicPartition, V)>>,
+        PerItem<TopicPartition, ()>,
+    ) {
+        let mut groups: BTreeMap<i32, Vec<(TopicPartition, V)>> = BTreeMap::new();
+        let mut failed = Vec::new();
+        for (tp, v) in items {
+            match self.client.topic_metadata(&tp.topic).await {
+                Ok(t) => match t.partitions.iter().find(|p| p.partition == tp.partition) {
+                    Some(p) if p.leader >= 0 => groups
+                        .entry(p.leader)
+                        .or_default()
+                        .push((tp.clone(), v.clone())),
+                    Some(_) => failed.push((
+                        tp.clone(),
+                        Err(broker_code(tp, ErrorCode::LeaderNotAvailable)),
+                    )),
+                    None => failed.push((
+                        tp.clone(),
+                        Err(broker_code(tp, ErrorCode::UnknownTopicOrPartition)),
+                    )),
+                },
+                Err(e) => failed.push((tp.clone(), Err(e))),
+            }
+        }
+        (groups, failed)
+    }
+
+    /// Earliest, latest or by-timestamp offsets, asked of each leader.
+    pub async fn list_offsets(
+        &self,
+        partitions: &[(TopicPartition, OffsetSpec)],
+    ) -> Result<PerItem<TopicPartition, ListedOffset>, ClientError> {
+        let (groups, failed) = self.by_leader(partitions).await;
+        let mut results: HashMap<TopicPartition, Result<ListedOffset, ClientError>> = failed
+            .into_iter()
+            .map(|(tp, r)| (tp, r.map(|()| unreachable_offset())))
+            .collect();
+        for (leader, items) in groups {
+            let mut topics: BTreeMap<String, Vec<list_offsets_request::ListOffsetsPartition>> =
+                BTreeMap::new();
+            for (tp, spec) in &items {
+                topics.entry(tp.topic.clone()).or_default().push(
+                    list_offsets_request::ListOffsetsPartition {
+                        partition_index: tp.partition,
+                        timestamp: spec.wire(),
+                        ..Default::default()
+                    },
+                );
+            }
+            let req = ListOffsetsRequest {
+                replica_id: -1,
+                isolation_level: 0,
+                topics: topics
+                    .into_iter()
+                    .map(
+                        |(name, partitions)| list_offsets_request::ListOffsetsTopic {
+                            name,
+                            partitions,
+                            ..Default::default()
+                        },
+                    )
+                    .collect(),
+                timeout_ms: self.timeout_ms(),
+                ..Default::default()
+            };
+            match self
+                .client
+                .send_to(leader, ConnectionKind::Other, &req)
+                .await
+            {
+                Ok(resp) => {
+                    for t in resp.topics {
+                        for p in t.partitions {
+                            let tp = TopicPartition::new(t.name.clone(), p.partition_index);
+                            let r = broker_err(format!("list offsets {tp}"), p.error_code, None)
+                                .map(|()| ListedOffset {
+                                    offset: p.offset,
+                                    timestamp: p.timestamp,
+                                    leader_epoch: p.leader_epoch,
+                                });
+                            results.insert(tp, r);
+                        }
+                    }
+                }
+                Err(e) => {
+                    for (tp, _) in items {
+                        results.insert(tp, Err(e.clone()));
+                    }
+                }
+            }
+        }
+        Ok(collect_in_order(
+            partitions.iter().map(|(tp, _)| tp),
+            results,
+        ))
+    }
+
+    /// Deletes records before the given offsets; returns the new low
+    /// watermarks.
+    pub async fn delete_records(
+        &self,
+        before: &[(TopicPartition, i64)],
+    ) -> Result<PerItem<TopicPartition, i64>, ClientError> {
+        let (groups, failed) = self.by_leader(before).await;
+        let mut results: HashMap<TopicPartition, Result<i64, ClientError>> = failed
+            .into_iter()
+            .map(|(tp, r)| (tp, r.map(|()| -1)))
+            .collect();
+        for (leader, items) in groups {
+            let mut topics: BTreeMap<String, Vec<delete_records_request::DeleteRecordsPartition>> =
+                BTreeMap::new();
+            for (tp, offset) in &items {
+                topics.entry(tp.topic.clone()).or_default().push(
+                    delete_records_request::DeleteRecordsPartition {
+                        partition_index: tp.partition,
+                        offset: *offset,
+                        ..Default::default()
+                    },
+                );
+            }
+            let req = DeleteRecordsRequest {
+                topics: topics
+                    .into_iter()
+                    .map(
+                        |(name, partitions)| delete_records_request::DeleteRecordsTopic {
+                            name,
+                            partitions,
+                            ..Default::default()
+                        },
+                    )
+                    .collect(),
+                timeout_ms: self.timeout_ms(),
+                ..Default::default()
+            };
+            match self
+                .client
+                .send_to(leader, ConnectionKind::Other, &req)
+                .await
+            {
+                Ok(resp) => {
+                    for t in resp.topics {
+                        for p in t.partitions {
+                            let tp = TopicPartition::new(t.name.clone(), p.partition_index);
+                            let r = broker_err(format!("delete records {tp}"), p.error_code, None)
+                                .map(|()| p.low_watermark);
+                            results.insert(tp, r);
+                        }
+                    }
+                }
+                Err(e) => {
+                    for (tp, _) in items {
+                        results.insert(tp, Err(e.clone()));
+                    }
+                }
+            }
+        }
+        Ok(collect_in_order(before.iter().map(|(tp, _)| tp), results))
+    }
+
+    /// Every group on every broker.
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>, ClientError> {
+        let md = self.client.refresh_metadata_for(&[]).await?;
+        let mut out = Vec::new();
+        let req = ListGroupsRequest::default();
+        for id in md.brokers.keys() {
+            let resp = self
+                .client
+                .retry("list groups", self.deadline(), || {
+                    self.client.send_to(*id, ConnectionKind::Other, &req)
+                })
+                .await?;
+            broker_err(format!("list groups on broker {id}"), resp.error_code, None)?;
+            out.extend(resp.groups.into_iter().map(|g| GroupListing {
+                group_id: g.group_id,
+                protocol_type: g.protocol_type,
+                state: g.group_state,
+                group_type: g.group_type,
+            }));
+        }
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        Ok(out)
+    }
+
+    /// Describes groups (each asked of its coordinator).
+    pub async fn describe_groups(
+        &self,
+        ids: &[&str],
+    ) -> Result<PerItem<String, GroupDescription>, ClientError> {
+        let mut out = Vec::new();
+        for id in ids {
+            let r = self
+                .with_coordinator(id, |conn| async move {
+                    let resp = conn
+                        .send(&DescribeGroupsRequest {
+                            groups: vec![id.to_string()],
+                            ..Default::default()
+                        })
+                        .await?;
+                    let g = resp.groups.into_iter().next().ok_or_else(|| missing(id))?;
+                    broker_err(format!("describe group {id}"), g.error_code, None)?;
+                    Ok(GroupDescription {
+                        group_id: g.group_id,
+                        state: g.group_state,
+                        protocol_type: g.protocol_type,
+                        protocol: g.protocol_data,
+                        members: g
+                            .members
+                            .into_iter()
+                            .map(|m| GroupMember {
+                                member_id: m.member_id,
+                                instance_id: m.group_instance_id,
+                                client_id: m.client_id,
+                                host: m.client_host,
+                                assignment: m.member_assignment,
+                            })
+                            .collect(),
+                    })
+                })
+                .await;
+            out.push((id.to_string(), r));
+        }
+        Ok(out)
+    }
+
+    /// Deletes (empty) groups.
+    pub async fn delete_groups(&self, ids: &[&str]) -> Result<PerItem<String, ()>, ClientError> {
+        let mut out = Vec::new();
+        for id in ids {
+            let r = self
+                .with_coordinator(id, |conn| async move {
+                    let resp = conn
+                        .send(&DeleteGroupsRequest {
+                            groups_names: vec![id.to_string()],
+                            ..Default::default()
+                        })
+                        .await?;
+                    let g = resp.results.into_iter().next().ok_or_else(|| missing(id))?;
+                    broker_err(format!("delete group {id}"), g.error_code, None)
+                })
+                .await;
+            out.push((id.to_string(), r));
+        }
+        Ok(out)
+    }
+
+    /// Runs `op` against the group's coordinator, re-finding it when the
+    /// broker says it moved.
+    async fn with_coordinator<T, F, Fut>(&self, group: &str, op: F) -> Result<T, ClientError>
+    where
+        F: Fn(crate::connection::BrokerConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        self.client
+            .retry("group coordinator request", self.deadline(), || async {
+                let conn = self
+                    .client
+                    .coordinator_connection(CoordinatorType::Group, group)
+                    .await?;
+                let r = op(conn).await;
+                if let Err(e) = &r
+                    && (e.invalidates_metadata()
+                        || e.code() == Some(ErrorCode::CoordinatorLoadInProgress))
+                {
+                    self.client
+                        .invalidate_coordinator(CoordinatorType::Group, group);
+                }
+                r
+            })
+            .await
+    }
+
+    /// A group's committed offsets (all partitions it has committed).
+    pub async fn list_group_offsets(
+        &self,
+        group: &str,
+    ) -> Result<BTreeMap<TopicPartition, GroupOffset>, ClientError> {
+        self.with_coordinator(group, |conn| async move {
+            let version = conn.version_of::<OffsetFetchRequest>()?;
+            let req = if version >= 8 {
+                OffsetFetchRequest {
+                    groups: vec![offset_fetch_request::OffsetFetchRequestGroup {
+                        group_id: group.to_string(),
+                        topics: None,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }
+            } else {
+                OffsetFetchRequest {
+                    group_id: group.to_string(),
+                    topics: None,
+                    ..Default::default()
+                }
+            };
+            let resp = conn.send(&req).await?;
+            let mut out = BTreeMap::new();
+            if version >= 8 {
+                let g = resp
+                    .groups
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| missing(group))?;
+                broker_err(format!("offsets of group {group}"), g.error_code, None)?;
+                for t in g.topics {
+                    for p in t.partitions {
+                        broker_err(
+                            format!("offset of {}-{}", t.name, p.partition_index),
+                            p.error_code,
+                            None,
+                        )?;
+                        out.insert(
+                            TopicPartition::new(t.name.clone(), p.partition_index),
+                            GroupOffset {
+                                committed: p.committed_offset,
+                                metadata: p.metadata,
+                                end_offset: None,
+                            },
+                        );
+                    }
+                }
+            } else {
+                broker_err(format!("offsets of group {group}"), resp.error_code, None)?;
+                for t in resp.topics {
+                    for p in t.partitions {
+                        out.insert(
+                            TopicPartition::new(t.name.clone(), p.partition_index),
+                            GroupOffset {
+                                committed: p.committed_offset,
+                                metadata: p.metadata,
+                                end_offset: None,
+                            },
+                        );
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// A group's committed offsets with the log end offsets, so
+    /// [`GroupOffset::lag`] is known.
+    pub async fn group_lag(
+        &self,
+        group: &str,
+    ) -> Result<BTreeMap<TopicPartition, GroupOffset>, ClientError> {
+        let mut offsets = self.list_group_offsets(group).await?;
+        let specs: Vec<(TopicPartition, OffsetSpec)> = offsets
+            .keys()
+            .map(|tp| (tp.clone(), OffsetSpec::Latest))
+            .collect();
+        for (tp, r) in self.list_offsets(&specs).await? {
+            if let (Ok(listed), Some(o)) = (r, offsets.get_mut(&tp)) {
+                o.end_offset = Some(listed.offset);
+            }
+        }
+        Ok(offsets)
+    }
+
+    /// Sets a group's committed offsets (the group must have no active
+    /// members, as with the Java admin client).
+    pub async fn alter_group_offsets(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, i64)],
+    ) -> Result<PerItem<TopicPartition, ()>, ClientError> {
+        let mut topics: BTreeMap<String, Vec<offset_commit_request::OffsetCommitRequestPartition>> =
+            BTreeMap::new();
+        for (tp, offset) in offsets {
+            topics.entry(tp.topic.clone()).or_default().push(
+                offset_commit_request::OffsetCommitRequestPartition {
+                    partition_index: tp.partition,
+                    committed_offset: *offset,
+                    committed_metadata: Some(String::new()),
+                    ..Default::default()
+                },
+            );
+        }
+        let req = OffsetCommitRequest {
+            group_id: group.to_string(),
+            generation_id_or_member_epoch: -1,
+            member_id: String::new(),
+            topics: topics
+                .into_iter()
+                .map(
+                    |(name, partitions)| offset_commit_request::OffsetCommitRequestTopic {
+                        name,
+                        partitions,
+                        ..Default::default()
+                    },
+                )
+                .collect(),
+            ..Default::default()
+        };
+        let resp = self
+            .with_coordinator(group, |conn| {
+                let req = req.clone();
+                async move { conn.send(&req).await }
+            })
+            .await?;
+        let mut results = HashMap::new();
+        for t in resp.topics {
+            for p in t.partitions {
+                let tp = TopicPartition::new(t.name.clone(), p.partition_index);
+                let r = broker_err(format!("commit {tp} for {group}"), p.error_code, None);
+                results.insert(tp, r);
+            }
+        }
+        Ok(collect_in_order(offsets.iter().map(|(tp, _)| tp), results))
+    }
+
+    /// Resets a group's offsets on these partitions to earliest, latest or a
+    /// timestamp.
+    pub async fn reset_group_offsets(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+        to: OffsetSpec,
+    ) -> Result<PerItem<TopicPartition, ()>, ClientError> {
+        let specs: Vec<(TopicPartition, OffsetSpec)> =
+            partitions.iter().map(|tp| (tp.clone(), to)).collect();
+        let mut targets = Vec::new();
+        let mut out = Vec::new();
+        for (tp, r) in self.list_offsets(&specs).await? {
+            match r {
+                Ok(listed) => {
+                    // No record at/after the timestamp: go to the end.
+                    let offset = if listed.offset < 0 {
+                        self.list_offsets(&[(tp.clone(), OffsetSpec::Latest)])
+                            .await?
+                            .into_iter()
+                            .next()
+                            .and_then(|(_, r)| r.ok())
+                            .map_or(0, |l| l.offset)
+                    } else {
+                        listed.offset
+                    };
+                    targets.push((tp, offset));
+                }
+                Err(e) => out.push((tp, Err(e))),
+            }
+        }
+        out.extend(self.alter_group_offsets(group, &targets).await?);
+        Ok(out)
+    }
+
+    /// Active idempotent and transactional producers per partition.
+    pub async fn describe_producers(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<PerItem<TopicPartition, Vec<ProducerState>>, ClientError> {
+        let items: Vec<(TopicPartition, ())> =
+            partitions.iter().map(|tp| (tp.clone(), ())).collect();
+        let (groups, failed) = self.by_leader(&items).await;
+        let mut results: HashMap<TopicPartition, Result<Vec<ProducerState>, ClientError>> = failed
+            .into_iter()
+            .map(|(tp, r)| (tp, r.map(|()| Vec::new())))
+            .collect();
+        for (leader, items) in groups {
+            let mut topics: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+            for (tp, ()) in &items {
+                topics
+                    .entry(tp.topic.clone())
+                    .or_default()
+                    .push(tp.partition);
+            }
+            let req = DescribeProducersRequest {
+                topics: topics
+                    .into_iter()
+                    .map(
+                        |(name, partition_indexes)| describe_producers_request::TopicRequest {
+                            name,
+                            partition_indexes,
+                            ..Default::default()
+                        },
+                    )
+                    .collect(),
+                ..Default::default()
+            };
+            match self
+                .client
+                .send_to(leader, ConnectionKind::Other, &req)
+                .await
+            {
+                Ok(resp) => {
+                    for t in resp.topics {
+                        for p in t.partitions {
+                            let tp = TopicPartition::new(t.name.clone(), p.partition_index);
+                            let r = broker_err(
+                                format!("describe producers {tp}"),
+                                p.error_code,
+                                p.error_message,
+                            )
+                            .map(|()| {
+                                p.active_producers
+                                    .into_iter()
+                                    .map(|s| ProducerState {
+                                        producer_id: s.producer_id,
+                                        producer_epoch: s.producer_epoch,
+                                        last_sequence: s.last_sequence,
+                                        last_timestamp: s.last_timestamp,
+                                        current_txn_start_offset: s.current_txn_start_offset,
+                                    })
+                                    .collect()
+                            });
+                            results.insert(tp, r);
+                        }
+                    }
+                }
+                Err(e) => {
+                    for (tp, ()) in items {
+                        results.insert(tp, Err(e.clone()));
+                    }
+                }
+            }
+        }
+        Ok(collect_in_order(partitions.iter(), results))
+    }
+
+    /// ACLs matching `filter` (`None` fields match anything).
+    pub async fn describe_acls(&self, filter: &AclBinding) -> Result<Vec<AclBinding>, ClientError> {
+        let req = DescribeAclsRequest {
+            resource_type_filter: filter.resource_type,
+            resource_name_filter: filter.resource_name.clone(),
+            pattern_type_filter: filter.pattern_type,
+            principal_filter: filter.principal.clone(),
+            host_filter: filter.host.clone(),
+            operation: filter.operation,
+            permission_type: filter.permission,
+            ..Default::default()
+        };
+        let resp = self
+            .client
+            .retry("describe ACLs", self.deadline(), || {
+                self.client.send_any(&req)
+            })
+            .await?;
+        broker_err("describe ACLs", resp.error_code, resp.error_message)?;
+        Ok(resp
+            .resources
+            .into_iter()
+            .flat_map(|r| {
+                let (rt, name, pt) = (r.resource_type, r.resource_name, r.pattern_type);
+                r.acls.into_iter().map(move |a| AclBinding {
+                    resource_type: rt,
+                    resource_name: Some(name.clone()),
+                    pattern_type: pt,
+                    principal: Some(a.principal),
+                    host: Some(a.host),
+                    operation: a.operation,
+                    permission: a.permission_type,
+                })
+            })
+            .collect())
+    }
+
+    /// Creates ACL bindings.
+    pub async fn create_acls(
+        &self,
+        bindings: &[AclBinding],
+    ) -> Result<PerItem<AclBinding, ()>, ClientError> {
+        let req = CreateAclsRequest {
+            creations: bindings
+                .iter()
+                .map(|b| create_acls_request::AclCreation {
+                    resource_type: b.resource_type,
+                    resource_name: b.resource_name.clone().unwrap_or_default(),
+                    resource_pattern_type: b.pattern_type,
+                    principal: b.principal.clone().unwrap_or_default(),
+                    host: b.host.clone().unwrap_or_else(|| "*".into()),
+                    operation: b.operation,
+                    permission_type: b.permission,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let resp = self
+            .client
+            .retry("create ACLs", self.deadline(), || {
+                self.client.send_any(&req)
+            })
+            .await?;
+        Ok(bindings
+            .iter()
+            .cloned()
+            .zip(
+                resp.results
+                    .into_iter()
+                    .map(Some)
+                    .chain(std::iter::repeat_with(|| None)),
+            )
+            .map(|(b, r)| {
+                let res = match r {
+                    Some(r) => broker_err("create ACL", r.error_code, r.error_message),
+                    None => Err(missing("ACL creation result")),
+                };
+                (b, res)
+            })
+            .collect())
+    }
+
+    /// Deletes the ACLs matching each filter; returns what each deleted.
+    pub async fn delete_acls(
+        &self,
+        filters: &[AclBinding],
+    ) -> Result<PerItem<AclBinding, Vec<AclBinding>>, ClientError> {
+        let req = DeleteAclsRequest {
+            filters: filters
+                .iter()
+                .map(|f| delete_acls_request::DeleteAclsFilter {
+                    resource_type_filter: f.resource_type,
+                    resource_name_filter: f.resource_name.clone(),
+                    pattern_type_filter: f.pattern_type,
+                    principal_filter: f.principal.clone(),
+                    host_filter: f.host.clone(),
+                    operation: f.operation,
+                    permission_type: f.permission,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let resp = self
+            .client
+            .retry("delete ACLs", self.deadline(), || {
+                self.client.send_any(&req)
+            })
+            .await?;
+        let mut results = resp.filter_results.into_iter();
+        Ok(filters
+            .iter()
+            .map(|f| {
+                let res = match results.next() {
+                    None => Err(missing("ACL deletion result")),
+                    Some(r) => broker_err("delete ACLs", r.error_code, r.error_message).map(|()| {
+                        r.matching_acls
+                            .into_iter()
+                            .map(|m| AclBinding {
+                                resource_type: m.resource_type,
+                                resource_name: Some(m.resource_name),
+                                pattern_type: m.pattern_type,
+                                principal: Some(m.principal),
+                                host: Some(m.host),
+                                operation: m.operation,
+                                permission: m.permission_type,
+                            })
+                            .collect()
+                    }),
+                };
+                (f.clone(), res)
+            })
+            .collect())
+    }
+}
+
+fn missing(what: &str) -> ClientError {
+    ClientError::Broker {
+        context: format!("{what}: not in the broker's response"),
+        code: ErrorCode::UnknownServerError,
+        message: None,
+    }
+}
+
+fn broker_code(tp: &TopicPartition, code: ErrorCode) -> ClientError {
+    ClientError::Broker {
+        context: tp.to_string(),
+        code,
+        message: None,
+    }
+}
+
+fn unreachable_offset() -> ListedOffset {
+    ListedOffset {
+        offset: -1,
+        timestamp: -1,
+        leader_epoch: -1,
+    }
+}
+
+fn collect_in_order<'a, T>(
+    keys: impl Iterator<Item = &'a TopicPartition>,
+    mut results: HashMap<TopicPartition, Result<T, ClientError>>,
+) -> PerItem<TopicPartition, T> {
+    keys.map(|tp| {
+        let r = results
+            .remove(tp)
+            .unwrap_or_else(|| Err(missing(&tp.to_string())));
+        (tp.clone(), r)
+    })
+    .collect()
+}

@@ -1,0 +1,184 @@
+//! The client's error type, grouped by cause.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use franz_protocol::{DecodeError, EncodeError, ErrorCode};
+
+/// Why a client operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Connecting to, reading from or writing to a broker failed.
+    #[error("{broker}: {context}: {message}")]
+    Io {
+        /// `host:port` (and node id when known).
+        broker: String,
+        /// What the client was doing.
+        context: &'static str,
+        /// The I/O error's text.
+        message: String,
+        /// The I/O error kind.
+        kind: std::io::ErrorKind,
+    },
+    /// No answer within the deadline.
+    #[error("{what} timed out after {after:?}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        after: Duration,
+    },
+    /// The connection was closed (or failed) while the request was pending;
+    /// every request waiting on it gets this at once.
+    #[error("connection to {broker} closed: {reason}")]
+    ConnectionClosed {
+        /// The broker.
+        broker: String,
+        /// Why.
+        reason: Arc<str>,
+    },
+    /// The broker's bytes could not be decoded.
+    #[error("malformed response from {broker}: {source}")]
+    Decode {
+        /// The broker.
+        broker: String,
+        /// The decode error (it names the API, version and field).
+        #[source]
+        source: DecodeError,
+    },
+    /// A request could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The broker answered with an error code.
+    #[error("{context}: {code}")]
+    Broker {
+        /// Where the code came from (API, topic, partition...).
+        context: String,
+        /// The code.
+        code: ErrorCode,
+        /// The broker's message, if any.
+        message: Option<String>,
+    },
+    /// Client and broker share no version of an API.
+    #[error(
+        "no common version of {api} with {broker}: client speaks {client_min}-{client_max}, broker {broker_min}-{broker_max}"
+    )]
+    NoCommonVersion {
+        /// The API.
+        api: &'static str,
+        /// The broker.
+        broker: String,
+        /// Client range.
+        client_min: i16,
+        /// Client range.
+        client_max: i16,
+        /// Broker range (-1 when the broker does not list the API).
+        broker_min: i16,
+        /// Broker range.
+        broker_max: i16,
+    },
+    /// SASL authentication failed; never silently retried in plaintext.
+    #[error("authentication with {broker} failed: {message}")]
+    Authentication {
+        /// The broker.
+        broker: String,
+        /// What the broker or the mechanism said.
+        message: String,
+    },
+    /// TLS failed (handshake, certificate, configuration).
+    #[error("TLS with {broker}: {message}")]
+    Tls {
+        /// The broker.
+        broker: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// No bootstrap server could be reached.
+    #[error("no bootstrap server answered: {0}")]
+    NoBootstrap(String),
+    /// The topic does not exist (after metadata was refreshed).
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    /// The client was closed.
+    #[error("the client is closed")]
+    Closed,
+}
+
+impl ClientError {
+    /// Whether retrying (after a metadata refresh or backoff) may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Io { .. } | Self::Timeout { .. } | Self::ConnectionClosed { .. } => true,
+            Self::Broker { code, .. } => code.is_retriable(),
+            _ => false,
+        }
+    }
+
+    /// The broker error code, if this is one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Broker { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. })
+    }
+
+    /// Whether the routing (leader or coordinator) may be stale, so metadata
+    /// should be refreshed before retrying.
+    pub fn invalidates_metadata(&self) -> bool {
+        match self {
+            Self::Io { .. } | Self::ConnectionClosed { .. } => true,
+            Self::Broker { code, .. } => matches!(
+                code,
+                ErrorCode::NotLeaderOrFollower
+                    | ErrorCode::LeaderNotAvailable
+                    | ErrorCode::UnknownTopicOrPartition
+                    | ErrorCode::FencedLeaderEpoch
+                    | ErrorCode::UnknownLeaderEpoch
+                    | ErrorCode::NotCoordinator
+                    | ErrorCode::CoordinatorNotAvailable
+                    | ErrorCode::UnknownTopicId
+                    | ErrorCode::InconsistentTopicId
+                    | ErrorCode::KafkaStorageError
+                    | ErrorCode::ReplicaNotAvailable
+                    | ErrorCode::NotController
+            ),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn io(broker: &str, context: &'static str, e: &std::io::Error) -> Self {
+        Self::Io {
+            broker: broker.to_string(),
+            context,
+            message: e.to_string(),
+            kind: e.kind(),
+        }
+    }
+
+    /// A broker error from a code, or `Ok` for `NONE`.
+    pub fn check(
+        code: i16,
+        context: impl FnOnce() -> String,
+        message: Option<&String>,
+    ) -> Result<(), Self> {
+        let code = ErrorCode::from_code(code);
+        if code.is_ok() {
+            Ok(())
+        } else {
+            Err(Self::Broker {
+                context: context(),
+                code,
+                message: message.cloned(),
+            })
+        }
+    }
+}
