@@ -444,8 +444,29 @@ impl Admin {
             })
             .collect();
         if !validate_only {
-            let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
-            let _ = self.client.refresh_metadata_for(&names).await;
+            // Wait (within the request timeout) until the new topics show up
+            // with leaders, so a produce right after create finds them.
+            let names: Vec<String> = topics
+                .iter()
+                .filter(|t| matches!(by_name.get(&t.name), Some(Ok(()))))
+                .map(|t| t.name.clone())
+                .collect();
+            let until = Instant::now() + self.client.config().request_timeout;
+            while !names.is_empty() && Instant::now() < until {
+                match self.client.refresh_metadata_for(&names).await {
+                    Ok(md)
+                        if names.iter().all(|n| {
+                            md.topics.get(n).is_some_and(|t| {
+                                !t.partitions.is_empty()
+                                    && t.partitions.iter().all(|p| p.leader >= 0)
+                            })
+                        }) =>
+                    {
+                        break;
+                    }
+                    _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                }
+            }
         }
         Ok(topics
             .into_iter()
@@ -1259,48 +1280,69 @@ impl Admin {
             .collect())
     }
 
-    /// Creates ACL bindings.
+    /// Creates ACL bindings. Bindings that cannot be created (a filter-only
+    /// value such as ANY, or UNKNOWN) are rejected per item before sending:
+    /// the broker would refuse the whole request and close the connection.
     pub async fn create_acls(
         &self,
         bindings: &[AclBinding],
     ) -> Result<PerItem<AclBinding, ()>, ClientError> {
-        let req = CreateAclsRequest {
-            creations: bindings
-                .iter()
-                .map(|b| create_acls_request::AclCreation {
-                    resource_type: b.resource_type,
-                    resource_name: b.resource_name.clone().unwrap_or_default(),
-                    resource_pattern_type: b.pattern_type,
-                    principal: b.principal.clone().unwrap_or_default(),
-                    host: b.host.clone().unwrap_or_else(|| "*".into()),
-                    operation: b.operation,
-                    permission_type: b.permission,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
+        let invalid = |b: &AclBinding| -> Option<&'static str> {
+            if b.resource_type < 2 {
+                Some("resource type must be concrete (not UNKNOWN or ANY)")
+            } else if !matches!(b.pattern_type, 3 | 4) {
+                Some("pattern type must be LITERAL (3) or PREFIXED (4)")
+            } else if b.operation < 2 {
+                Some("operation must be concrete (not UNKNOWN or ANY)")
+            } else if !matches!(b.permission, 2 | 3) {
+                Some("permission must be DENY (2) or ALLOW (3)")
+            } else if b.resource_name.as_deref().is_none_or(str::is_empty)
+                || b.principal.as_deref().is_none_or(str::is_empty)
+            {
+                Some("resource name and principal are required")
+            } else {
+                None
+            }
         };
-        let resp = self
-            .client
-            .retry("create ACLs", self.deadline(), || {
-                self.client.send_any(&req)
-            })
-            .await?;
+        let valid: Vec<&AclBinding> = bindings.iter().filter(|b| invalid(b).is_none()).collect();
+        let mut sent_results = Vec::new();
+        if !valid.is_empty() {
+            let req = CreateAclsRequest {
+                creations: valid
+                    .iter()
+                    .map(|b| create_acls_request::AclCreation {
+                        resource_type: b.resource_type,
+                        resource_name: b.resource_name.clone().unwrap_or_default(),
+                        resource_pattern_type: b.pattern_type,
+                        principal: b.principal.clone().unwrap_or_default(),
+                        host: b.host.clone().unwrap_or_else(|| "*".into()),
+                        operation: b.operation,
+                        permission_type: b.permission,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            let resp = self
+                .client
+                .retry("create ACLs", self.deadline(), || {
+                    self.client.send_any(&req)
+                })
+                .await?;
+            sent_results = resp.results;
+        }
+        let mut sent = sent_results.into_iter();
         Ok(bindings
             .iter()
-            .cloned()
-            .zip(
-                resp.results
-                    .into_iter()
-                    .map(Some)
-                    .chain(std::iter::repeat_with(|| None)),
-            )
-            .map(|(b, r)| {
-                let res = match r {
-                    Some(r) => broker_err("create ACL", r.error_code, r.error_message),
-                    None => Err(missing("ACL creation result")),
+            .map(|b| {
+                let res = match invalid(b) {
+                    Some(why) => Err(ClientError::Config(format!("invalid ACL binding: {why}"))),
+                    None => match sent.next() {
+                        Some(r) => broker_err("create ACL", r.error_code, r.error_message),
+                        None => Err(missing("ACL creation result")),
+                    },
                 };
-                (b, res)
+                (b.clone(), res)
             })
             .collect())
     }

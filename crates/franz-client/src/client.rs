@@ -515,6 +515,7 @@ impl Client {
             let error = ErrorCode::from_code(t.error_code);
             if error == ErrorCode::UnknownTopicOrPartition {
                 topics.remove(&name);
+                continue;
             }
             let mut partitions: Vec<PartitionMetadata> = t
                 .partitions

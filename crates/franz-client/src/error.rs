@@ -112,7 +112,14 @@ impl ClientError {
     /// Whether retrying (after a metadata refresh or backoff) may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            Self::Io { .. } | Self::Timeout { .. } | Self::ConnectionClosed { .. } => true,
+            // An unknown topic may be one just created whose metadata has
+            // not reached every broker yet (Kafka marks
+            // UNKNOWN_TOPIC_OR_PARTITION retriable too); callers retry
+            // within their deadline and then report it.
+            Self::Io { .. }
+            | Self::Timeout { .. }
+            | Self::ConnectionClosed { .. }
+            | Self::UnknownTopic(_) => true,
             Self::Broker { code, .. } => code.is_retriable(),
             _ => false,
         }
@@ -135,7 +142,7 @@ impl ClientError {
     /// should be refreshed before retrying.
     pub fn invalidates_metadata(&self) -> bool {
         match self {
-            Self::Io { .. } | Self::ConnectionClosed { .. } => true,
+            Self::Io { .. } | Self::ConnectionClosed { .. } | Self::UnknownTopic(_) => true,
             Self::Broker { code, .. } => matches!(
                 code,
                 ErrorCode::NotLeaderOrFollower
