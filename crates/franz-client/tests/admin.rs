@@ -302,7 +302,7 @@ async fn offsets_records_groups_and_producers() {
     let lag = admin.group_lag(&group).await.unwrap();
     assert_eq!(lag[&p0].lag(), Some(0));
     let reset = admin
-        .reset_group_offsets(&group, &[p0.clone()], OffsetSpec::Earliest)
+        .reset_group_offsets(&group, std::slice::from_ref(&p0), OffsetSpec::Earliest)
         .await
         .unwrap();
     assert!(reset[0].1.is_ok());
@@ -401,6 +401,6 @@ async fn acls_need_an_authorizer_and_work_with_one() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let deleted = admin.delete_acls(&[filter.clone()]).await.unwrap();
+    let deleted = admin.delete_acls(std::slice::from_ref(&filter)).await.unwrap();
     assert_eq!(deleted[0].1.as_ref().unwrap(), &vec![read]);
 }
