@@ -401,6 +401,9 @@ async fn acls_need_an_authorizer_and_work_with_one() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let deleted = admin.delete_acls(std::slice::from_ref(&filter)).await.unwrap();
+    let deleted = admin
+        .delete_acls(std::slice::from_ref(&filter))
+        .await
+        .unwrap();
     assert_eq!(deleted[0].1.as_ref().unwrap(), &vec![read]);
 }
