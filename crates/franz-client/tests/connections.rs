@@ -47,11 +47,11 @@ async fn ten_thousand_pipelined_requests_half_cancelled() {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        if state % 2 == 0 {
+        if state.is_multiple_of(2) {
             t.abort();
             cancelled[i] = true;
         }
-        if i % 1000 == 0 {
+        if i.is_multiple_of(1000) {
             tokio::task::yield_now().await;
         }
     }
