@@ -69,9 +69,8 @@ pub(crate) async fn read_all(
         let t = md.topics[topic].clone();
         for p in &t.partitions {
             let offset = *next.entry(p.partition).or_insert(0);
-            let conn = match client.connection(p.leader, ConnectionKind::Fetch).await {
-                Ok(c) => c,
-                Err(_) => continue,
+            let Ok(conn) = client.connection(p.leader, ConnectionKind::Fetch).await else {
+                continue;
             };
             let req = FetchRequest {
                 max_wait_ms: 50,
