@@ -763,22 +763,26 @@ async fn sender(inner: Arc<Inner>) {
             });
         }
         if let Some(current) = bump {
-            match init_producer_id(&inner.client, &inner.config, Some(current)).await {
-                Ok((pid, epoch)) => {
-                    tracing::info!(producer_id = pid, epoch, "producer epoch bumped");
-                    let mut st = lock(&inner.state);
-                    if let Some(seq) = st.seq.as_mut() {
-                        seq.on_new_epoch(pid, epoch);
+            // On its own task, so expiry and completions carry on meanwhile.
+            let inner2 = Arc::clone(&inner);
+            tokio::spawn(async move {
+                match init_producer_id(&inner2.client, &inner2.config, Some(current)).await {
+                    Ok((pid, epoch)) => {
+                        tracing::info!(producer_id = pid, epoch, "producer epoch bumped");
+                        let mut st = lock(&inner2.state);
+                        if let Some(seq) = st.seq.as_mut() {
+                            seq.on_new_epoch(pid, epoch);
+                        }
+                        st.bumping = false;
                     }
-                    st.bumping = false;
+                    Err(e) => {
+                        tracing::warn!(error = %e, "epoch bump failed; will retry");
+                        tokio::time::sleep(inner2.config.client.retry_backoff).await;
+                        lock(&inner2.state).bumping = false;
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "epoch bump failed; retrying");
-                    lock(&inner.state).bumping = false;
-                    tokio::time::sleep(inner.config.client.retry_backoff).await;
-                }
-            }
-            continue;
+                inner2.wake.notify_one();
+            });
         }
         for (leader, batches) in requests {
             tokio::spawn(send_request(Arc::clone(&inner), leader, batches));
@@ -808,10 +812,10 @@ fn plan(inner: &Inner) -> (Vec<(i32, Vec<Keyed>)>, Instant, Option<(i64, i16)>, 
     let mut per_leader: HashMap<i32, (usize, Vec<Keyed>)> = HashMap::new();
     let bump_needed = st.seq.as_ref().is_some_and(SequenceState::bump_needed);
     let in_flight_total: usize = st.in_flight_requests.values().sum();
+    let mut bump = None;
     if bump_needed && in_flight_total == 0 && !st.bumping {
         st.bumping = true;
-        let current = st.seq.as_ref().map(|s| (s.producer_id(), s.epoch()));
-        return (Vec::new(), now, current, false);
+        bump = st.seq.as_ref().map(|s| (s.producer_id(), s.epoch()));
     }
     let mut refresh = std::mem::take(&mut st.refresh_wanted);
     let mut in_flight = st.in_flight_requests.clone();
@@ -912,7 +916,7 @@ fn plan(inner: &Inner) -> (Vec<(i32, Vec<Keyed>)>, Instant, Option<(i64, i16)>, 
         .filter(|(_, (_, b))| !b.is_empty())
         .map(|(l, (_, b))| (l, b))
         .collect();
-    (requests, wake_at, None, refresh)
+    (requests, wake_at, bump, refresh)
 }
 
 /// Finishes the batch bytes on first send (assigning its sequence), or
