@@ -1,7 +1,24 @@
 //! # franz
 //!
-//! A pure-Rust Apache Kafka client and application transport. This facade
-//! re-exports the layer crates (`franz-protocol`, `franz-client`,
-//! `franz-producer`, `franz-consumer`, `franz-transport`) as they are written.
+//! A pure-Rust Apache Kafka client and application transport: no C, async
+//! from the ground up. This facade re-exports the layers:
 //!
-//! Status: the layers are not written yet, so the facade exports nothing.
+//! - [`protocol`] (`franz-protocol`): the wire codec, record batches,
+//!   compression and error codes;
+//! - [`client`] (`franz-client`): connections, negotiation, metadata, TLS,
+//!   SASL and the admin client;
+//! - [`producer`] (`franz-producer`): the idempotent, batching producer.
+//!
+//! The consumer and the NestJS-compatible transport are not written yet.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), franz::producer::ProduceError> {
+//! use franz::producer::{Producer, ProducerConfig, ProducerRecord};
+//! let producer = Producer::new(ProducerConfig::new("127.0.0.1:9092")).await?;
+//! producer.send_and_wait(ProducerRecord::new("orders", "created").with_key("order-7")).await?;
+//! # Ok(()) }
+//! ```
+
+pub use franz_client as client;
+pub use franz_producer as producer;
+pub use franz_protocol as protocol;
