@@ -117,7 +117,10 @@ async fn three_leader_kills_on_three_nodes_lose_and_duplicate_nothing() {
     let task = produce_in_background(producer.clone(), topic.clone(), n, Arc::clone(&sent));
     for round in 1..=3u64 {
         wait_sent(&sent, n * round / 4).await;
-        let md = c.refresh_metadata_for(&[topic.clone()]).await.unwrap();
+        let md = c
+            .refresh_metadata_for(std::slice::from_ref(&topic))
+            .await
+            .unwrap();
         let leader = md.topics[&topic].partitions[0].leader;
         cluster.kill(leader).unwrap();
         // The producer carries on through the new leaders.
