@@ -34,5 +34,10 @@ fuzz seconds="600":
 bench-codec:
     cargo bench --manifest-path benches/Cargo.toml --bench codec
 
+# Producer benchmark: franz, librdkafka (rdkafka crate) and Java ProducerPerformance, each its own process.
+bench-producer records="1000000":
+    cargo build --release --manifest-path benches/Cargo.toml --features peers --bins
+    benches/target/release/producer-bench --records {{records}}
+
 # All benchmarks.
-bench: bench-codec
+bench: bench-codec bench-producer

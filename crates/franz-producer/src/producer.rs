@@ -682,9 +682,11 @@ fn finish_batch(
     {
         seq.on_sent_batch_abandoned();
     }
-    batch.shared.complete(result);
+    // Memory first: whoever sees the future complete must also see its
+    // bytes returned to the buffer.
     inner.memory.add_permits(batch.reserved);
     st.outstanding = st.outstanding.saturating_sub(1);
+    batch.shared.complete(result);
     inner.progress.notify_waiters();
 }
 

@@ -1,0 +1,60 @@
+//! One benchmark client process: franz's producer. Sends `--records`
+//! records of `--size` bytes (one fixed payload, null keys) to `--topic`
+//! and prints `RESULT records=N secs=S failed=F`.
+//!
+//! Settings match the other clients: acks=all, idempotence on, no
+//! compression, linger 5 ms, batch size 1 MiB.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use franz_producer::{Producer, ProducerConfig, ProducerRecord};
+
+fn arg(name: &str, default: &str) -> String {
+    let mut args = std::env::args();
+    while let Some(a) = args.next() {
+        if a == name {
+            return args.next().unwrap_or_default();
+        }
+    }
+    default.to_string()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let bootstrap = arg("--bootstrap", "127.0.0.1:9092");
+    let topic = arg("--topic", "bench");
+    let records: u64 = arg("--records", "1000000").parse()?;
+    let size: usize = arg("--size", "100").parse()?;
+    let config = ProducerConfig {
+        linger: Duration::from_millis(5),
+        batch_size: 1024 * 1024,
+        buffer_memory: 64 * 1024 * 1024,
+        ..ProducerConfig::new(&bootstrap)
+    };
+    let producer = Producer::new(config).await?;
+    let payload = Bytes::from(vec![b'x'; size]);
+    let started = Instant::now();
+    let mut window = std::collections::VecDeque::with_capacity(200_000);
+    let mut failed = 0u64;
+    for _ in 0..records {
+        let rec = ProducerRecord {
+            topic: topic.clone(),
+            value: Some(payload.clone()),
+            ..ProducerRecord::default()
+        };
+        window.push_back(producer.send(rec).await?);
+        if window.len() >= 200_000 {
+            for f in window.drain(..100_000) {
+                failed += u64::from(f.await.is_err());
+            }
+        }
+    }
+    for f in window {
+        failed += u64::from(f.await.is_err());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("RESULT records={records} secs={secs:.3} failed={failed}");
+    producer.close(Duration::from_secs(30)).await?;
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! One benchmark client process: librdkafka through the `rdkafka` crate
+//! (feature `peers`). `BaseProducer` with a poll loop, its fastest API.
+//! Prints `RESULT records=N secs=S failed=F`.
+
+#[cfg(feature = "peers")]
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use rdkafka::ClientContext;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+
+    struct Counter(AtomicU64);
+    impl ClientContext for Counter {}
+    impl ProducerContext for Counter {
+        type DeliveryOpaque = ();
+        fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+            if r.is_err() {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    let arg = |name: &str, default: &str| -> String {
+        let mut args = std::env::args();
+        while let Some(a) = args.next() {
+            if a == name {
+                return args.next().unwrap_or_default();
+            }
+        }
+        default.to_string()
+    };
+    let records: u64 = arg("--records", "1000000").parse()?;
+    let size: usize = arg("--size", "100").parse()?;
+    let topic = arg("--topic", "bench");
+    let producer: BaseProducer<Counter> = ClientConfig::new()
+        .set("bootstrap.servers", arg("--bootstrap", "127.0.0.1:9092"))
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("batch.size", "1048576")
+        .set("compression.type", "none")
+        .set("partitioner", "murmur2_random")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "65536")
+        .create_with_context(Counter(AtomicU64::new(0)))?;
+    let payload = vec![b'x'; size];
+    let started = Instant::now();
+    for _ in 0..records {
+        let mut record = BaseRecord::<(), [u8]>::to(&topic).payload(&payload[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(120))?;
+    let secs = started.elapsed().as_secs_f64();
+    let failed = producer.context().0.load(Ordering::Relaxed);
+    println!("RESULT records={records} secs={secs:.3} failed={failed}");
+    Ok(())
+}
+
+#[cfg(not(feature = "peers"))]
+fn main() {
+    eprintln!("rdkafka-produce needs `--features peers` (it builds librdkafka with cmake)");
+    std::process::exit(2);
+}
