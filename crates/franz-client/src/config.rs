@@ -122,7 +122,8 @@ pub struct ClientConfig {
     /// OAUTHBEARER token source.
     pub sasl_oauthbearer_token_provider: Option<Arc<dyn TokenProvider>>,
     /// `ssl.ca.location` / `ssl.truststore.location`: PEM CA bundle. `None`
-    /// uses the built-in web PKI roots.
+    /// uses the system's trust store (the bundled web PKI roots if it is
+    /// empty).
     pub ssl_ca_location: Option<PathBuf>,
     /// CA certificates as PEM text (instead of a file).
     pub ssl_ca_pem: Option<String>,

@@ -25,7 +25,7 @@
 //! map → the caller's future, which decodes the typed response.
 //!
 //! ## Security
-//! TLS is rustls (CA file or PEM, or the web PKI roots; client certificates;
+//! TLS is rustls (CA file or PEM, or the system trust store; client certificates;
 //! SNI; hostname verification on unless `ssl.endpoint.identification.algorithm`
 //! is empty). A failed SASL handshake is [`ClientError::Authentication`] and
 //! never falls back to an unauthenticated connection. When the broker sets a

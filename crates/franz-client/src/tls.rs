@@ -1,4 +1,4 @@
-//! TLS with rustls: a CA file, PEM text or the web PKI roots; optional
+//! TLS with rustls: a CA file, PEM text or the system roots; optional
 //! client certificates (mTLS); SNI; hostname verification on by default.
 
 use std::sync::Arc;
@@ -41,7 +41,15 @@ pub(crate) fn rustls_config(config: &ClientConfig) -> Result<Arc<RustlsConfig>, 
                 return Err(config_err("the CA PEM holds no certificate".into()));
             }
         }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        None => {
+            // The operating system's trust store; the bundled Mozilla roots
+            // only when it has none (e.g. a bare container).
+            let native = rustls_native_certs::load_native_certs();
+            let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            }
+        }
     }
     let builder = RustlsConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
