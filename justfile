@@ -35,7 +35,8 @@ bench-codec:
     cargo bench --manifest-path benches/Cargo.toml --bench codec
 
 # Producer benchmark: franz, librdkafka (rdkafka crate) and Java ProducerPerformance, each its own process.
-bench-producer records="1000000":
+# Building librdkafka needs cmake, a C compiler and curl headers (apt-get install cmake libcurl4-openssl-dev).
+bench-producer records="3000000":
     cargo build --release --manifest-path benches/Cargo.toml --features peers --bins
     benches/target/release/producer-bench --records {{records}}
 

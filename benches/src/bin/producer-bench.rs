@@ -61,7 +61,11 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
 /// Runs `cmd`, sampling its peak RSS, and returns (stdout, cpu secs, peak MiB).
 fn run_measured(mut cmd: Command) -> (String, f64, f64) {
     let before = children_cpu();
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn client");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn client");
     let pid = child.id();
     let stdout = child.stdout.take().expect("stdout");
     let reader = std::thread::spawn(move || {
@@ -87,7 +91,10 @@ fn run_measured(mut cmd: Command) -> (String, f64, f64) {
 }
 
 fn parse_result(out: &str) -> f64 {
-    let line = out.lines().find(|l| l.starts_with("RESULT")).unwrap_or_else(|| panic!("no RESULT line in:\n{out}"));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("RESULT"))
+        .unwrap_or_else(|| panic!("no RESULT line in:\n{out}"));
     let get = |k: &str| -> f64 {
         line.split_whitespace()
             .find_map(|p| p.strip_prefix(k))
@@ -115,13 +122,21 @@ fn sibling_bin(name: &str) -> PathBuf {
 
 fn main() {
     let records: u64 = arg("--records", "1000000").parse().expect("--records");
-    let cluster = KafkaCluster::builder().heap_mb(2048).exclusive(false).start_blocking().expect("broker");
+    let cluster = KafkaCluster::builder()
+        .heap_mb(2048)
+        .exclusive(false)
+        .start_blocking()
+        .expect("broker");
     let bootstrap = cluster.bootstrap();
     let dist = KafkaDistribution::resolve().expect("kafka jars");
     let work = std::env::temp_dir().join(format!("franz-producer-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).expect("work dir");
     let rdkafka = sibling_bin("rdkafka-produce");
-    let with_rdkafka = rdkafka.exists() && Command::new(&rdkafka).arg("--help").output().is_ok_and(|o| o.status.code() != Some(2));
+    let with_rdkafka = rdkafka.exists()
+        && Command::new(&rdkafka)
+            .arg("--help")
+            .output()
+            .is_ok_and(|o| o.status.code() != Some(2));
     let mut results = Vec::new();
     for size in [100usize, 1024] {
         let n = if size == 100 { records } else { records / 3 };
@@ -134,7 +149,17 @@ fn main() {
             let topic = unique_topic(&format!("bench-{client}-{size}"));
             dist.run_tool(
                 "org.apache.kafka.tools.TopicCommand",
-                &["--bootstrap-server", &bootstrap, "--create", "--topic", &topic, "--partitions", "6", "--replication-factor", "1"],
+                &[
+                    "--bootstrap-server",
+                    &bootstrap,
+                    "--create",
+                    "--topic",
+                    &topic,
+                    "--partitions",
+                    "6",
+                    "--replication-factor",
+                    "1",
+                ],
                 Duration::from_secs(120),
             )
             .expect("create topic");
@@ -145,25 +170,69 @@ fn main() {
                     std::fs::write(&payload, vec![b'x'; size]).expect("payload");
                     let mut cmd = dist.tool_command("org.apache.kafka.tools.ProducerPerformance");
                     // The perf tools' own heap, as kafka-producer-perf-test.sh sets it.
-                    let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().replace("-Xmx256m", "-Xmx512m")).collect();
+                    let args: Vec<String> = cmd
+                        .get_args()
+                        .map(|a| a.to_string_lossy().replace("-Xmx256m", "-Xmx512m"))
+                        .collect();
                     cmd = Command::new(dist.java());
-                    cmd.args(args.iter().filter(|a| *a != "-XX:TieredStopAtLevel=1" && *a != "-XX:+UseSerialGC"));
-                    cmd.args(["--topic", &topic, "--num-records", &n.to_string(), "--throughput", "-1"])
-                        .arg("--payload-file")
-                        .arg(&payload)
-                        .args(["--producer-props", &format!("bootstrap.servers={bootstrap}")])
-                        .args(["acks=all", "enable.idempotence=true", "linger.ms=5", "batch.size=1048576", "compression.type=none", "buffer.memory=67108864"]);
+                    cmd.args(
+                        args.iter().filter(|a| {
+                            *a != "-XX:TieredStopAtLevel=1" && *a != "-XX:+UseSerialGC"
+                        }),
+                    );
+                    cmd.args([
+                        "--topic",
+                        &topic,
+                        "--num-records",
+                        &n.to_string(),
+                        "--throughput",
+                        "-1",
+                    ])
+                    .arg("--payload-file")
+                    .arg(&payload)
+                    .args([
+                        "--producer-props",
+                        &format!("bootstrap.servers={bootstrap}"),
+                    ])
+                    .args([
+                        "acks=all",
+                        "enable.idempotence=true",
+                        "linger.ms=5",
+                        "batch.size=1048576",
+                        "compression.type=none",
+                        "buffer.memory=67108864",
+                    ]);
                     run_measured(cmd)
                 }
                 name => {
-                    let bin = if name == "franz" { sibling_bin("franz-produce") } else { rdkafka.clone() };
+                    let bin = if name == "franz" {
+                        sibling_bin("franz-produce")
+                    } else {
+                        rdkafka.clone()
+                    };
                     let mut cmd = Command::new(bin);
-                    cmd.args(["--bootstrap", &bootstrap, "--topic", &topic, "--records", &n.to_string(), "--size", &size.to_string()]);
+                    cmd.args([
+                        "--bootstrap",
+                        &bootstrap,
+                        "--topic",
+                        &topic,
+                        "--records",
+                        &n.to_string(),
+                        "--size",
+                        &size.to_string(),
+                    ]);
                     run_measured(cmd)
                 }
             };
-            let rps = if client == "java" { java_records_per_sec(&out) } else { parse_result(&out) };
-            eprintln!("{client} {size}B: {rps:.0} rec/s, {cpu:.2} CPU-s, {rss:.0} MiB ({:?})", started.elapsed());
+            let rps = if client == "java" {
+                java_records_per_sec(&out)
+            } else {
+                parse_result(&out)
+            };
+            eprintln!(
+                "{client} {size}B: {rps:.0} rec/s, {cpu:.2} CPU-s, {rss:.0} MiB ({:?})",
+                started.elapsed()
+            );
             results.push(Measured {
                 client,
                 size,
@@ -174,10 +243,15 @@ fn main() {
             });
         }
     }
-    println!("| size | client | records | records/s | CPU-s per M records | peak RSS MiB | records/s ratio franz/peer | CPU ratio franz/peer |");
+    println!(
+        "| size | client | records | records/s | CPU-s per M records | peak RSS MiB | records/s ratio franz/peer | CPU ratio franz/peer |"
+    );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in &results {
-        let franz = results.iter().find(|f| f.client == "franz" && f.size == r.size).expect("franz row");
+        let franz = results
+            .iter()
+            .find(|f| f.client == "franz" && f.size == r.size)
+            .expect("franz row");
         let cpu_per_m = |m: &Measured| m.cpu_secs / (m.records as f64 / 1e6);
         let (rate, cpu) = if r.client == "franz" {
             ("-".to_string(), "-".to_string())

@@ -423,8 +423,21 @@ impl BrokerConnection {
         version: i16,
         timeout: Duration,
     ) -> Result<R::Response, ClientError> {
+        self.send_sized(req, version, timeout, 0).await
+    }
+
+    /// [`send_versioned`](Self::send_versioned) with the encoded size known
+    /// in advance (e.g. a Produce request's batch bytes), so the frame is
+    /// written into one allocation instead of a buffer grown by doubling.
+    pub async fn send_sized<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+        size_hint: usize,
+    ) -> Result<R::Response, ClientError> {
         let started = Instant::now();
-        let raw = self.round_trip(req, version, timeout).await;
+        let raw = self.round_trip(req, version, timeout, size_hint).await;
         let result = raw.and_then(|body| self.decode::<R::Response>(body, version));
         let core = &self.handle.core;
         core.metrics
@@ -452,10 +465,11 @@ impl BrokerConnection {
         &self,
         req: &R,
         version: i16,
+        size_hint: usize,
     ) -> Result<(), ClientError> {
         self.wait_throttle().await;
         let id = self.next_correlation_id();
-        let mut frame = BytesMut::new();
+        let mut frame = BytesMut::with_capacity(size_hint);
         frame::encode_request(&mut frame, id, Some(&self.handle.client_id), version, req)?;
         self.touch();
         self.handle
@@ -504,11 +518,12 @@ impl BrokerConnection {
         req: &R,
         version: i16,
         timeout: Duration,
+        size_hint: usize,
     ) -> Result<Bytes, ClientError> {
         self.wait_throttle().await;
         let core = &*self.handle.core;
         let id = self.next_correlation_id();
-        let mut frame = BytesMut::new();
+        let mut frame = BytesMut::with_capacity(size_hint);
         frame::encode_request(&mut frame, id, Some(&self.handle.client_id), version, req)?;
         let (tx, rx) = oneshot::channel();
         match &mut *core.state() {
@@ -569,7 +584,7 @@ impl BrokerConnection {
         let mut version = ApiVersionsRequest::MAX_VERSION;
         let timeout = self.handle.request_timeout;
         let resp = loop {
-            let body = self.round_trip(&req, version, timeout).await?;
+            let body = self.round_trip(&req, version, timeout, 0).await?;
             // The response header is v0 for every ApiVersions version, and
             // error_code is the first body field in every version.
             let mut r = Reader::new(body.clone());

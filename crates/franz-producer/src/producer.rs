@@ -995,6 +995,12 @@ async fn send_request(inner: Arc<Inner>, leader: i32, batches: Vec<Keyed>) {
         topic_data: topics,
         ..Default::default()
     };
+    // The frame is the batches plus a little framing: size it once.
+    let size_hint = batches
+        .iter()
+        .map(|(t, _, b)| b.payload.as_ref().map_or(0, Bytes::len) + t.len() + 32)
+        .sum::<usize>()
+        + 256;
     let result = async {
         let conn = inner
             .client
@@ -1002,12 +1008,16 @@ async fn send_request(inner: Arc<Inner>, leader: i32, batches: Vec<Keyed>) {
             .await?;
         let version = conn.version_of::<ProduceRequest>()?;
         if cfg.acks == Acks::None {
-            conn.send_no_response(&req, version).await.map(|()| None)
+            conn.send_no_response(&req, version, size_hint)
+                .await
+                .map(|()| None)
         } else {
             // The broker may hold the request for up to timeout_ms waiting
             // for replicas; give the response a little longer than that.
             let wait = cfg.client.request_timeout + Duration::from_secs(1);
-            conn.send_versioned(&req, version, wait).await.map(Some)
+            conn.send_sized(&req, version, wait, size_hint)
+                .await
+                .map(Some)
         }
     }
     .await;
