@@ -108,8 +108,7 @@ fn parse_result(out: &str) -> f64 {
 fn java_records_per_sec(out: &str) -> f64 {
     // "1000000 records sent, 512345.6 records/sec (48.86 MB/sec), ..."
     out.lines()
-        .filter(|l| l.contains("records sent"))
-        .last()
+        .rfind(|l| l.contains("records sent"))
         .and_then(|l| l.split(", ").nth(1))
         .and_then(|s| s.split_whitespace().next())
         .and_then(|v| v.parse().ok())
