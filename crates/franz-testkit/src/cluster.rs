@@ -506,6 +506,12 @@ impl KafkaCluster {
         let mut n = self.inner.node(node)?;
         let p = n.process.as_ref().ok_or_else(|| not_running(node))?;
         p.signal(Signal::SIGSTOP);
+        if !p.wait_stopped(Duration::from_secs(5)) {
+            return Err(HarnessError::Timeout {
+                what: format!("node {node} to stop after SIGSTOP"),
+                secs: 5,
+            });
+        }
         n.paused = true;
         Ok(())
     }

@@ -91,6 +91,37 @@ impl BrokerProcess {
         let _ = kill(self.java_pid, signal);
     }
 
+    /// Waits up to `timeout` until every thread of the JVM is stopped
+    /// (state `T`). SIGSTOP reaches a many-threaded process thread by
+    /// thread, so a request sent right after the signal could still be
+    /// answered.
+    pub(crate) fn wait_stopped(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let dir = format!("/proc/{}/task", self.java_pid.as_raw());
+        loop {
+            let all_stopped = fs::read_dir(&dir)
+                .map(|tasks| {
+                    tasks.flatten().all(|t| {
+                        fs::read_to_string(t.path().join("stat"))
+                            .ok()
+                            .and_then(|s| {
+                                s.rfind(')')
+                                    .and_then(|i| s[i + 1..].trim_start().chars().next())
+                            })
+                            .is_none_or(|state| matches!(state, 'T' | 't' | 'Z' | 'X'))
+                    })
+                })
+                .unwrap_or(true);
+            if all_stopped {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Waits up to `timeout` for the JVM to exit.
     pub(crate) fn wait_exit(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
