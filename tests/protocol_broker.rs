@@ -81,7 +81,35 @@ fn create_topic(conn: &mut Conn, name: &str, partitions: i32) -> Uuid {
     );
     assert_eq!(t.num_partitions, partitions);
     assert!(!t.topic_id.is_zero());
-    t.topic_id
+    let id = t.topic_id;
+    // CreateTopics returns once the controller has the topic; the broker's
+    // metadata cache may take a moment longer. Wait until every partition
+    // has a leader.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = conn.call(
+            MetadataRequest::MAX_VERSION,
+            &MetadataRequest {
+                topics: Some(vec![metadata_request::MetadataRequestTopic {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+        );
+        if md.topics.first().is_some_and(|t| {
+            t.error_code == 0
+                && t.partitions.len() == partitions as usize
+                && t.partitions.iter().all(|p| p.leader_id >= 0)
+        }) {
+            return id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "topic {name} never got leaders"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn produce(conn: &mut Conn, topic: &str, version: i16, batch: Bytes) -> i64 {

@@ -67,7 +67,39 @@ fn create_topic(stream: &mut TcpStream, name: &str) -> Uuid {
         },
     );
     assert_eq!(resp.topics[0].error_code, 0);
+    wait_for_leader(stream, name);
     resp.topics[0].topic_id
+}
+
+/// CreateTopics returns once the controller has the topic; the broker's
+/// metadata cache may take a moment longer. Wait until it leads partition 0.
+fn wait_for_leader(stream: &mut TcpStream, name: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = call(
+            stream,
+            MetadataRequest::MAX_VERSION,
+            &MetadataRequest {
+                topics: Some(vec![metadata_request::MetadataRequestTopic {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+        );
+        if md
+            .topics
+            .first()
+            .is_some_and(|t| t.error_code == 0 && t.partitions.iter().all(|p| p.leader_id >= 0))
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "topic {name} never got a leader"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn fetch_all(stream: &mut TcpStream, topic_id: Uuid, want: usize) -> Vec<(Compression, Vec<u8>)> {
