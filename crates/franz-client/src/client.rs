@@ -389,9 +389,10 @@ impl Client {
             })
             .collect();
         if !candidates.is_empty() {
-            let start = (Instant::now().elapsed().subsec_nanos() as usize
-                ^ std::process::id() as usize)
-                % candidates.len();
+            // Spread load: start the walk at a random known broker.
+            let mut seed = [0u8; 4];
+            let _ = getrandom::fill(&mut seed);
+            let start = u32::from_le_bytes(seed) as usize % candidates.len();
             candidates.rotate_left(start);
         }
         // Prefer brokers we already hold a connection to.

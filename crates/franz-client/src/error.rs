@@ -143,21 +143,7 @@ impl ClientError {
     pub fn invalidates_metadata(&self) -> bool {
         match self {
             Self::Io { .. } | Self::ConnectionClosed { .. } | Self::UnknownTopic(_) => true,
-            Self::Broker { code, .. } => matches!(
-                code,
-                ErrorCode::NotLeaderOrFollower
-                    | ErrorCode::LeaderNotAvailable
-                    | ErrorCode::UnknownTopicOrPartition
-                    | ErrorCode::FencedLeaderEpoch
-                    | ErrorCode::UnknownLeaderEpoch
-                    | ErrorCode::NotCoordinator
-                    | ErrorCode::CoordinatorNotAvailable
-                    | ErrorCode::UnknownTopicId
-                    | ErrorCode::InconsistentTopicId
-                    | ErrorCode::KafkaStorageError
-                    | ErrorCode::ReplicaNotAvailable
-                    | ErrorCode::NotController
-            ),
+            Self::Broker { code, .. } => code_invalidates_metadata(*code),
             _ => false,
         }
     }
@@ -188,4 +174,24 @@ impl ClientError {
             })
         }
     }
+}
+
+/// Whether a broker error code means the client's routing (leader or
+/// coordinator) may be stale, so metadata should be refreshed before retrying.
+pub fn code_invalidates_metadata(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::NotLeaderOrFollower
+            | ErrorCode::LeaderNotAvailable
+            | ErrorCode::UnknownTopicOrPartition
+            | ErrorCode::FencedLeaderEpoch
+            | ErrorCode::UnknownLeaderEpoch
+            | ErrorCode::NotCoordinator
+            | ErrorCode::CoordinatorNotAvailable
+            | ErrorCode::UnknownTopicId
+            | ErrorCode::InconsistentTopicId
+            | ErrorCode::KafkaStorageError
+            | ErrorCode::ReplicaNotAvailable
+            | ErrorCode::NotController
+    )
 }

@@ -50,5 +50,5 @@ pub use config::{
     ClientConfig, SaslMechanism, SecurityProtocol, TokenProvider, parse_properties, split_host_port,
 };
 pub use connection::{ApiVersionTable, BrokerAddr, BrokerConnection, open_connection_count};
-pub use error::ClientError;
+pub use error::{ClientError, code_invalidates_metadata};
 pub use franz_protocol;

@@ -1084,15 +1084,7 @@ fn handle_response(inner: &Inner, leader: i32, batches: Vec<Keyed>, result: Requ
                             continue;
                         }
                         if code.is_retriable() {
-                            st.refresh_wanted |= matches!(
-                                code,
-                                ErrorCode::NotLeaderOrFollower
-                                    | ErrorCode::LeaderNotAvailable
-                                    | ErrorCode::UnknownTopicOrPartition
-                                    | ErrorCode::FencedLeaderEpoch
-                                    | ErrorCode::UnknownLeaderEpoch
-                                    | ErrorCode::KafkaStorageError
-                            );
+                            st.refresh_wanted |= franz_client::code_invalidates_metadata(code);
                         }
                         batch.last_error = Some(format!("{code}"));
                         (outcome, Some(code), p.error_message.clone())

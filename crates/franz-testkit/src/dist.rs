@@ -385,7 +385,7 @@ fn cache_dir() -> PathBuf {
     base.join(format!("kafka-{KAFKA_VERSION}-{hash:016x}"))
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -48,7 +48,7 @@ pub fn ensure_npm_packages() -> Result<PathBuf, HarnessError> {
     let lock_file = dir.join("package-lock.json");
     let lock_text =
         fs::read_to_string(&lock_file).ctx(|| format!("reading {}", lock_file.display()))?;
-    let stamp_value = format!("{:016x}", fnv(lock_text.as_bytes()));
+    let stamp_value = format!("{:016x}", crate::dist::fnv1a(lock_text.as_bytes()));
     let stamp = dir.join("node_modules/.franz-installed");
 
     let guard_path = std::env::temp_dir().join("franz-testkit-locks/npm.lock");
@@ -107,10 +107,4 @@ pub fn run_script(script: &str, args: &[&str], timeout: Duration) -> Result<Stri
             out.status, out.stdout, out.stderr
         )))
     }
-}
-
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
