@@ -167,11 +167,12 @@ async fn fault_proxy_forwards_drops_delays_cuts_and_black_holes() {
     proxy.delay_responses(None);
 
     // Cut: an open connection is reset (RST, not a clean FIN).
+    // The proxy notices a closed client only on its next poll, so first let the
+    // earlier connections drain: otherwise the cut could hit one of them while
+    // the new connection is still being registered.
+    wait_for_open_connections(&proxy, 0).await;
     let mut conn = TcpStream::connect(via_proxy).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while proxy.open_connections() == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_open_connections(&proxy, 1).await;
     assert_eq!(proxy.cut_connections(), 1);
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 16];
@@ -190,6 +191,19 @@ async fn fault_proxy_forwards_drops_delays_cuts_and_black_holes() {
     let before = proxy.accepted_connections();
     metadata(direct, Duration::from_secs(10)).await.unwrap();
     assert_eq!(proxy.accepted_connections(), before);
+}
+
+/// Waits (up to 10 s) until the proxy holds exactly `n` open connections.
+async fn wait_for_open_connections(proxy: &franz_testkit::FaultProxy, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.open_connections() != n {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy still holds {} open connections, expected {n}",
+            proxy.open_connections()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Writes a Java client config (`--command-config`) with PEM values inline.
