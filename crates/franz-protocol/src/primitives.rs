@@ -549,30 +549,25 @@ fn compact_len(len: usize, field: &'static str) -> Result<u32, EncodeError> {
 }
 
 /// Bytes an unsigned varint of `v` takes.
+#[inline]
 pub fn uvarint_len(v: u32) -> usize {
-    match v {
-        0..=0x7f => 1,
-        0x80..=0x3fff => 2,
-        0x4000..=0x1f_ffff => 3,
-        0x20_0000..=0xfff_ffff => 4,
-        _ => 5,
-    }
+    // 7 payload bits per byte; branch-free, as it runs for every record field.
+    let bits = 32 - (v | 1).leading_zeros();
+    bits.div_ceil(7) as usize
 }
 
 /// Bytes a zigzag varint of `v` takes.
+#[inline]
 pub fn varint_len(v: i32) -> usize {
     uvarint_len(((v << 1) ^ (v >> 31)) as u32)
 }
 
 /// Bytes a zigzag varlong of `v` takes.
+#[inline]
 pub fn varlong_len(v: i64) -> usize {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    let mut n = 1;
-    while z >= 0x80 {
-        z >>= 7;
-        n += 1;
-    }
-    n
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    let bits = 64 - (z | 1).leading_zeros();
+    bits.div_ceil(7) as usize
 }
 
 #[cfg(test)]
@@ -583,6 +578,33 @@ mod tests {
         s.split_whitespace()
             .map(|b| u8::from_str_radix(b, 16).unwrap())
             .collect()
+    }
+
+    /// The branch-free length formulas agree with the bytes actually written
+    /// at every 7-bit boundary, for unsigned, zigzag int and zigzag long.
+    #[test]
+    fn varint_lengths_match_encodings_at_every_boundary() {
+        let mut values: Vec<i64> = vec![0, 1, -1, i64::MAX, i64::MIN];
+        for shift in 1..64 {
+            let edge = 1i64 << shift;
+            values.extend([1, 0, -1].map(|d| edge.wrapping_add(d)));
+            values.extend([1, 0, -1].map(|d| edge.wrapping_neg().wrapping_add(d)));
+        }
+        for &v in &values {
+            let mut b = BytesMut::new();
+            b.put_varlong(v);
+            assert_eq!(varlong_len(v), b.len(), "varlong {v}");
+            if let Ok(v32) = i32::try_from(v) {
+                let mut b = BytesMut::new();
+                b.put_varint(v32);
+                assert_eq!(varint_len(v32), b.len(), "varint {v32}");
+            }
+            if let Ok(u) = u32::try_from(v) {
+                let mut b = BytesMut::new();
+                b.put_uvarint(u);
+                assert_eq!(uvarint_len(u), b.len(), "uvarint {u}");
+            }
+        }
     }
 
     // From ../shared/kafka-test-vectors/varint-and-tagged-fields.md.

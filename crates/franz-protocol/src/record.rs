@@ -23,7 +23,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::compression::{self, Compression};
 use crate::error::{DecodeError, EncodeError};
-use crate::primitives::{DecodeLimits, uvarint_len, varint_len, varlong_len};
+use crate::primitives::{DecodeLimits, varint_len, varlong_len};
 
 /// Bytes before the first record: the fixed batch header.
 pub const BATCH_HEADER_LEN: usize = 61;
@@ -765,7 +765,11 @@ impl Default for BatchMeta {
 /// ```
 #[derive(Debug, Clone)]
 pub struct RecordBatchBuilder {
+    /// Zero-filled ahead of `len` in chunks, so records are written straight
+    /// into it through slices (no per-record zeroing or capacity checks).
     buf: BytesMut,
+    /// Bytes of the batch written so far.
+    len: usize,
     count: i32,
     base_timestamp: i64,
     max_timestamp: i64,
@@ -789,6 +793,7 @@ impl RecordBatchBuilder {
         buf.put_bytes(0, BATCH_HEADER_LEN);
         Self {
             buf,
+            len: BATCH_HEADER_LEN,
             count: 0,
             base_timestamp: 0,
             max_timestamp: i64::MIN,
@@ -807,7 +812,7 @@ impl RecordBatchBuilder {
 
     /// Size of the batch if finished uncompressed.
     pub fn size(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 
     /// The size one more record would add.
@@ -834,13 +839,11 @@ impl RecordBatchBuilder {
         } else {
             timestamp.wrapping_sub(self.base_timestamp)
         };
-        let field = |b: Option<&[u8]>| b.map_or(1, |b| varint_len(b.len() as i32) + b.len());
-        let mut n = 1 + varlong_len(ts_delta) + varint_len(self.count) + field(key) + field(value);
-        n += varint_len(headers.len() as i32);
-        for h in headers {
-            n += field(Some(h.key.as_bytes())) + field(h.value.as_deref());
-        }
-        n
+        1 + varlong_len(ts_delta)
+            + varint_len(self.count)
+            + field_len(key)
+            + field_len(value)
+            + headers_len(headers)
     }
 
     /// Appends a record. Offsets count up from 0; timestamps are stored as
@@ -856,36 +859,24 @@ impl RecordBatchBuilder {
             self.base_timestamp = timestamp;
         }
         self.max_timestamp = self.max_timestamp.max(timestamp);
-        // A record is mostly small fields around one large value. The small
-        // ones (length, attributes, deltas, a short key, header fields) are
-        // staged on the stack and copied into the batch in one `put_slice`
-        // each side of the value: a `memcpy` call per small field costs more
-        // than the bytes it moves. Nothing in the batch buffer is zeroed or
-        // written twice.
-        let mut st = Staging::default();
-        st.byte(0); // attributes
-        st.varlong(timestamp.wrapping_sub(self.base_timestamp));
-        st.varint(self.count);
-        st.varint(key.map_or(-1, |k| k.len() as i32));
-        let field = |b: Option<&[u8]>| b.map_or(1, |b| varint_len(b.len() as i32) + b.len());
-        let mut headers_len = varint_len(headers.len() as i32);
-        for h in headers {
-            headers_len += field(Some(h.key.as_bytes())) + field(h.value.as_deref());
+        let body = self.body_len(timestamp, key, value, headers);
+        let start = self.len;
+        let end = start + varint_len(body as i32) + body;
+        let ts_delta = timestamp.wrapping_sub(self.base_timestamp);
+        let count = self.count;
+        if end + SLACK > self.buf.len() {
+            // Zero ahead in bulk: one `memset` per chunk, not per record.
+            let zeroed = (end + SLACK).max(self.buf.len() + ZERO_AHEAD);
+            self.buf.resize(zeroed, 0);
         }
-        let rest = key.map_or(0, <[u8]>::len) + field(value) + headers_len;
-        let body = st.body_len() + rest;
-        st.set_length(body as i32);
-        self.buf.reserve(st.staged_len() + rest);
-        if let Some(k) = key {
-            st.bytes(&mut self.buf, k);
+        if let Some(dst) = self.buf.get_mut(start..end + SLACK) {
+            let mut w = SliceWriter { buf: dst, pos: 0 };
+            w.head(body, ts_delta, count, key);
+            w.nullable(value);
+            w.headers(headers);
+            debug_assert_eq!(w.pos, end - start);
         }
-        st.nullable(&mut self.buf, value);
-        st.varint(headers.len() as i32);
-        for h in headers {
-            st.nullable(&mut self.buf, Some(h.key.as_bytes()));
-            st.nullable(&mut self.buf, h.value.as_deref());
-        }
-        st.flush(&mut self.buf);
+        self.len = end;
         self.count += 1;
     }
 
@@ -893,10 +884,12 @@ impl RecordBatchBuilder {
     pub fn finish(self, meta: &BatchMeta) -> Result<Bytes, EncodeError> {
         let Self {
             mut buf,
+            len,
             count,
             base_timestamp,
             max_timestamp,
         } = self;
+        buf.truncate(len);
         let max_timestamp = if count == 0 {
             base_timestamp
         } else {
@@ -944,88 +937,70 @@ impl RecordBatchBuilder {
     }
 }
 
-/// Room at the start of [`Staging`] for the record's length varint.
-const LENGTH_ROOM: usize = 5;
+/// Bytes a nullable record field takes: length varint, then bytes.
+fn field_len(b: Option<&[u8]>) -> usize {
+    b.map_or(1, |b| varint_len(b.len() as i32) + b.len())
+}
 
-/// Fields up to this size are staged; longer ones are copied straight in.
+/// Bytes a record's headers take (count and fields).
+fn headers_len(headers: &[Header]) -> usize {
+    let mut n = varint_len(headers.len() as i32);
+    for h in headers {
+        n += field_len(Some(h.key.as_bytes())) + field_len(h.value.as_deref());
+    }
+    n
+}
+
+/// Scratch room past a record's end, so short fields are copied with whole
+/// 8-byte moves even at the end of a record.
+const SLACK: usize = 16;
+
+/// How far ahead of the written bytes the builder zero-fills its buffer.
+const ZERO_AHEAD: usize = 16 * 1024;
+
+/// Fields up to this size are copied with fixed-size moves, not `memcpy`.
 const SMALL_FIELD: usize = 16;
 
-/// A stack buffer for the small fields of one record (see
-/// [`RecordBatchBuilder::push`]). It starts with [`LENGTH_ROOM`] free bytes:
-/// the record's length varint, known only once the body is sized, goes
-/// right-aligned into them, so the record's first bytes stay contiguous.
-struct Staging {
-    buf: [u8; 64],
-    /// First staged byte (below `LENGTH_ROOM` once the length is set).
-    start: usize,
+/// Writes one record into its exactly sized slice of the batch buffer. The
+/// size comes from `body_len`, so the writes never miss; `get_mut` keeps a
+/// logic error from panicking (the debug assertion in `push` catches it).
+struct SliceWriter<'a> {
+    buf: &'a mut [u8],
     pos: usize,
 }
 
-impl Default for Staging {
-    fn default() -> Self {
-        Self {
-            buf: [0; 64],
-            start: LENGTH_ROOM,
-            pos: LENGTH_ROOM,
+impl SliceWriter<'_> {
+    /// A record's fields up to its value: length, attributes, deltas, key.
+    #[inline(always)]
+    fn head(&mut self, body: usize, ts_delta: i64, offset_delta: i32, key: Option<&[u8]>) {
+        self.varint(body as i32);
+        self.byte(0); // attributes
+        self.varlong(ts_delta);
+        self.varint(offset_delta);
+        self.nullable(key);
+    }
+
+    /// A record's fields after its value: the headers.
+    #[inline(always)]
+    fn headers(&mut self, headers: &[Header]) {
+        self.varint(headers.len() as i32);
+        for h in headers {
+            self.nullable(Some(h.key.as_bytes()));
+            self.nullable(h.value.as_deref());
         }
     }
-}
-
-impl Staging {
-    /// Largest number of bytes one staging call adds (a varlong is 10).
-    const MAX_STEP: usize = SMALL_FIELD;
 
     #[inline(always)]
     fn byte(&mut self, b: u8) {
-        // Every caller has made room first (`room`), so `get_mut` never
-        // misses; it is here so that a logic error cannot panic.
         if let Some(slot) = self.buf.get_mut(self.pos) {
             *slot = b;
         }
         self.pos += 1;
     }
 
-    /// Record body bytes staged so far (before the first flush).
-    fn body_len(&self) -> usize {
-        self.pos - LENGTH_ROOM
-    }
-
-    /// Bytes waiting to be flushed.
-    fn staged_len(&self) -> usize {
-        self.pos - self.start
-    }
-
-    /// Writes the record's length varint in front of the staged body.
-    #[inline(always)]
-    fn set_length(&mut self, body: i32) {
-        let mut v = zigzag32(body);
-        let n = uvarint_len(v);
-        self.start = LENGTH_ROOM - n;
-        for slot in self.buf.iter_mut().take(LENGTH_ROOM).skip(self.start) {
-            *slot = if v >= 0x80 { (v as u8) | 0x80 } else { v as u8 };
-            v >>= 7;
-        }
-    }
-
-    /// Flushes if the next step might not fit.
-    #[inline(always)]
-    fn room(&mut self, out: &mut BytesMut) {
-        if self.pos + Self::MAX_STEP > self.buf.len() {
-            self.flush(out);
-        }
-    }
-
-    #[inline(always)]
-    fn flush(&mut self, out: &mut BytesMut) {
-        if let Some(staged) = self.buf.get(self.start..self.pos) {
-            out.put_slice(staged);
-        }
-        self.start = 0;
-        self.pos = 0;
-    }
-
     #[inline(always)]
     fn uvarlong(&mut self, mut v: u64) {
+        // Most record varints are one byte; a plain loop is shortest for them.
         while v >= 0x80 {
             self.byte((v as u8) | 0x80);
             v >>= 7;
@@ -1043,70 +1018,48 @@ impl Staging {
         self.uvarlong(((v << 1) ^ (v >> 63)) as u64);
     }
 
-    /// Raw bytes: staged when short, else copied straight after the staged
-    /// bytes.
-    #[inline(always)]
-    fn bytes(&mut self, out: &mut BytesMut, src: &[u8]) {
-        self.room(out);
-        if src.len() > SMALL_FIELD || !self.stage_small(src) {
-            self.flush(out);
-            out.put_slice(src);
-        }
-    }
-
-    /// Copies up to 16 bytes with fixed-size moves (two overlapping 8- or
-    /// 4-byte copies) instead of a `memcpy` call. False if it did not.
-    #[inline(always)]
-    fn stage_small(&mut self, src: &[u8]) -> bool {
-        let (n, at) = (src.len(), self.pos);
-        let done = if n >= 8 {
-            copy_fixed::<8>(&mut self.buf, at, src, 0)
-                && copy_fixed::<8>(&mut self.buf, at + n - 8, src, n - 8)
-        } else if n >= 4 {
-            copy_fixed::<4>(&mut self.buf, at, src, 0)
-                && copy_fixed::<4>(&mut self.buf, at + n - 4, src, n - 4)
-        } else {
-            for (i, b) in src.iter().enumerate() {
-                if let Some(slot) = self.buf.get_mut(at + i) {
-                    *slot = *b;
-                }
-            }
-            true
-        };
-        if done {
-            self.pos += n;
-        }
-        done
-    }
-
     /// A nullable key, value or header field: length varint, then bytes.
     #[inline(always)]
-    fn nullable(&mut self, out: &mut BytesMut, b: Option<&[u8]>) {
-        self.room(out);
+    fn nullable(&mut self, b: Option<&[u8]>) {
         match b {
             None => self.byte(1), // zigzag(-1)
             Some(b) => {
                 self.varint(b.len() as i32);
-                self.bytes(out, b);
+                self.bytes(b);
             }
         }
+    }
+
+    /// Short fields (keys, header names) are moved as two overlapping
+    /// fixed-size copies: a `memcpy` call costs more than the bytes it moves.
+    #[inline(always)]
+    fn bytes(&mut self, src: &[u8]) {
+        let (n, at) = (src.len(), self.pos);
+        if !(4..=SMALL_FIELD).contains(&n) {
+            if let Some(dst) = self.buf.get_mut(at..at + n) {
+                dst.copy_from_slice(src);
+            }
+        } else if n >= 8 {
+            copy_fixed::<8>(self.buf, at, src, 0);
+            copy_fixed::<8>(self.buf, at + n - 8, src, n - 8);
+        } else {
+            copy_fixed::<4>(self.buf, at, src, 0);
+            copy_fixed::<4>(self.buf, at + n - 4, src, n - 4);
+        }
+        self.pos += n;
     }
 }
 
 /// Copies `N` bytes of `src` from `from` into `dst` at `at`, as one fixed-size
-/// move. False (and nothing copied) if either range is out of bounds.
+/// move (nothing if either range is out of bounds).
 #[inline(always)]
-fn copy_fixed<const N: usize>(dst: &mut [u8], at: usize, src: &[u8], from: usize) -> bool {
-    match (
+fn copy_fixed<const N: usize>(dst: &mut [u8], at: usize, src: &[u8], from: usize) {
+    if let (Some(s), Some(d)) = (
         src.get(from..from + N)
             .and_then(|s| <[u8; N]>::try_from(s).ok()),
         dst.get_mut(at..at + N),
     ) {
-        (Some(s), Some(d)) => {
-            d.copy_from_slice(&s);
-            true
-        }
-        _ => false,
+        d.copy_from_slice(&s);
     }
 }
 

@@ -170,9 +170,9 @@ async fn fault_proxy_forwards_drops_delays_cuts_and_black_holes() {
     // The proxy notices a closed client only on its next poll, so first let the
     // earlier connections drain: otherwise the cut could hit one of them while
     // the new connection is still being registered.
-    wait_for_open_connections(&proxy, 0).await;
+    wait_for_open_connections(proxy, 0).await;
     let mut conn = TcpStream::connect(via_proxy).unwrap();
-    wait_for_open_connections(&proxy, 1).await;
+    wait_for_open_connections(proxy, 1).await;
     assert_eq!(proxy.cut_connections(), 1);
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 16];
