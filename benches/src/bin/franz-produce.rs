@@ -23,7 +23,7 @@ fn arg(name: &str, default: &str) -> String {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bootstrap = arg("--bootstrap", "127.0.0.1:9092");
-    let topic = arg("--topic", "bench");
+    let topic: std::sync::Arc<str> = arg("--topic", "bench").into();
     let records: u64 = arg("--records", "1000000").parse()?;
     let size: usize = arg("--size", "100").parse()?;
     let config = ProducerConfig {
@@ -39,7 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut failed = 0u64;
     for _ in 0..records {
         let rec = ProducerRecord {
-            topic: topic.clone(),
+            topic: std::sync::Arc::clone(&topic),
             value: Some(payload.clone()),
             ..ProducerRecord::default()
         };

@@ -133,7 +133,7 @@ fn main() {
     let rdkafka = sibling_bin("rdkafka-produce");
     let with_rdkafka = rdkafka.exists()
         && Command::new(&rdkafka)
-            .arg("--help")
+            .arg("--probe")
             .output()
             .is_ok_and(|o| o.status.code() != Some(2));
     let mut results = Vec::new();

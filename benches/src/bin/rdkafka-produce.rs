@@ -12,6 +12,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
+    // The driver asks whether this binary was built with the peer.
+    if std::env::args().any(|a| a == "--probe") {
+        return Ok(());
+    }
+
     struct Counter(AtomicU64);
     impl ClientContext for Counter {}
     impl ProducerContext for Counter {

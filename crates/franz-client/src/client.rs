@@ -96,6 +96,11 @@ pub struct TopicMetadata {
     pub partitions: Vec<PartitionMetadata>,
 }
 
+/// A map keyed by topic name. Producers look a topic up for every record,
+/// so it hashes with foldhash, several times faster than SipHash on short
+/// strings; foldhash is still seeded per process.
+pub type TopicMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// A snapshot of the cluster's metadata.
 #[derive(Debug, Clone)]
 pub struct ClusterMetadata {
@@ -106,7 +111,7 @@ pub struct ClusterMetadata {
     /// Brokers by node id.
     pub brokers: BTreeMap<i32, BrokerInfo>,
     /// Topics by name.
-    pub topics: HashMap<String, TopicMetadata>,
+    pub topics: TopicMap<TopicMetadata>,
     /// When this snapshot was fetched.
     pub fetched_at: Instant,
 }
@@ -117,7 +122,7 @@ impl ClusterMetadata {
             cluster_id: None,
             controller_id: -1,
             brokers: BTreeMap::new(),
-            topics: HashMap::new(),
+            topics: TopicMap::default(),
             fetched_at: Instant::now() - Duration::from_secs(3600 * 24),
         }
     }
@@ -507,7 +512,7 @@ impl Client {
     fn merge_metadata(&self, resp: MetadataResponse, full: bool) -> ClusterMetadata {
         let old = self.metadata();
         let mut topics = if full {
-            HashMap::new()
+            TopicMap::default()
         } else {
             old.topics.clone()
         };

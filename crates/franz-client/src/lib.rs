@@ -44,7 +44,7 @@ mod tls;
 pub use admin::Admin;
 pub use client::{
     BrokerInfo, Client, ClusterMetadata, ConnectionKind, CoordinatorType, PartitionMetadata,
-    TopicMetadata,
+    TopicMap, TopicMetadata,
 };
 pub use config::{
     ClientConfig, SaslMechanism, SecurityProtocol, TokenProvider, parse_properties, split_host_port,

@@ -7,10 +7,9 @@
 //! stay on one partition for about a batch, then move on) or the
 //! [`RoundRobinPartitioner`]'s per-record rotation, as KafkaJS does.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
-use franz_client::TopicMetadata;
+use franz_client::{TopicMap, TopicMetadata};
 
 /// Java's `Utils.murmur2` (seed `0x9747b28c`), as a signed value.
 pub fn murmur2(key: &[u8]) -> i32 {
@@ -35,26 +34,25 @@ fn random_u32() -> u32 {
     u32::from_le_bytes(b)
 }
 
-/// Partitions with a leader, falling back to all partitions.
-fn available(topic: &TopicMetadata) -> Vec<i32> {
-    let live: Vec<i32> = topic
-        .partitions
-        .iter()
-        .filter(|p| p.leader >= 0)
-        .map(|p| p.partition)
-        .collect();
-    if live.is_empty() {
-        topic.partitions.iter().map(|p| p.partition).collect()
+/// The `n`th (modulo their number) partition with a leader, or of all
+/// partitions when none has one. Counts in place: partitioners run for every
+/// record and must not allocate.
+fn nth_available(topic: &TopicMetadata, n: usize) -> i32 {
+    let has_leader = |p: &&franz_client::PartitionMetadata| p.leader >= 0;
+    let live = topic.partitions.iter().filter(has_leader).count();
+    let pick = if live == 0 {
+        topic.partitions.get(n % topic.partitions.len().max(1))
     } else {
-        live
-    }
+        topic.partitions.iter().filter(has_leader).nth(n % live)
+    };
+    pick.map_or(0, |p| p.partition)
 }
 
 /// Java's default: murmur2 for keys, uniform sticky for null keys.
 #[derive(Debug)]
 pub struct DefaultPartitioner {
     batch_size: usize,
-    sticky: Mutex<HashMap<String, (i32, usize)>>,
+    sticky: Mutex<TopicMap<(i32, usize)>>,
 }
 
 impl DefaultPartitioner {
@@ -62,7 +60,7 @@ impl DefaultPartitioner {
     pub fn new(batch_size: usize) -> Self {
         Self {
             batch_size,
-            sticky: Mutex::new(HashMap::new()),
+            sticky: Mutex::new(TopicMap::default()),
         }
     }
 }
@@ -74,16 +72,20 @@ impl Partitioner for DefaultPartitioner {
             return partition_for_key(k, count);
         }
         let mut sticky = self.sticky.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = sticky.entry(topic.name.clone()).or_insert((-1, 0));
+        // Looked up by `&str`: `entry` would copy the name on every record.
+        let mut entry = sticky.get(&topic.name).copied().unwrap_or((-1, 0));
         if entry.0 < 0 || entry.0 >= count || entry.1 >= self.batch_size {
-            let live = available(topic);
-            let mut next = live[(random_u32() as usize) % live.len().max(1)];
-            if live.len() > 1 && next == entry.0 {
-                next = live[(live.iter().position(|p| *p == next).unwrap_or(0) + 1) % live.len()];
+            // A new random partition, never the one just left when there
+            // is another (the next available one differs whenever any does).
+            let r = random_u32() as usize;
+            let mut next = nth_available(topic, r);
+            if next == entry.0 {
+                next = nth_available(topic, r + 1);
             }
-            *entry = (next, 0);
+            entry = (next, 0);
         }
         entry.1 += size;
+        store(&mut sticky, &topic.name, entry);
         entry.0
     }
 }
@@ -92,7 +94,7 @@ impl Partitioner for DefaultPartitioner {
 /// leader for null keys (the counter starts at a random value per topic).
 #[derive(Debug, Default)]
 pub struct RoundRobinPartitioner {
-    counters: Mutex<HashMap<String, u32>>,
+    counters: Mutex<TopicMap<u32>>,
 }
 
 impl Partitioner for RoundRobinPartitioner {
@@ -100,14 +102,23 @@ impl Partitioner for RoundRobinPartitioner {
         if let Some(k) = key {
             return partition_for_key(k, topic.partitions.len() as i32);
         }
-        let live = available(topic);
         let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         let c = counters
-            .entry(topic.name.clone())
-            .or_insert_with(random_u32);
-        let p = live[(*c as usize) % live.len().max(1)];
-        *c = c.wrapping_add(1);
-        p
+            .get(&topic.name)
+            .copied()
+            .unwrap_or_else(random_u32);
+        store(&mut counters, &topic.name, c.wrapping_add(1));
+        nth_available(topic, c as usize)
+    }
+}
+
+/// Sets `map[topic] = value`, copying the name only the first time.
+fn store<V>(map: &mut TopicMap<V>, topic: &str, value: V) {
+    match map.get_mut(topic) {
+        Some(slot) => *slot = value,
+        None => {
+            map.insert(topic.to_string(), value);
+        }
     }
 }
 
@@ -204,6 +215,33 @@ mod tests {
         let t = topic(6);
         let mut seen: Vec<i32> = (0..6).map(|_| p.partition(&t, None, 1)).collect();
         seen.sort_unstable();
+        assert_eq!(seen, vec![0, 1, 2, 3, 4, 5]);
+    }
+
+    /// Null-key records avoid partitions without a leader (Java's
+    /// availability rule), and use all of them when none has one.
+    #[test]
+    fn null_keys_skip_leaderless_partitions() {
+        let mut t = topic(6);
+        for p in [0, 2, 3] {
+            t.partitions[p].leader = -1;
+        }
+        let rr = RoundRobinPartitioner::default();
+        let mut seen: Vec<i32> = (0..30).map(|_| rr.partition(&t, None, 1)).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen, vec![1, 4, 5]);
+        let sticky = DefaultPartitioner::new(10);
+        let mut seen: Vec<i32> = (0..300).map(|_| sticky.partition(&t, None, 10)).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen, vec![1, 4, 5]);
+        for p in &mut t.partitions {
+            p.leader = -1;
+        }
+        let mut seen: Vec<i32> = (0..30).map(|_| rr.partition(&t, None, 1)).collect();
+        seen.sort_unstable();
+        seen.dedup();
         assert_eq!(seen, vec![0, 1, 2, 3, 4, 5]);
     }
 }

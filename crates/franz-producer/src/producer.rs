@@ -25,8 +25,9 @@ use crate::sequence::{BatchOutcome, SequenceState};
 /// A record to send.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProducerRecord {
-    /// Topic.
-    pub topic: String,
+    /// Topic. An `Arc<str>`, so sending many records to one topic clones a
+    /// pointer, not the name (`"orders".into()` or `Arc::clone(&topic)`).
+    pub topic: Arc<str>,
     /// Key (serialized); `None` is a null key.
     pub key: Option<Bytes>,
     /// Value (serialized); `None` is a tombstone.
@@ -41,7 +42,7 @@ pub struct ProducerRecord {
 
 impl ProducerRecord {
     /// A record with a value and no key.
-    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn new(topic: impl Into<Arc<str>>, value: impl Into<Bytes>) -> Self {
         Self {
             topic: topic.into(),
             value: Some(value.into()),
@@ -50,7 +51,7 @@ impl ProducerRecord {
     }
 
     /// A tombstone (null value) for `key`.
-    pub fn tombstone(topic: impl Into<String>, key: impl Into<Bytes>) -> Self {
+    pub fn tombstone(topic: impl Into<Arc<str>>, key: impl Into<Bytes>) -> Self {
         Self {
             topic: topic.into(),
             key: Some(key.into()),
@@ -220,7 +221,7 @@ struct TopicQueues {
 }
 
 struct State {
-    topics: HashMap<String, TopicQueues>,
+    topics: HashMap<Arc<str>, TopicQueues, foldhash::fast::RandomState>,
     seq: Option<SequenceState>,
     in_flight_requests: HashMap<i32, usize>,
     outstanding: usize,
@@ -346,7 +347,7 @@ impl Producer {
             client,
             partitioner,
             state: Mutex::new(State {
-                topics: HashMap::new(),
+                topics: HashMap::default(),
                 seq,
                 in_flight_requests: HashMap::new(),
                 outstanding: 0,
@@ -428,7 +429,7 @@ impl Producer {
         match record.partition {
             Some(p) if p >= 0 && p < count => Ok(p),
             Some(p) => Err(ProduceError::UnknownPartition {
-                topic: record.topic.clone(),
+                topic: record.topic.to_string(),
                 partition: p,
             }),
             None => Ok(self
@@ -448,13 +449,15 @@ impl Producer {
         let size = record_size(&record);
         self.check_size(size)?;
         let max_block = self.inner.config.max_block;
-        let started = Instant::now();
+        // Taken only when something makes `send` wait: a clock read per
+        // record shows up in profiles.
+        let mut started = None;
         let partition = {
             let md = self.inner.client.metadata();
-            match md.topics.get(&record.topic) {
+            match md.topics.get(&*record.topic) {
                 Some(t) if !t.partitions.is_empty() => self.choose_partition(&record, t, size)?,
                 _ => {
-                    let deadline = started + max_block;
+                    let deadline = *started.get_or_insert_with(Instant::now) + max_block;
                     let client = &self.inner.client;
                     let t = client
                         .retry("producer metadata", deadline, || {
@@ -464,7 +467,7 @@ impl Producer {
                         .map_err(|e| match e {
                             ClientError::UnknownTopic(t) => ProduceError::UnknownTopic(t),
                             ClientError::Timeout { .. } => {
-                                ProduceError::UnknownTopic(record.topic.clone())
+                                ProduceError::UnknownTopic(record.topic.to_string())
                             }
                             other => ProduceError::Client(other),
                         })?;
@@ -476,7 +479,8 @@ impl Producer {
         match self.inner.memory.try_acquire_many(permits) {
             Ok(p) => p.forget(),
             Err(_) => {
-                let remaining = max_block.saturating_sub(started.elapsed());
+                let waited = started.map_or(Duration::ZERO, |t| t.elapsed());
+                let remaining = max_block.saturating_sub(waited);
                 match tokio::time::timeout(remaining, self.inner.memory.acquire_many(permits)).await
                 {
                     Ok(Ok(p)) => p.forget(),
@@ -503,9 +507,9 @@ impl Producer {
             let md = self.inner.client.metadata();
             let t = md
                 .topics
-                .get(&record.topic)
+                .get(&*record.topic)
                 .filter(|t| !t.partitions.is_empty())
-                .ok_or_else(|| ProduceError::UnknownTopic(record.topic.clone()))?;
+                .ok_or_else(|| ProduceError::UnknownTopic(record.topic.to_string()))?;
             self.choose_partition(&record, t, size)?
         };
         match self
@@ -543,18 +547,14 @@ impl Producer {
         let batch_size = inner.config.batch_size;
         let mut st = lock(&inner.state);
         let st = &mut *st;
-        if !st.topics.contains_key(&record.topic) {
-            st.topics.insert(
-                record.topic.clone(),
-                TopicQueues {
-                    name: Arc::from(record.topic.as_str()),
-                    partitions: Vec::new(),
-                },
-            );
-        }
-        let Some(tq) = st.topics.get_mut(&record.topic) else {
-            return Err(ProduceError::Fatal("topic queue vanished".into()));
-        };
+        // One hash per record; the key is a pointer clone, not a copy.
+        let tq = st
+            .topics
+            .entry(Arc::clone(&record.topic))
+            .or_insert_with(|| TopicQueues {
+                name: Arc::clone(&record.topic),
+                partitions: Vec::new(),
+            });
         let idx = partition as usize;
         while tq.partitions.len() <= idx {
             tq.partitions.push(PartitionQueue {

@@ -42,7 +42,7 @@ fn produce_in_background(
     tokio::spawn(async move {
         let mut futures = Vec::with_capacity(n as usize);
         for i in 0..n {
-            let rec = ProducerRecord::new(&topic, format!("{i}|payload"))
+            let rec = ProducerRecord::new(topic.as_str(), format!("{i}|payload"))
                 .with_key(format!("k{}", i % 101));
             futures.push(producer.send(rec).await.unwrap());
             sent.store(i + 1, Ordering::Relaxed);
@@ -212,7 +212,7 @@ async fn a_paused_broker_fills_the_buffer_then_records_time_out() {
     let producer = Producer::new(cfg).await.unwrap();
     // Warm the metadata and the connection.
     producer
-        .send_and_wait(ProducerRecord::new(&topic, "warm"))
+        .send_and_wait(ProducerRecord::new(topic.as_str(), "warm"))
         .await
         .unwrap();
     cluster.pause(1).unwrap();
@@ -224,7 +224,10 @@ async fn a_paused_broker_fills_the_buffer_then_records_time_out() {
     let task = tokio::spawn(async move {
         let mut futures = Vec::new();
         for i in 0..200 {
-            futures.push(p.send(ProducerRecord::new(&t, vec![i as u8; 1000])).await);
+            futures.push(
+                p.send(ProducerRecord::new(t.as_str(), vec![i as u8; 1000]))
+                    .await,
+            );
             sent2.store(i + 1, Ordering::Relaxed);
         }
         futures

@@ -112,7 +112,7 @@ async fn keys_land_where_java_puts_them() {
         for (key, p6, p12) in KEY_VECTORS {
             let want = if column == 1 { *p6 } else { *p12 };
             let meta = producer
-                .send_and_wait(ProducerRecord::new(&topic, "v").with_key(key.to_string()))
+                .send_and_wait(ProducerRecord::new(topic.as_str(), "v").with_key(key.to_string()))
                 .await
                 .unwrap();
             assert_eq!(meta.partition, want, "key {key:?} over {partitions}");
@@ -160,7 +160,7 @@ async fn keys_land_where_java_puts_them() {
                 String::from_utf8_lossy(key)
             );
             let ours = producer
-                .send_and_wait(ProducerRecord::new(&topic, "franz").with_key(key.to_vec()))
+                .send_and_wait(ProducerRecord::new(topic.as_str(), "franz").with_key(key.to_vec()))
                 .await
                 .unwrap();
             assert_eq!(ours.partition, *partition);
@@ -193,7 +193,7 @@ async fn bad_records_and_unknown_topics_get_typed_errors() {
     let topic = unique_topic("small-messages");
     create_topic(&c, &topic, 1, 1, &[("max.message.bytes", "10000")]).await;
     let err = producer
-        .send(ProducerRecord::new(&topic, vec![0u8; 300_000]))
+        .send(ProducerRecord::new(topic.as_str(), vec![0u8; 300_000]))
         .await
         .unwrap_err();
     assert!(
@@ -209,7 +209,7 @@ async fn bad_records_and_unknown_topics_get_typed_errors() {
 
     // Larger than the topic's max.message.bytes: the broker refuses it.
     let err = producer
-        .send(ProducerRecord::new(&topic, vec![7u8; 50_000]))
+        .send(ProducerRecord::new(topic.as_str(), vec![7u8; 50_000]))
         .await
         .unwrap()
         .await
@@ -228,7 +228,7 @@ async fn bad_records_and_unknown_topics_get_typed_errors() {
     }
     // A bad partition number.
     let err = producer
-        .send(ProducerRecord::new(&topic, "v").with_partition(5))
+        .send(ProducerRecord::new(topic.as_str(), "v").with_partition(5))
         .await
         .unwrap_err();
     assert!(
@@ -238,7 +238,7 @@ async fn bad_records_and_unknown_topics_get_typed_errors() {
     // The producer still works afterwards (the refused batch's sequences
     // were given back).
     let ok = producer
-        .send_and_wait(ProducerRecord::new(&topic, "fine"))
+        .send_and_wait(ProducerRecord::new(topic.as_str(), "fine"))
         .await
         .unwrap();
     assert_eq!(ok.offset, 0);
