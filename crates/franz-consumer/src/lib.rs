@@ -1,5 +1,36 @@
 //! # franz-consumer
 //!
-//! The consumer and its consumer-group membership.
+//! The consumer: fetching, positions, offset resets and read-committed
+//! filtering for explicitly assigned partitions. Consumer-group membership
+//! (classic and KIP-848) and committed offsets build on this next.
 //!
-//! Status: not written yet. It exports nothing.
+//! ## Main types
+//! - [`Consumer`]: assign, seek, poll.
+//! - [`ConsumerConfig`]: the Java consumer's settings in snake_case.
+//! - [`ConsumerRecord`]: one record; key, value and headers are `Bytes`
+//!   slices of the fetched buffer.
+//! - [`ConsumeError`]: typed failures (unknown topic, out of range with no
+//!   reset policy, corrupt data, broker codes).
+//!
+//! ## How data flows
+//! `poll` → group assigned partitions by the broker to fetch from (the leader,
+//! or a preferred read replica the leader named, KIP-392, with `client_rack`
+//! sent as the Fetch's `rack_id`) → one sessionless Fetch per broker, sent
+//! concurrently on the client's fetch connections → [`fetch::decode_partition`]
+//! (sans-io) turns each partition's bytes into records, skips control batches
+//! and, under read-committed, aborted transactions → positions advance past
+//! every batch consumed. Errors that mean stale routing refresh metadata and
+//! retry; OFFSET_OUT_OF_RANGE resets the position by `auto_offset_reset`
+//! through ListOffsets; a batch that fails to decode stops that partition at
+//! the batch and is reported on the next `poll`, after the records before it.
+
+mod config;
+mod consumer;
+mod error;
+pub mod fetch;
+
+pub use config::{ConsumerConfig, IsolationLevel, OffsetReset};
+pub use consumer::Consumer;
+pub use error::ConsumeError;
+pub use fetch::ConsumerRecord;
+pub use franz_client::admin::TopicPartition;

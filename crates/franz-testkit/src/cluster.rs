@@ -103,6 +103,7 @@ pub struct SaslUser {
 pub struct ClusterBuilder {
     nodes: usize,
     overrides: Vec<(String, String)>,
+    node_overrides: Vec<(i32, String, String)>,
     features: Vec<String>,
     users: Vec<SaslUser>,
     listeners: Vec<SecurityProtocol>,
@@ -117,6 +118,7 @@ impl Default for ClusterBuilder {
         Self {
             nodes: 1,
             overrides: Vec::new(),
+            node_overrides: Vec::new(),
             features: Vec::new(),
             users: Vec::new(),
             listeners: vec![SecurityProtocol::Plaintext],
@@ -138,6 +140,18 @@ impl ClusterBuilder {
     /// Sets a broker property on every node, over the harness defaults.
     pub fn broker_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.overrides.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets a broker property on node `node` only (e.g. `broker.rack`),
+    /// over the harness defaults and [`broker_config`](Self::broker_config).
+    pub fn node_config(
+        mut self,
+        node: i32,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.node_overrides.push((node, key.into(), value.into()));
         self
     }
 
@@ -745,7 +759,17 @@ impl Inner {
                 ));
             }
         }
-        for (k, v) in &s.overrides {
+        let node_overrides = s
+            .node_overrides
+            .iter()
+            .filter(|(id, _, _)| *id == n.id)
+            .map(|(_, k, v)| (k, v));
+        for (k, v) in s
+            .overrides
+            .iter()
+            .map(|(k, v)| (k, v))
+            .chain(node_overrides)
+        {
             match p.iter_mut().find(|(pk, _)| pk == k) {
                 Some(entry) => entry.1.clone_from(v),
                 None => p.push((k.clone(), v.clone())),

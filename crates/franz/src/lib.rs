@@ -7,9 +7,11 @@
 //!   compression and error codes;
 //! - [`client`] (`franz-client`): connections, negotiation, metadata, TLS,
 //!   SASL and the admin client;
-//! - [`producer`] (`franz-producer`): the idempotent, batching producer.
+//! - [`producer`] (`franz-producer`): the idempotent, batching producer;
+//! - [`consumer`] (`franz-consumer`): fetching for assigned partitions, with
+//!   offset resets, read-committed and rack-aware replica reads.
 //!
-//! The consumer and the NestJS-compatible transport are not written yet.
+//! Consumer groups and the NestJS-compatible transport are not written yet.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), franz::producer::ProduceError> {
@@ -20,5 +22,6 @@
 //! ```
 
 pub use franz_client as client;
+pub use franz_consumer as consumer;
 pub use franz_producer as producer;
 pub use franz_protocol as protocol;

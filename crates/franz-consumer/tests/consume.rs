@@ -1,0 +1,214 @@
+//! The consumer against the shared broker: records the producer wrote come
+//! back complete and in order, resets follow `auto_offset_reset`, and bad
+//! positions or topics give typed errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use franz_client::admin::NewTopic;
+use franz_client::{Admin, Client, ClientConfig};
+use franz_consumer::{
+    ConsumeError, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, TopicPartition,
+};
+use franz_producer::{Producer, ProducerConfig, ProducerRecord};
+use franz_testkit::{KafkaCluster, unique_topic};
+
+async fn bootstrap() -> String {
+    KafkaCluster::shared().await.unwrap().bootstrap()
+}
+
+async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    let client = Client::connect(ClientConfig::new(bootstrap)).await.unwrap();
+    let r = Admin::new(client)
+        .create_topics(vec![NewTopic::new(name, partitions, 1)], false)
+        .await
+        .unwrap();
+    r[0].1.as_ref().unwrap();
+}
+
+async fn produce(bootstrap: &str, topic: &str, range: std::ops::Range<u32>) {
+    let producer = Producer::new(ProducerConfig::new(bootstrap)).await.unwrap();
+    let mut acks = Vec::new();
+    for i in range {
+        let rec = ProducerRecord::new(topic, format!("v{i}"))
+            .with_key(format!("k{}", i % 17))
+            .with_header("i", i.to_string())
+            .with_header("i", "dup");
+        acks.push(producer.send(rec).await.unwrap());
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    producer.close(Duration::from_secs(10)).await.unwrap();
+}
+
+/// Polls until `n` records have arrived or 30 s pass.
+async fn poll_n(consumer: &mut Consumer, n: usize) -> Vec<ConsumerRecord> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        out.extend(consumer.poll(Duration::from_millis(500)).await.unwrap());
+    }
+    out
+}
+
+fn earliest(bootstrap: &str) -> ConsumerConfig {
+    let mut c = ConsumerConfig::new(bootstrap);
+    c.auto_offset_reset = OffsetReset::Earliest;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_produced_comes_back_once_in_order_with_headers() {
+    let b = bootstrap().await;
+    let topic = unique_topic("consume-all");
+    create_topic(&b, &topic, 3).await;
+    produce(&b, &topic, 0..3000).await;
+
+    let mut consumer = Consumer::new(earliest(&b)).await.unwrap();
+    consumer.assign_topic(&topic).await.unwrap();
+    let records = poll_n(&mut consumer, 3000).await;
+    assert_eq!(records.len(), 3000);
+    // Per partition: offsets 0.. without gaps, and send order kept (keys
+    // pin records to partitions, so each key's values must ascend).
+    let mut by_partition: BTreeMap<i32, Vec<&ConsumerRecord>> = BTreeMap::new();
+    for r in &records {
+        by_partition.entry(r.partition).or_default().push(r);
+    }
+    let mut last_per_key: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+    for (p, rs) in &by_partition {
+        for (i, r) in rs.iter().enumerate() {
+            assert_eq!(r.offset, i as i64, "partition {p} has a gap or a duplicate");
+            let v: u32 = std::str::from_utf8(&r.value.as_ref().unwrap()[1..])
+                .unwrap()
+                .parse()
+                .unwrap();
+            let key = r.key.as_ref().unwrap().to_vec();
+            assert_eq!(key, format!("k{}", v % 17).into_bytes());
+            if let Some(prev) = last_per_key.insert(key, v) {
+                assert!(prev < v, "order broken within a key");
+            }
+            let headers: Vec<(&[u8], Option<&[u8]>)> = r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_ref(), v.as_deref()))
+                .collect();
+            let n = v.to_string();
+            assert_eq!(
+                headers,
+                vec![
+                    (&b"i"[..], Some(n.as_bytes())),
+                    (&b"i"[..], Some(&b"dup"[..]))
+                ]
+            );
+        }
+        let tp = TopicPartition::new(topic.as_str(), *p);
+        assert_eq!(consumer.position(&tp), Some(rs.len() as i64));
+    }
+    // Nothing more, and no duplicates on the next poll.
+    assert!(
+        consumer
+            .poll(Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_sees_only_new_records_and_seek_rewinds() {
+    let b = bootstrap().await;
+    let topic = unique_topic("consume-latest");
+    create_topic(&b, &topic, 1).await;
+    produce(&b, &topic, 0..10).await;
+
+    let mut consumer = Consumer::new(ConsumerConfig::new(&b)).await.unwrap();
+    consumer.assign_topic(&topic).await.unwrap();
+    assert!(
+        consumer
+            .poll(Duration::from_millis(500))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let tp = TopicPartition::new(topic.as_str(), 0);
+    assert_eq!(consumer.position(&tp), Some(10));
+    produce(&b, &topic, 10..15).await;
+    let fresh = poll_n(&mut consumer, 5).await;
+    let offsets: Vec<i64> = fresh.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, vec![10, 11, 12, 13, 14]);
+
+    consumer.seek(&tp, 3).unwrap();
+    let again = poll_n(&mut consumer, 12).await;
+    assert_eq!(again.first().map(|r| r.offset), Some(3));
+    assert_eq!(again.len(), 12);
+    consumer.seek_to_beginning().await.unwrap();
+    assert_eq!(consumer.position(&tp), Some(0));
+    consumer.seek_to_end().await.unwrap();
+    assert_eq!(consumer.position(&tp), Some(15));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_positions_reset_or_fail_by_policy() {
+    let b = bootstrap().await;
+    let topic = unique_topic("consume-range");
+    create_topic(&b, &topic, 1).await;
+    produce(&b, &topic, 0..5).await;
+    let tp = TopicPartition::new(topic.as_str(), 0);
+
+    let mut strict = ConsumerConfig::new(&b);
+    strict.auto_offset_reset = OffsetReset::None;
+    let mut consumer = Consumer::new(strict).await.unwrap();
+    consumer.assign_topic(&topic).await.unwrap();
+    let err = consumer.poll(Duration::from_secs(2)).await.unwrap_err();
+    assert!(matches!(err, ConsumeError::NoOffset { .. }), "{err}");
+    consumer.seek(&tp, 1_000).unwrap();
+    let err = consumer.poll(Duration::from_secs(5)).await.unwrap_err();
+    match err {
+        ConsumeError::OffsetOutOfRange { offset, .. } => assert_eq!(offset, 1_000),
+        other => panic!("expected OffsetOutOfRange, got {other}"),
+    }
+
+    let mut consumer = Consumer::new(earliest(&b)).await.unwrap();
+    consumer.assign_topic(&topic).await.unwrap();
+    consumer.seek(&tp, 1_000).unwrap();
+    let records = poll_n(&mut consumer, 5).await;
+    let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, vec![0, 1, 2, 3, 4], "reset to the earliest offset");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_topics_and_partitions_are_typed_errors() {
+    let b = bootstrap().await;
+    let mut config = ConsumerConfig::new(&b);
+    config.client.default_api_timeout = Duration::from_secs(3);
+    let mut consumer = Consumer::new(config).await.unwrap();
+    let began = Instant::now();
+    let err = consumer
+        .assign_topic(&unique_topic("no-such-topic"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConsumeError::UnknownTopic(_)), "{err}");
+    assert!(began.elapsed() < Duration::from_secs(15), "no hang");
+
+    let topic = unique_topic("consume-parts");
+    create_topic(&b, &topic, 2).await;
+    let err = consumer
+        .assign(&[TopicPartition::new(topic.as_str(), 5)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ConsumeError::UnknownPartition { partition: 5, .. }),
+        "{err}"
+    );
+    assert!(
+        consumer.assignment().is_empty(),
+        "a failed assign changes nothing"
+    );
+    let err = consumer
+        .seek(&TopicPartition::new(topic.as_str(), 0), 0)
+        .unwrap_err();
+    assert!(matches!(err, ConsumeError::NotAssigned { .. }), "{err}");
+}
