@@ -69,4 +69,18 @@ pub enum ConsumeError {
         /// The broker's code.
         code: ErrorCode,
     },
+    /// A commit the coordinator refused (often: a rebalance happened; the
+    /// member rejoins on the next poll and the records will be read again).
+    #[error("commit of {topic}-{partition} refused: {code}")]
+    CommitFailed {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The coordinator's code.
+        code: ErrorCode,
+    },
+    /// Group protocol data that does not decode or does not fit.
+    #[error("group protocol: {0}")]
+    Protocol(String),
 }

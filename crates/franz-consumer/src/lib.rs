@@ -1,11 +1,16 @@
 //! # franz-consumer
 //!
 //! The consumer: fetching, positions, offset resets and read-committed
-//! filtering for explicitly assigned partitions. Consumer-group membership
-//! (classic and KIP-848) and committed offsets build on this next.
+//! filtering for explicitly assigned partitions ([`Consumer`]), and classic
+//! consumer-group membership on top of it ([`GroupConsumer`]). KIP-848
+//! groups are not written yet.
 //!
 //! ## Main types
 //! - [`Consumer`]: assign, seek, poll.
+//! - [`GroupConsumer`]: subscribe, poll (joins and rejoins), commit, close.
+//!   Eager rebalancing; the leader runs an [`assignor::Assignor`]
+//!   (`range` as Java, `RoundRobinAssigner` as KafkaJS, so franz members
+//!   can share groups with NestJS servers).
 //! - [`ConsumerConfig`]: the Java consumer's settings in snake_case.
 //! - [`ConsumerRecord`]: one record; key, value and headers are `Bytes`
 //!   slices of the fetched buffer.
@@ -23,14 +28,24 @@
 //! retry; OFFSET_OUT_OF_RANGE resets the position by `auto_offset_reset`
 //! through ListOffsets; a batch that fails to decode stops that partition at
 //! the batch and is reported on the next `poll`, after the records before it.
+//!
+//! A [`GroupConsumer`] joins on its first `poll` (JoinGroup; the leader
+//! decodes every subscription and assigns; SyncGroup), assigns the fetcher,
+//! seeks to the group's committed offsets, and heartbeats from a task. A
+//! heartbeat that reports a rebalance makes the next `poll` rejoin. Commits
+//! carry the generation, so a commit after a rebalance is refused, never
+//! silently applied to partitions the member no longer owns.
 
+pub mod assignor;
 mod config;
 mod consumer;
 mod error;
 pub mod fetch;
+pub mod group;
 
 pub use config::{ConsumerConfig, IsolationLevel, OffsetReset};
 pub use consumer::Consumer;
 pub use error::ConsumeError;
 pub use fetch::ConsumerRecord;
 pub use franz_client::admin::TopicPartition;
+pub use group::{GroupConfig, GroupConsumer};

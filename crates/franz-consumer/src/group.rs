@@ -1,0 +1,714 @@
+//! Classic consumer-group membership (JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup, OffsetCommit), eager rebalancing, on top of [`Consumer`].
+//!
+//! The decisions (what a JoinGroup or SyncGroup error means, which protocol
+//! the group chose, what the leader assigns) are plain functions, tested
+//! without a broker; the tokio layer sends the requests and runs the
+//! heartbeat task.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use franz_client::admin::TopicPartition;
+use franz_client::franz_protocol::messages::{
+    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, SyncGroupRequest,
+    join_group_request, leave_group_request, offset_commit_request, sync_group_request,
+};
+use franz_client::{Admin, Client, ClientError, CoordinatorType};
+use franz_protocol::ErrorCode;
+use tokio::task::JoinHandle;
+
+use crate::assignor::{
+    Assignment, Assignor, Member, RangeAssignor, RoundRobinAssignor, Subscription,
+};
+use crate::config::ConsumerConfig;
+use crate::consumer::Consumer;
+use crate::error::ConsumeError;
+use crate::fetch::ConsumerRecord;
+
+/// Group settings, named after the Java consumer's keys.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// `group.id`.
+    pub group_id: String,
+    /// `session.timeout.ms` (default 45 s): no heartbeat for this long and
+    /// the coordinator drops the member.
+    pub session_timeout: Duration,
+    /// `max.poll.interval.ms` (default 300 s), sent as the rebalance timeout:
+    /// how long the group waits for members to rejoin.
+    pub rebalance_timeout: Duration,
+    /// `heartbeat.interval.ms` (default 3 s).
+    pub heartbeat_interval: Duration,
+    /// Assignors offered, in preference order (default range, then
+    /// KafkaJS's RoundRobinAssigner). Every member of a group must share one.
+    pub assignors: Vec<Arc<dyn Assignor>>,
+}
+
+impl GroupConfig {
+    /// Java's defaults for `group_id`.
+    pub fn new(group_id: impl Into<String>) -> Self {
+        Self {
+            group_id: group_id.into(),
+            session_timeout: Duration::from_secs(45),
+            rebalance_timeout: Duration::from_secs(300),
+            heartbeat_interval: Duration::from_secs(3),
+            assignors: vec![Arc::new(RangeAssignor), Arc::new(RoundRobinAssignor)],
+        }
+    }
+}
+
+/// What to do after a JoinGroup or SyncGroup error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinStep {
+    /// Join again as is (a rebalance is under way, or the coordinator moved).
+    Retry,
+    /// Join again with the member id the broker just handed out (KIP-394).
+    RetryWithAssignedId,
+    /// Forget the member id and join as a new member.
+    RetryAsNewMember,
+    /// Look the coordinator up again, then join.
+    FindCoordinator,
+    /// Give up: configuration or authorization is wrong.
+    Fail,
+}
+
+/// The classic protocol's rules for JoinGroup and SyncGroup errors.
+pub fn join_step(code: ErrorCode) -> JoinStep {
+    match code {
+        ErrorCode::MemberIdRequired => JoinStep::RetryWithAssignedId,
+        ErrorCode::UnknownMemberId | ErrorCode::IllegalGeneration | ErrorCode::FencedInstanceId => {
+            JoinStep::RetryAsNewMember
+        }
+        ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable => JoinStep::FindCoordinator,
+        ErrorCode::RebalanceInProgress | ErrorCode::CoordinatorLoadInProgress => JoinStep::Retry,
+        c if c.is_retriable() => JoinStep::Retry,
+        _ => JoinStep::Fail,
+    }
+}
+
+/// The leader's work: decode every member's subscription, run the chosen
+/// assignor over the partitions of the subscribed topics, encode the result.
+pub fn leader_assignments(
+    assignor: &dyn Assignor,
+    members: &[(String, bytes::Bytes)],
+    partitions: &BTreeMap<String, Vec<i32>>,
+) -> Result<Vec<(String, bytes::Bytes)>, ConsumeError> {
+    let decoded: Vec<Member> = members
+        .iter()
+        .map(|(id, meta)| {
+            Subscription::decode(meta.clone())
+                .map(|s| (id.clone(), s))
+                .map_err(|e| ConsumeError::Protocol(format!("member {id}'s subscription: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let plan = assignor.assign(&decoded, partitions);
+    let mut out = Vec::with_capacity(decoded.len());
+    for (id, _) in &decoded {
+        let assignment = Assignment {
+            version: assignor.version(),
+            partitions: plan.get(id).cloned().unwrap_or_default(),
+            user_data: bytes::Bytes::new(),
+        };
+        let bytes = assignment
+            .encode()
+            .map_err(|e| ConsumeError::Protocol(format!("assignment for {id}: {e}")))?;
+        out.push((id.clone(), bytes));
+    }
+    Ok(out)
+}
+
+/// Membership shared with the heartbeat task.
+#[derive(Debug, Default)]
+struct Membership {
+    member_id: String,
+    generation: i32,
+    /// Set when the coordinator asks for a rejoin (or forgot us).
+    rejoin: bool,
+}
+
+/// A consumer in a classic consumer group: it subscribes to topics, and
+/// the group decides which partitions it reads.
+///
+/// Offsets are committed only when asked ([`commit`](Self::commit)), so a
+/// caller can commit after its handler succeeds. Partitions start from the
+/// group's committed offsets, or by `auto_offset_reset` when none exist.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), franz_consumer::ConsumeError> {
+/// use std::time::Duration;
+/// use franz_consumer::{ConsumerConfig, GroupConfig, GroupConsumer};
+/// let mut consumer = GroupConsumer::new(
+///     ConsumerConfig::new("127.0.0.1:9092"),
+///     GroupConfig::new("billing"),
+///     &["orders"],
+/// )
+/// .await?;
+/// loop {
+///     let records = consumer.poll(Duration::from_secs(1)).await?;
+///     for r in &records { /* handle */ }
+///     consumer.commit().await?; // only after the handlers succeeded
+/// #   break;
+/// }
+/// consumer.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct GroupConsumer {
+    consumer: Consumer,
+    group: GroupConfig,
+    topics: Vec<String>,
+    membership: Arc<Mutex<Membership>>,
+    heartbeat: Option<JoinHandle<()>>,
+    joined: bool,
+}
+
+impl GroupConsumer {
+    /// Connects; the group is joined on the first `poll`.
+    pub async fn new(
+        config: ConsumerConfig,
+        group: GroupConfig,
+        topics: &[&str],
+    ) -> Result<Self, ConsumeError> {
+        if group.assignors.is_empty() {
+            return Err(ConsumeError::Client(ClientError::Config(
+                "a group consumer needs at least one assignor".into(),
+            )));
+        }
+        let consumer = Consumer::new(config).await?;
+        Ok(Self {
+            consumer,
+            group,
+            topics: topics.iter().map(|t| (*t).to_string()).collect(),
+            membership: Arc::default(),
+            heartbeat: None,
+            joined: false,
+        })
+    }
+
+    /// The partitions the group gave this member.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.consumer.assignment()
+    }
+
+    /// This member's id and generation (empty and -1 before joining).
+    pub fn member(&self) -> (String, i32) {
+        let m = lock(&self.membership);
+        (
+            m.member_id.clone(),
+            if self.joined { m.generation } else { -1 },
+        )
+    }
+
+    /// The fetcher underneath (positions, seeks).
+    pub fn consumer_mut(&mut self) -> &mut Consumer {
+        &mut self.consumer
+    }
+
+    /// Joins or rejoins when needed, then fetches as [`Consumer::poll`].
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ConsumeError> {
+        if !self.joined || lock(&self.membership).rejoin {
+            self.join().await?;
+        }
+        self.consumer.poll(timeout).await
+    }
+
+    /// Commits the current position of every assigned partition.
+    pub async fn commit(&mut self) -> Result<(), ConsumeError> {
+        let offsets: Vec<(TopicPartition, i64)> = self
+            .consumer
+            .assignment()
+            .into_iter()
+            .filter_map(|tp| self.consumer.position(&tp).map(|o| (tp, o)))
+            .collect();
+        self.commit_offsets(&offsets).await
+    }
+
+    /// Commits `offsets` (the next offset to read, per partition) under this
+    /// member's generation. A rebalance in the meantime fails the commit
+    /// with [`ConsumeError::CommitFailed`] and schedules a rejoin.
+    pub async fn commit_offsets(
+        &mut self,
+        offsets: &[(TopicPartition, i64)],
+    ) -> Result<(), ConsumeError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let (member_id, generation) = {
+            let m = lock(&self.membership);
+            (m.member_id.clone(), m.generation)
+        };
+        let mut topics: BTreeMap<&str, Vec<offset_commit_request::OffsetCommitRequestPartition>> =
+            BTreeMap::new();
+        for (tp, offset) in offsets {
+            topics.entry(tp.topic.as_str()).or_default().push(
+                offset_commit_request::OffsetCommitRequestPartition {
+                    partition_index: tp.partition,
+                    committed_offset: *offset,
+                    committed_leader_epoch: -1,
+                    committed_metadata: Some(String::new()),
+                    ..Default::default()
+                },
+            );
+        }
+        let req = OffsetCommitRequest {
+            group_id: self.group.group_id.clone(),
+            generation_id_or_member_epoch: generation,
+            member_id,
+            retention_time_ms: -1,
+            topics: topics
+                .into_iter()
+                .map(
+                    |(name, partitions)| offset_commit_request::OffsetCommitRequestTopic {
+                        name: name.to_string(),
+                        partitions,
+                        ..Default::default()
+                    },
+                )
+                .collect(),
+            ..Default::default()
+        };
+        let client = self.consumer.client().clone();
+        let group_id = self.group.group_id.clone();
+        let deadline = Instant::now() + client.config().default_api_timeout;
+        let resp = client
+            .retry("offset commit", deadline, || async {
+                let conn = client
+                    .coordinator_connection(CoordinatorType::Group, &group_id)
+                    .await?;
+                let resp = conn.send(&req).await?;
+                // A moved coordinator is retried here; per-partition codes
+                // are judged below.
+                for t in &resp.topics {
+                    for p in &t.partitions {
+                        let code = ErrorCode::from_code(p.error_code);
+                        if matches!(
+                            code,
+                            ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable
+                        ) {
+                            client.invalidate_coordinator(CoordinatorType::Group, &group_id);
+                            return Err(ClientError::Broker {
+                                context: format!("OffsetCommit {group_id}"),
+                                code,
+                                message: None,
+                            });
+                        }
+                    }
+                }
+                Ok(resp)
+            })
+            .await?;
+        for t in resp.topics {
+            for p in t.partitions {
+                let code = ErrorCode::from_code(p.error_code);
+                if code == ErrorCode::None {
+                    continue;
+                }
+                if join_step(code) != JoinStep::Fail {
+                    lock(&self.membership).rejoin = true;
+                }
+                return Err(ConsumeError::CommitFailed {
+                    topic: t.name,
+                    partition: p.partition_index,
+                    code,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops heartbeating and leaves the group, so its partitions move to
+    /// the other members at once rather than after the session timeout.
+    pub async fn close(mut self) -> Result<(), ConsumeError> {
+        self.stop_heartbeat();
+        if !self.joined {
+            return Ok(());
+        }
+        let member_id = lock(&self.membership).member_id.clone();
+        let client = self.consumer.client();
+        let conn = client
+            .coordinator_connection(CoordinatorType::Group, &self.group.group_id)
+            .await?;
+        // v0-2 name the member at the top level, v3+ in a batch of members.
+        let batched = conn.version_of::<LeaveGroupRequest>()? >= 3;
+        let req = LeaveGroupRequest {
+            group_id: self.group.group_id.clone(),
+            member_id: if batched {
+                String::new()
+            } else {
+                member_id.clone()
+            },
+            members: if batched {
+                vec![leave_group_request::MemberIdentity {
+                    member_id,
+                    reason: Some("the consumer is closing".into()),
+                    ..Default::default()
+                }]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        };
+        conn.send(&req).await?;
+        Ok(())
+    }
+
+    fn stop_heartbeat(&mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+    }
+
+    /// The eager rebalance: JoinGroup, SyncGroup (the leader assigns), then
+    /// assign the fetcher and start from the committed offsets.
+    async fn join(&mut self) -> Result<(), ConsumeError> {
+        self.stop_heartbeat();
+        self.joined = false;
+        let client = self.consumer.client().clone();
+        let group_id = self.group.group_id.clone();
+        let deadline =
+            Instant::now() + self.group.rebalance_timeout + client.config().request_timeout;
+        let protocols = self
+            .group
+            .assignors
+            .iter()
+            .map(|a| {
+                let subscription = Subscription {
+                    version: a.version(),
+                    topics: self.topics.clone(),
+                    user_data: bytes::Bytes::new(),
+                };
+                subscription
+                    .encode()
+                    .map(|metadata| join_group_request::JoinGroupRequestProtocol {
+                        name: a.name().to_string(),
+                        metadata,
+                        ..Default::default()
+                    })
+                    .map_err(|e| ConsumeError::Protocol(format!("subscription: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(ConsumeError::Client(ClientError::Timeout {
+                    what: format!("joining group {group_id}"),
+                    after: self.group.rebalance_timeout,
+                }));
+            }
+            let member_id = lock(&self.membership).member_id.clone();
+            let join = JoinGroupRequest {
+                group_id: group_id.clone(),
+                session_timeout_ms: millis(self.group.session_timeout),
+                rebalance_timeout_ms: millis(self.group.rebalance_timeout),
+                member_id: member_id.clone(),
+                protocol_type: "consumer".into(),
+                protocols: protocols.clone(),
+                ..Default::default()
+            };
+            let joined = async {
+                let conn = client
+                    .coordinator_connection(CoordinatorType::Group, &group_id)
+                    .await?;
+                // The coordinator holds JoinGroup until every member rejoins.
+                conn.send_timeout(
+                    &join,
+                    self.group.rebalance_timeout + client.config().request_timeout,
+                )
+                .await
+            }
+            .await;
+            let resp = match joined {
+                Ok(r) => r,
+                Err(e) if e.is_retriable() => {
+                    client.invalidate_coordinator(CoordinatorType::Group, &group_id);
+                    tokio::time::sleep(client.config().retry_backoff).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let code = ErrorCode::from_code(resp.error_code);
+            if code != ErrorCode::None {
+                self.after_error(&client, code, &resp.member_id, "JoinGroup")
+                    .await?;
+                continue;
+            }
+            {
+                let mut m = lock(&self.membership);
+                m.member_id.clone_from(&resp.member_id);
+                m.generation = resp.generation_id;
+                m.rejoin = false;
+            }
+            let protocol = resp.protocol_name.clone().unwrap_or_default();
+            let assignments = if resp.leader == resp.member_id {
+                let assignor = self
+                    .group
+                    .assignors
+                    .iter()
+                    .find(|a| a.name() == protocol)
+                    .ok_or_else(|| {
+                        ConsumeError::Protocol(format!(
+                            "the group chose assignor {protocol}, which this member does not have"
+                        ))
+                    })?;
+                let members: Vec<(String, bytes::Bytes)> = resp
+                    .members
+                    .iter()
+                    .map(|m| (m.member_id.clone(), m.metadata.clone()))
+                    .collect();
+                let mut topics: Vec<String> = Vec::new();
+                for (_, meta) in &members {
+                    if let Ok(s) = Subscription::decode(meta.clone()) {
+                        topics.extend(s.topics);
+                    }
+                }
+                topics.sort();
+                topics.dedup();
+                let mut partitions = BTreeMap::new();
+                for t in topics {
+                    // A member may subscribe to a topic that does not exist
+                    // (yet): it simply gets none of it.
+                    if let Ok(md) = client.topic_metadata(&t).await {
+                        let mut ps: Vec<i32> = md.partitions.iter().map(|p| p.partition).collect();
+                        ps.sort_unstable();
+                        partitions.insert(t, ps);
+                    }
+                }
+                leader_assignments(assignor.as_ref(), &members, &partitions)?
+                    .into_iter()
+                    .map(
+                        |(member_id, assignment)| sync_group_request::SyncGroupRequestAssignment {
+                            member_id,
+                            assignment,
+                            ..Default::default()
+                        },
+                    )
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let sync = SyncGroupRequest {
+                group_id: group_id.clone(),
+                generation_id: resp.generation_id,
+                member_id: resp.member_id.clone(),
+                protocol_type: Some("consumer".into()),
+                protocol_name: Some(protocol),
+                assignments,
+                ..Default::default()
+            };
+            let synced = async {
+                let conn = client
+                    .coordinator_connection(CoordinatorType::Group, &group_id)
+                    .await?;
+                conn.send_timeout(
+                    &sync,
+                    self.group.rebalance_timeout + client.config().request_timeout,
+                )
+                .await
+            }
+            .await;
+            let sync_resp = match synced {
+                Ok(r) => r,
+                Err(e) if e.is_retriable() => {
+                    client.invalidate_coordinator(CoordinatorType::Group, &group_id);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let code = ErrorCode::from_code(sync_resp.error_code);
+            if code != ErrorCode::None {
+                self.after_error(&client, code, &resp.member_id, "SyncGroup")
+                    .await?;
+                continue;
+            }
+            let assignment = Assignment::decode(sync_resp.assignment)
+                .map_err(|e| ConsumeError::Protocol(format!("assignment: {e}")))?;
+            let tps: Vec<TopicPartition> = assignment
+                .partitions
+                .iter()
+                .flat_map(|(t, ps)| ps.iter().map(move |p| TopicPartition::new(t.as_str(), *p)))
+                .collect();
+            self.consumer.assign(&tps).await?;
+            self.start_from_committed(&tps).await?;
+            self.joined = true;
+            self.start_heartbeat();
+            tracing::info!(group = %group_id, generation = resp.generation_id, partitions = tps.len(), "joined group");
+            return Ok(());
+        }
+    }
+
+    async fn after_error(
+        &self,
+        client: &Client,
+        code: ErrorCode,
+        offered_id: &str,
+        what: &str,
+    ) -> Result<(), ConsumeError> {
+        match join_step(code) {
+            JoinStep::RetryWithAssignedId => {
+                lock(&self.membership).member_id = offered_id.to_string()
+            }
+            JoinStep::RetryAsNewMember => lock(&self.membership).member_id.clear(),
+            JoinStep::FindCoordinator => {
+                client.invalidate_coordinator(CoordinatorType::Group, &self.group.group_id);
+                tokio::time::sleep(client.config().retry_backoff).await;
+            }
+            JoinStep::Retry => tokio::time::sleep(client.config().retry_backoff).await,
+            JoinStep::Fail => {
+                return Err(ConsumeError::Client(ClientError::Broker {
+                    context: format!("{what} {}", self.group.group_id),
+                    code,
+                    message: None,
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Seeks every assigned partition to the group's committed offset; the
+    /// rest keep no position, so `auto_offset_reset` decides.
+    async fn start_from_committed(&mut self, tps: &[TopicPartition]) -> Result<(), ConsumeError> {
+        if tps.is_empty() {
+            return Ok(());
+        }
+        let committed = Admin::new(self.consumer.client().clone())
+            .list_group_offsets(&self.group.group_id)
+            .await?;
+        for tp in tps {
+            if let Some(o) = committed.get(tp).filter(|o| o.committed >= 0) {
+                self.consumer.seek(tp, o.committed)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn start_heartbeat(&mut self) {
+        let client = self.consumer.client().clone();
+        let group_id = self.group.group_id.clone();
+        let interval = self.group.heartbeat_interval;
+        let membership = Arc::clone(&self.membership);
+        self.heartbeat = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let (member_id, generation) = {
+                    let m = lock(&membership);
+                    (m.member_id.clone(), m.generation)
+                };
+                let req = HeartbeatRequest {
+                    group_id: group_id.clone(),
+                    generation_id: generation,
+                    member_id,
+                    ..Default::default()
+                };
+                let sent = async {
+                    let conn = client
+                        .coordinator_connection(CoordinatorType::Group, &group_id)
+                        .await?;
+                    conn.send(&req).await
+                }
+                .await;
+                let code = match sent {
+                    Ok(r) => ErrorCode::from_code(r.error_code),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "heartbeat failed; finding the coordinator again");
+                        client.invalidate_coordinator(CoordinatorType::Group, &group_id);
+                        continue;
+                    }
+                };
+                match join_step(code) {
+                    _ if code == ErrorCode::None => {}
+                    JoinStep::FindCoordinator => {
+                        client.invalidate_coordinator(CoordinatorType::Group, &group_id)
+                    }
+                    step => {
+                        let mut m = lock(&membership);
+                        if step == JoinStep::RetryAsNewMember {
+                            m.member_id.clear();
+                        }
+                        m.rejoin = true;
+                        tracing::info!(group = %group_id, %code, "rejoin needed");
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+}
+
+impl Drop for GroupConsumer {
+    fn drop(&mut self) {
+        self.stop_heartbeat();
+    }
+}
+
+fn lock(m: &Mutex<Membership>) -> MutexGuard<'_, Membership> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn millis(d: Duration) -> i32 {
+    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn join_errors_map_to_the_classic_protocol_steps() {
+        assert_eq!(
+            join_step(ErrorCode::MemberIdRequired),
+            JoinStep::RetryWithAssignedId
+        );
+        assert_eq!(
+            join_step(ErrorCode::UnknownMemberId),
+            JoinStep::RetryAsNewMember
+        );
+        assert_eq!(
+            join_step(ErrorCode::IllegalGeneration),
+            JoinStep::RetryAsNewMember
+        );
+        assert_eq!(join_step(ErrorCode::RebalanceInProgress), JoinStep::Retry);
+        assert_eq!(
+            join_step(ErrorCode::NotCoordinator),
+            JoinStep::FindCoordinator
+        );
+        assert_eq!(
+            join_step(ErrorCode::InconsistentGroupProtocol),
+            JoinStep::Fail
+        );
+        assert_eq!(
+            join_step(ErrorCode::GroupAuthorizationFailed),
+            JoinStep::Fail
+        );
+    }
+
+    #[test]
+    fn the_leader_encodes_one_assignment_per_member() {
+        let sub = |topics: &[&str]| {
+            Subscription {
+                topics: topics.iter().map(|t| (*t).to_string()).collect(),
+                ..Subscription::default()
+            }
+            .encode()
+            .unwrap()
+        };
+        let members = vec![
+            ("m2".to_string(), sub(&["t"])),
+            ("m1".to_string(), sub(&["t"])),
+        ];
+        let partitions: BTreeMap<String, Vec<i32>> = [("t".to_string(), vec![0, 1, 2, 3])].into();
+        let out = leader_assignments(&RoundRobinAssignor, &members, &partitions).unwrap();
+        let decoded: BTreeMap<String, Assignment> = out
+            .into_iter()
+            .map(|(id, b)| (id, Assignment::decode(b).unwrap()))
+            .collect();
+        assert_eq!(decoded["m1"].partitions["t"], vec![0, 2]);
+        assert_eq!(decoded["m2"].partitions["t"], vec![1, 3]);
+        let bad = vec![("m1".to_string(), bytes::Bytes::from_static(b"\x00"))];
+        assert!(matches!(
+            leader_assignments(&RoundRobinAssignor, &bad, &partitions),
+            Err(ConsumeError::Protocol(_))
+        ));
+    }
+}

@@ -1,0 +1,244 @@
+//! Classic consumer groups against the shared broker: members split the
+//! partitions, a leaving member's partitions move to the others, and a new
+//! member resumes from the committed offsets.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use franz_client::admin::NewTopic;
+use franz_client::{Admin, Client, ClientConfig};
+use franz_consumer::assignor::RoundRobinAssignor;
+use franz_consumer::{
+    ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer, OffsetReset, TopicPartition,
+};
+use franz_producer::{Producer, ProducerConfig, ProducerRecord};
+use franz_testkit::{KafkaCluster, unique_group, unique_topic};
+
+async fn bootstrap() -> String {
+    KafkaCluster::shared().await.unwrap().bootstrap()
+}
+
+async fn admin(bootstrap: &str) -> Admin {
+    Admin::new(Client::connect(ClientConfig::new(bootstrap)).await.unwrap())
+}
+
+async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    let r = admin(bootstrap)
+        .await
+        .create_topics(vec![NewTopic::new(name, partitions, 1)], false)
+        .await
+        .unwrap();
+    r[0].1.as_ref().unwrap();
+}
+
+async fn produce(bootstrap: &str, topic: &str, range: std::ops::Range<u32>) {
+    let producer = Producer::new(ProducerConfig::new(bootstrap)).await.unwrap();
+    let mut acks = Vec::new();
+    for i in range {
+        let rec = ProducerRecord::new(topic, format!("v{i}")).with_key(format!("k{i}"));
+        acks.push(producer.send(rec).await.unwrap());
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    producer.close(Duration::from_secs(10)).await.unwrap();
+}
+
+async fn member(bootstrap: &str, group: &str, topic: &str) -> GroupConsumer {
+    let mut config = ConsumerConfig::new(bootstrap);
+    config.auto_offset_reset = OffsetReset::Earliest;
+    config.fetch_max_wait = Duration::from_millis(200);
+    let mut g = GroupConfig::new(group);
+    g.session_timeout = Duration::from_secs(6);
+    g.heartbeat_interval = Duration::from_millis(300);
+    g.rebalance_timeout = Duration::from_secs(20);
+    g.assignors = vec![Arc::new(RoundRobinAssignor)];
+    GroupConsumer::new(config, g, &[topic]).await.unwrap()
+}
+
+/// What a member task reports while it runs.
+#[derive(Default)]
+struct Seen {
+    records: Vec<ConsumerRecord>,
+    assignment: Vec<TopicPartition>,
+}
+
+/// Polls and commits after every poll until `stop`, then leaves the group.
+fn run_member(
+    mut consumer: GroupConsumer,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            let records = consumer.poll(Duration::from_millis(300)).await.unwrap();
+            // A commit refused because a rebalance started is expected; the
+            // next poll rejoins.
+            let _ = consumer.commit().await;
+            let mut s = seen.lock().unwrap();
+            s.records.extend(records);
+            s.assignment = consumer.assignment();
+        }
+        consumer.close().await.unwrap();
+    })
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn partitions_of(seen: &Mutex<Seen>) -> BTreeSet<i32> {
+    seen.lock()
+        .unwrap()
+        .assignment
+        .iter()
+        .map(|tp| tp.partition)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_split_partitions_and_take_over_when_one_leaves() {
+    let b = bootstrap().await;
+    let topic = unique_topic("group-split");
+    let group = unique_group("group-split");
+    create_topic(&b, &topic, 4).await;
+
+    let (seen_a, stop_a) = (
+        Arc::new(Mutex::new(Seen::default())),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (seen_b, stop_b) = (
+        Arc::new(Mutex::new(Seen::default())),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let task_a = run_member(
+        member(&b, &group, &topic).await,
+        Arc::clone(&seen_a),
+        Arc::clone(&stop_a),
+    );
+    wait_until("the first member owns all partitions", || {
+        partitions_of(&seen_a).len() == 4
+    })
+    .await;
+    let task_b = run_member(
+        member(&b, &group, &topic).await,
+        Arc::clone(&seen_b),
+        Arc::clone(&stop_b),
+    );
+    wait_until("the members split the partitions", || {
+        let (a, bb) = (partitions_of(&seen_a), partitions_of(&seen_b));
+        a.len() == 2 && bb.len() == 2 && a.is_disjoint(&bb)
+    })
+    .await;
+
+    produce(&b, &topic, 0..200).await;
+    let total = |s: &Arc<Mutex<Seen>>| s.lock().unwrap().records.len();
+    wait_until("200 records arrive", || {
+        total(&seen_a) + total(&seen_b) >= 200
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut owner: BTreeMap<i32, &str> = BTreeMap::new();
+    let mut unique = BTreeSet::new();
+    for (name, seen) in [("a", &seen_a), ("b", &seen_b)] {
+        for r in &seen.lock().unwrap().records {
+            assert!(
+                unique.insert((r.partition, r.offset)),
+                "duplicate {}@{}",
+                r.partition,
+                r.offset
+            );
+            assert_eq!(
+                *owner.entry(r.partition).or_insert(name),
+                name,
+                "partition {} read by both",
+                r.partition
+            );
+        }
+    }
+    assert_eq!(unique.len(), 200);
+
+    // A leaves: B takes over everything and reads only what is new.
+    stop_a.store(true, Ordering::Relaxed);
+    task_a.await.unwrap();
+    wait_until("the remaining member owns all partitions", || {
+        partitions_of(&seen_b).len() == 4
+    })
+    .await;
+    let before = total(&seen_b);
+    produce(&b, &topic, 200..240).await;
+    wait_until("40 more records arrive", || total(&seen_b) >= before + 40).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fresh: Vec<(i32, i64)> = seen_b.lock().unwrap().records[before..]
+        .iter()
+        .map(|r| (r.partition, r.offset))
+        .collect();
+    assert_eq!(fresh.len(), 40, "exactly the new records, none re-read");
+    for key in &fresh {
+        assert!(unique.insert(*key), "re-delivered {key:?}");
+    }
+
+    stop_b.store(true, Ordering::Relaxed);
+    task_b.await.unwrap();
+    // Every record is committed: the group's offsets are the log ends.
+    let committed = admin(&b).await.list_group_offsets(&group).await.unwrap();
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    for (p, o) in &unique {
+        let e = ends.entry(*p).or_default();
+        *e = (*e).max(o + 1);
+    }
+    for (p, end) in ends {
+        let tp = TopicPartition::new(topic.as_str(), p);
+        assert_eq!(
+            committed.get(&tp).map(|o| o.committed),
+            Some(end),
+            "partition {p}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_member_resumes_from_the_committed_offsets() {
+    let b = bootstrap().await;
+    let topic = unique_topic("group-resume");
+    let group = unique_group("group-resume");
+    create_topic(&b, &topic, 1).await;
+    produce(&b, &topic, 0..10).await;
+
+    let mut first = member(&b, &group, &topic).await;
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 10 && Instant::now() < deadline {
+        got.extend(first.poll(Duration::from_millis(500)).await.unwrap());
+    }
+    assert_eq!(got.len(), 10);
+    // Commit only 7: the handler "failed" on the last three.
+    first
+        .commit_offsets(&[(TopicPartition::new(topic.as_str(), 0), 7)])
+        .await
+        .unwrap();
+    first.close().await.unwrap();
+
+    produce(&b, &topic, 10..15).await;
+    let mut second = member(&b, &group, &topic).await;
+    let mut again = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while again.len() < 8 && Instant::now() < deadline {
+        again.extend(second.poll(Duration::from_millis(500)).await.unwrap());
+    }
+    let offsets: Vec<i64> = again.iter().map(|r| r.offset).collect();
+    assert_eq!(
+        offsets,
+        (7..15).collect::<Vec<i64>>(),
+        "resumes at the committed offset"
+    );
+    second.close().await.unwrap();
+}
