@@ -1,18 +1,37 @@
 //! # franz-transport
 //!
 //! The NestJS-compatible application transport: message patterns with
-//! replies matched by correlation id, event patterns, and commits after a
-//! handler succeeds.
-//!
-//! Status: the wire layer ([`nest`]) is written and tested against the
-//! recorded NestJS behaviour; the client and server that run it over the
-//! producer and the group consumer are next.
+//! replies matched by correlation id, event patterns, key-based
+//! partitioning, and offsets committed only after a handler succeeds. It
+//! speaks the `@nestjs/microservices` Kafka transporter's wire format both
+//! ways (`../shared/nestjs-kafka-interop.md`).
 //!
 //! ## Main types
-//! - [`nest::NestValue`]: a payload as Nest's parser sees it (null, binary,
-//!   text or JSON), with [`nest::NestValue::parse`] into any `Deserialize`.
-//! - [`nest::OutgoingRecord`]: requests ([`nest::request`]), events
-//!   ([`nest::event`]) and replies ([`nest::reply`]) laid out as Nest does.
-//! - [`nest::ReplyTo`] / [`nest::read_reply`]: the two ends of a reply.
+//! - [`TransportClient`] (Nest's `ClientKafka`): `send` to a message pattern
+//!   and await the reply on `<pattern>.reply`, `emit` events.
+//! - [`TransportServer`] (Nest's `ServerKafka`): typed handlers per pattern.
+//! - [`nest`]: the sans-io wire layer: headers, value encoding and parsing
+//!   ([`nest::NestValue`]), request, event and reply layouts.
+//! - [`TransportError`]: typed failures, including the remote handler's
+//!   error body.
+//!
+//! ## How data flows
+//! Request: `send` → a 21-hex correlation id registered in the reply router
+//! → record on topic `<pattern>` with `kafka_correlationId`,
+//! `kafka_replyTopic` and `kafka_replyPartition` (the lowest reply partition
+//! the client's group gave it) → the server's group consumer → the handler
+//! → a reply on exactly that topic and partition with the id echoed and
+//! `kafka_nest-is-disposed` → the client's reply reader routes it by id.
+//! Events skip the reply. The server commits a request's offset only after
+//! its reply is acknowledged, and an event's only after its handler
+//! returned `Ok`; a failed event is rewound and retried with backoff, and
+//! an event that does not deserialize goes to `<pattern>.dead-letter`.
 
+mod client;
+mod error;
 pub mod nest;
+mod server;
+
+pub use client::{TransportClient, TransportClientConfig};
+pub use error::TransportError;
+pub use server::{RpcError, TransportServer, TransportServerBuilder, TransportServerConfig};

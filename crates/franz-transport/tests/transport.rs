@@ -1,0 +1,265 @@
+//! The transport between franz peers on the shared broker: request and
+//! reply, remote errors, events committed only after success, dead letters
+//! for undeserializable events, and key-based partitioning.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use franz_client::admin::NewTopic;
+use franz_client::{Admin, Client, ClientConfig};
+use franz_consumer::{Consumer, ConsumerConfig, OffsetReset, TopicPartition};
+use franz_producer::partition_for_key;
+use franz_testkit::{KafkaCluster, unique_group, unique_topic};
+use franz_transport::{
+    RpcError, TransportClient, TransportClientConfig, TransportError, TransportServer,
+    TransportServerConfig,
+};
+use serde_json::{Value, json};
+
+async fn bootstrap() -> String {
+    KafkaCluster::shared().await.unwrap().bootstrap()
+}
+
+async fn admin(b: &str) -> Admin {
+    Admin::new(Client::connect(ClientConfig::new(b)).await.unwrap())
+}
+
+async fn create_topics(b: &str, topics: &[(&str, i32)]) {
+    let new = topics
+        .iter()
+        .map(|(t, p)| NewTopic::new(*t, *p, 1))
+        .collect();
+    for (t, r) in admin(b).await.create_topics(new, false).await.unwrap() {
+        r.unwrap_or_else(|e| panic!("{t}: {e}"));
+    }
+}
+
+#[derive(serde::Deserialize, serde::Serialize)]
+struct Charge {
+    order: u64,
+    cents: u64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_get_replies_and_remote_errors_are_typed() {
+    let b = bootstrap().await;
+    let sum = unique_topic("math.sum");
+    let charge = unique_topic("billing.charge");
+    let reply_sum = format!("{sum}.reply");
+    let reply_charge = format!("{charge}.reply");
+    create_topics(
+        &b,
+        &[(&sum, 3), (&charge, 1), (&reply_sum, 2), (&reply_charge, 1)],
+    )
+    .await;
+
+    let server = TransportServer::builder(TransportServerConfig::new(&b, &unique_group("srv")))
+        .message(&sum, |xs: Vec<i64>| async move {
+            Ok::<_, RpcError>(xs.iter().sum::<i64>())
+        })
+        .message(&charge, |c: Charge| async move {
+            if c.cents == 0 {
+                return Err(RpcError::message("nothing to charge"));
+            }
+            Ok(json!({"order": c.order, "charged": c.cents}))
+        })
+        .start()
+        .await
+        .unwrap();
+    let client = TransportClient::connect(
+        TransportClientConfig::new(&b, &unique_group("cli")),
+        &[&sum, &charge],
+    )
+    .await
+    .unwrap();
+
+    let total: i64 = client.send(&sum, &vec![1, 2, 3]).await.unwrap();
+    assert_eq!(total, 6);
+    // Several requests in flight at once, each matched by correlation id.
+    let client = Arc::new(client);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20i64 {
+        let (client, sum) = (Arc::clone(&client), sum.clone());
+        tasks.spawn(async move { (i, client.send::<_, i64>(&sum, &[i, i]).await) });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (i, r) = done.unwrap();
+        assert_eq!(r.unwrap(), 2 * i);
+    }
+    let client = Arc::into_inner(client).unwrap();
+    let receipt: Value = client
+        .send(
+            &charge,
+            &Charge {
+                order: 7,
+                cents: 1250,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(receipt, json!({"order": 7, "charged": 1250}));
+
+    match client
+        .send::<_, Value>(&charge, &Charge { order: 8, cents: 0 })
+        .await
+    {
+        Err(TransportError::Remote(body)) => {
+            assert_eq!(
+                body,
+                json!({"status": "error", "message": "nothing to charge"})
+            );
+        }
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+    // A payload the handler cannot take is a typed remote error, not a hang.
+    match client
+        .send::<_, Value>(&charge, &json!({"order": "x"}))
+        .await
+    {
+        Err(TransportError::Remote(body)) => {
+            assert!(
+                body["message"].as_str().unwrap().starts_with("payload:"),
+                "{body}"
+            );
+        }
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+    // A pattern this client did not register replies for.
+    assert!(matches!(
+        client.send::<_, Value>("not.registered", &1).await,
+        Err(TransportError::NoReplyPartition(_))
+    ));
+
+    client.close().await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_committed_only_after_the_handler_succeeds() {
+    let b = bootstrap().await;
+    let created = unique_topic("orders.created");
+    create_topics(&b, &[(&created, 1)]).await;
+    let group = unique_group("events");
+
+    let calls = Arc::new(AtomicU32::new(0));
+    let handled = Arc::new(AtomicU32::new(0));
+    let server = {
+        let (calls, handled) = (Arc::clone(&calls), Arc::clone(&handled));
+        TransportServer::builder(TransportServerConfig::new(&b, &group))
+            .event(&created, move |c: Charge| {
+                let (calls, handled) = (Arc::clone(&calls), Arc::clone(&handled));
+                async move {
+                    // The first two attempts fail: the event must come back.
+                    if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                        return Err(RpcError::message("ledger unavailable"));
+                    }
+                    assert_eq!(c.order, 42);
+                    handled.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            })
+            .start()
+            .await
+            .unwrap()
+    };
+    let client = TransportClient::connect(TransportClientConfig::new(&b, &unique_group("c")), &[])
+        .await
+        .unwrap();
+    client
+        .emit(
+            &created,
+            &Charge {
+                order: 42,
+                cents: 1,
+            },
+        )
+        .await
+        .unwrap();
+    // Not deserializable as a Charge: parked, not lost, not retried forever.
+    client.emit(&created, "not json at all").await.unwrap();
+
+    let tp = TopicPartition::new(created.as_str(), 0);
+    let admin = admin(&b).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let committed = admin.list_group_offsets(&group).await.unwrap();
+        if committed.get(&tp).map(|o| o.committed) == Some(2) {
+            break;
+        }
+        if handled.load(Ordering::SeqCst) == 0 {
+            assert_ne!(
+                committed.get(&tp).map(|o| o.committed),
+                Some(1),
+                "committed past an event whose handler had not succeeded"
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "offsets never committed: {committed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "two failures, then success"
+    );
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+
+    // The bad event is in the dead-letter topic, unchanged, with the reason.
+    let mut config = ConsumerConfig::new(&b);
+    config.auto_offset_reset = OffsetReset::Earliest;
+    let mut dl = Consumer::new(config).await.unwrap();
+    dl.assign_topic(&format!("{created}.dead-letter"))
+        .await
+        .unwrap();
+    let mut parked = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while parked.is_empty() && Instant::now() < deadline {
+        parked = dl.poll(Duration::from_millis(300)).await.unwrap();
+    }
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].value.as_deref(), Some(&b"not json at all"[..]));
+    let why = parked[0].header("x-franz-error").unwrap();
+    assert!(
+        std::str::from_utf8(why).unwrap().contains("payload"),
+        "{why:?}"
+    );
+
+    client.close().await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_events_land_on_the_murmur2_partition() {
+    let b = bootstrap().await;
+    let topic = unique_topic("keyed");
+    create_topics(&b, &[(&topic, 5)]).await;
+    let client = TransportClient::connect(TransportClientConfig::new(&b, &unique_group("k")), &[])
+        .await
+        .unwrap();
+    for key in ["order-1", "order-2", "customer-99"] {
+        client
+            .emit_keyed(&topic, key, &json!({"k": key}))
+            .await
+            .unwrap();
+    }
+    let mut config = ConsumerConfig::new(&b);
+    config.auto_offset_reset = OffsetReset::Earliest;
+    let mut c = Consumer::new(config).await.unwrap();
+    c.assign_topic(&topic).await.unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < 3 && Instant::now() < deadline {
+        got.extend(c.poll(Duration::from_millis(300)).await.unwrap());
+    }
+    assert_eq!(got.len(), 3);
+    for r in got {
+        let key = r.key.unwrap();
+        assert_eq!(r.partition, partition_for_key(&key, 5), "{key:?}");
+    }
+    client.close().await.unwrap();
+}
