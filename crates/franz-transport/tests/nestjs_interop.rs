@@ -1,0 +1,183 @@
+//! Interop with real `@nestjs/microservices` 11.2 (on KafkaJS 2.2.4) from
+//! the npm registry, both ways, on the shared broker:
+//! - a franz client calls a NestJS server (reply, `RpcException`, event);
+//! - a NestJS `ClientKafka` calls a franz server (reply, error, event).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use franz_client::admin::NewTopic;
+use franz_client::{Admin, Client, ClientConfig};
+use franz_testkit::{KafkaCluster, node, unique_group, unique_topic};
+use franz_transport::{
+    RpcError, TransportClient, TransportClientConfig, TransportError, TransportServer,
+    TransportServerConfig,
+};
+use serde_json::{Value, json};
+
+async fn create_topics(b: &str, topics: &[&str]) -> Admin {
+    let admin = Admin::new(Client::connect(ClientConfig::new(b)).await.unwrap());
+    let new = topics.iter().map(|t| NewTopic::new(*t, 1, 1)).collect();
+    for (t, r) in admin.create_topics(new, false).await.unwrap() {
+        r.unwrap_or_else(|e| panic!("{t}: {e}"));
+    }
+    admin
+}
+
+/// Waits until `group` has a member and is stable (the Nest app listens).
+async fn wait_for_group(admin: &Admin, group: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let d = admin.describe_groups(&[group]).await.unwrap();
+        if d[0]
+            .1
+            .as_ref()
+            .is_ok_and(|g| !g.members.is_empty() && g.state == "Stable")
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group} never became stable: {d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_franz_client_calls_a_nestjs_server() {
+    let b = KafkaCluster::shared().await.unwrap().bootstrap();
+    let charge = unique_topic("nest.billing.charge");
+    let created = unique_topic("nest.orders.created");
+    let reply = format!("{charge}.reply");
+    let admin = create_topics(&b, &[&charge, &created, &reply]).await;
+    let group = unique_group("nest-server");
+
+    let nest = {
+        let (b, group, charge, created) =
+            (b.clone(), group.clone(), charge.clone(), created.clone());
+        tokio::task::spawn_blocking(move || {
+            node::run_script(
+                "nest-server.mjs",
+                &[&b, &group, &charge, &created, "25"],
+                Duration::from_secs(240),
+            )
+        })
+    };
+    // Nest appends "-server" to the group id.
+    wait_for_group(&admin, &format!("{group}-server")).await;
+
+    let client = TransportClient::connect(
+        TransportClientConfig::new(&b, &unique_group("franz-replies")),
+        &[&charge],
+    )
+    .await
+    .unwrap();
+    let receipt: Value = client
+        .send(&charge, &json!({"order": 7, "cents": 1250}))
+        .await
+        .unwrap();
+    assert_eq!(receipt, json!({"order": 7, "charged": 1250, "by": "nest"}));
+    match client
+        .send::<_, Value>(&charge, &json!({"order": 8, "cents": 0}))
+        .await
+    {
+        Err(TransportError::Remote(body)) => {
+            assert_eq!(
+                body,
+                json!({"status": "error", "message": "nothing to charge"})
+            );
+        }
+        other => panic!("expected Nest's RpcException body, got {other:?}"),
+    }
+    client
+        .emit(&created, &json!({"order": 7, "status": "created"}))
+        .await
+        .unwrap();
+    client.close().await.unwrap();
+
+    let out = nest.await.unwrap().unwrap();
+    let events = out
+        .lines()
+        .find_map(|l| l.strip_prefix("events "))
+        .unwrap_or_else(|| panic!("no events line:\n{out}"));
+    let events: Value = serde_json::from_str(events).unwrap();
+    assert_eq!(events, json!([{"order": 7, "status": "created"}]), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nestjs_client_calls_a_franz_server() {
+    let b = KafkaCluster::shared().await.unwrap().bootstrap();
+    let charge = unique_topic("franz.billing.charge");
+    let created = unique_topic("franz.orders.created");
+    let reply = format!("{charge}.reply");
+    create_topics(&b, &[&charge, &created, &reply]).await;
+
+    let events = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let server = {
+        let events = Arc::clone(&events);
+        TransportServer::builder(TransportServerConfig::new(&b, &unique_group("franz-srv")))
+            .message(&charge, |c: Value| async move {
+                if c["cents"] == 0 {
+                    return Err(RpcError::message("nothing to charge"));
+                }
+                Ok(json!({"order": c["order"], "charged": c["cents"], "by": "franz"}))
+            })
+            .event(&created, move |e: Value| {
+                let events = Arc::clone(&events);
+                async move {
+                    events.lock().unwrap().push(e);
+                    Ok(())
+                }
+            })
+            .start()
+            .await
+            .unwrap()
+    };
+
+    let out = {
+        let (b, charge, created) = (b.clone(), charge.clone(), created.clone());
+        let group = unique_group("nest-client");
+        tokio::task::spawn_blocking(move || {
+            node::run_script(
+                "nest-client.mjs",
+                &[&b, &group, &charge, &created],
+                Duration::from_secs(240),
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    };
+    let line = |prefix: &str| -> Value {
+        let text = out
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line:\n{out}"));
+        serde_json::from_str(text).unwrap()
+    };
+    assert_eq!(
+        line("reply "),
+        json!({"order": 7, "charged": 1250, "by": "franz"})
+    );
+    assert_eq!(
+        line("error "),
+        json!({"status": "error", "message": "nothing to charge"}),
+        "Nest's client sees franz's error as it would a Nest server's"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while events.lock().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the Nest event never arrived:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        *events.lock().unwrap(),
+        vec![json!({"order": 7, "status": "created"})]
+    );
+    server.shutdown().await.unwrap();
+}
