@@ -1,5 +1,9 @@
 # franz tasks. Install just with `cargo install just` (or read the commands).
 
+# The main demo: orders gateway + billing services (starts a broker unless KAFKA_BOOTSTRAP is set).
+demo:
+    cargo run -p franz --example orders
+
 # Run the whole test suite (starts its own Kafka brokers; needs Java 17+, Maven, Node).
 test:
     cargo test --workspace

@@ -8,10 +8,14 @@
 //! - [`client`] (`franz-client`): connections, negotiation, metadata, TLS,
 //!   SASL and the admin client;
 //! - [`producer`] (`franz-producer`): the idempotent, batching producer;
-//! - [`consumer`] (`franz-consumer`): fetching for assigned partitions, with
-//!   offset resets, read-committed and rack-aware replica reads.
+//! - [`consumer`] (`franz-consumer`): fetching with offset resets,
+//!   read-committed and rack-aware replica reads, and classic consumer
+//!   groups;
+//! - [`transport`] (`franz-transport`): the NestJS-compatible transport
+//!   (message and event patterns, replies by correlation id, commits after
+//!   success).
 //!
-//! Consumer groups and the NestJS-compatible transport are not written yet.
+//! The main demo is `cargo run -p franz --example orders`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), franz::producer::ProduceError> {
@@ -25,3 +29,4 @@ pub use franz_client as client;
 pub use franz_consumer as consumer;
 pub use franz_producer as producer;
 pub use franz_protocol as protocol;
+pub use franz_transport as transport;
