@@ -58,12 +58,7 @@ impl Subscription {
         for _ in 0..n {
             topics.push(r.string("topic", false)?);
         }
-        let user_data = if r.remaining() == 0 {
-            Bytes::new()
-        } else {
-            r.nullable_byte_array("user_data", false)?
-                .unwrap_or_default()
-        };
+        let user_data = read_user_data(&mut r)?;
         Ok(Self {
             version,
             topics,
@@ -108,18 +103,23 @@ impl Assignment {
             }
             partitions.insert(topic, parts);
         }
-        let user_data = if r.remaining() == 0 {
-            Bytes::new()
-        } else {
-            r.nullable_byte_array("user_data", false)?
-                .unwrap_or_default()
-        };
+        let user_data = read_user_data(&mut r)?;
         Ok(Self {
             version,
             partitions,
             user_data,
         })
     }
+}
+
+/// The trailing user data: absent (older writers stop before it), null
+/// and empty all read as empty.
+fn read_user_data(r: &mut Reader) -> Result<Bytes, DecodeError> {
+    if r.remaining() == 0 {
+        return Ok(Bytes::new());
+    }
+    Ok(r.nullable_byte_array("user_data", false)?
+        .unwrap_or_default())
 }
 
 /// A member id with its subscription, as the leader sees it in JoinGroup.

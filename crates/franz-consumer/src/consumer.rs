@@ -210,22 +210,41 @@ impl Consumer {
         self.reset(&missing, spec).await
     }
 
+    /// Moves `tps` to `spec` via ListOffsets. Retriable per-partition errors
+    /// (a new topic whose leader the broker does not know yet, a moved
+    /// leader) are retried with fresh metadata until `default_api_timeout`.
     async fn reset(
         &mut self,
         tps: &[TopicPartition],
         spec: OffsetSpec,
     ) -> Result<(), ConsumeError> {
-        if tps.is_empty() {
-            return Ok(());
-        }
-        let asks: Vec<(TopicPartition, OffsetSpec)> =
-            tps.iter().map(|tp| (tp.clone(), spec)).collect();
-        let listed = Admin::new(self.client.clone()).list_offsets(&asks).await?;
-        for (tp, r) in listed {
-            let offset = r?.offset;
-            if let Some(s) = self.partitions.get_mut(&tp) {
-                s.position = Some(offset);
-                s.corrupt = None;
+        let deadline = Instant::now() + self.config.client.default_api_timeout;
+        let mut todo: Vec<TopicPartition> = tps.to_vec();
+        while !todo.is_empty() {
+            let asks: Vec<(TopicPartition, OffsetSpec)> =
+                todo.iter().map(|tp| (tp.clone(), spec)).collect();
+            let listed = Admin::new(self.client.clone()).list_offsets(&asks).await?;
+            todo.clear();
+            let mut last_error = None;
+            for (tp, r) in listed {
+                match r {
+                    Ok(o) => {
+                        if let Some(s) = self.partitions.get_mut(&tp) {
+                            s.position = Some(o.offset);
+                            s.corrupt = None;
+                        }
+                    }
+                    Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                        todo.push(tp);
+                        last_error = Some(e);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if let Some(e) = last_error {
+                tracing::debug!(error = %e, "offset lookup will be retried");
+                self.refresh_metadata().await;
+                tokio::time::sleep(self.config.client.retry_backoff).await;
             }
         }
         Ok(())

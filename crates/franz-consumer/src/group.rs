@@ -405,26 +405,9 @@ impl GroupConsumer {
                 protocols: protocols.clone(),
                 ..Default::default()
             };
-            let joined = async {
-                let conn = client
-                    .coordinator_connection(CoordinatorType::Group, &group_id)
-                    .await?;
-                // The coordinator holds JoinGroup until every member rejoins.
-                conn.send_timeout(
-                    &join,
-                    self.group.rebalance_timeout + client.config().request_timeout,
-                )
-                .await
-            }
-            .await;
-            let resp = match joined {
-                Ok(r) => r,
-                Err(e) if e.is_retriable() => {
-                    client.invalidate_coordinator(CoordinatorType::Group, &group_id);
-                    tokio::time::sleep(client.config().retry_backoff).await;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
+            // The coordinator holds JoinGroup until every member rejoins.
+            let Some(resp) = self.rebalance_call(&client, &join).await? else {
+                continue;
             };
             let code = ErrorCode::from_code(resp.error_code);
             if code != ErrorCode::None {
@@ -495,24 +478,8 @@ impl GroupConsumer {
                 assignments,
                 ..Default::default()
             };
-            let synced = async {
-                let conn = client
-                    .coordinator_connection(CoordinatorType::Group, &group_id)
-                    .await?;
-                conn.send_timeout(
-                    &sync,
-                    self.group.rebalance_timeout + client.config().request_timeout,
-                )
-                .await
-            }
-            .await;
-            let sync_resp = match synced {
-                Ok(r) => r,
-                Err(e) if e.is_retriable() => {
-                    client.invalidate_coordinator(CoordinatorType::Group, &group_id);
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
+            let Some(sync_resp) = self.rebalance_call(&client, &sync).await? else {
+                continue;
             };
             let code = ErrorCode::from_code(sync_resp.error_code);
             if code != ErrorCode::None {
@@ -533,6 +500,37 @@ impl GroupConsumer {
             self.start_heartbeat();
             tracing::info!(group = %group_id, generation = resp.generation_id, partitions = tps.len(), "joined group");
             return Ok(());
+        }
+    }
+
+    /// Sends a JoinGroup or SyncGroup to the coordinator, which may hold it
+    /// for up to the rebalance timeout. `None` after a retriable failure
+    /// (the coordinator is looked up again, after a backoff).
+    async fn rebalance_call<R: franz_protocol::Request>(
+        &self,
+        client: &Client,
+        req: &R,
+    ) -> Result<Option<R::Response>, ConsumeError> {
+        let group_id = &self.group.group_id;
+        let sent = async {
+            let conn = client
+                .coordinator_connection(CoordinatorType::Group, group_id)
+                .await?;
+            conn.send_timeout(
+                req,
+                self.group.rebalance_timeout + client.config().request_timeout,
+            )
+            .await
+        }
+        .await;
+        match sent {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.is_retriable() => {
+                client.invalidate_coordinator(CoordinatorType::Group, group_id);
+                tokio::time::sleep(client.config().retry_backoff).await;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 

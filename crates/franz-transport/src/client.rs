@@ -37,13 +37,10 @@ pub struct TransportClientConfig {
 impl TransportClientConfig {
     /// Defaults for `bootstrap_servers`, with reply group `group`.
     pub fn new(bootstrap_servers: &str, reply_group: &str) -> Self {
-        let mut consumer = ConsumerConfig::new(bootstrap_servers);
-        // Replies are written after the request; a new reply partition is
-        // read from its end, so earlier instances' replies are skipped.
-        consumer.auto_offset_reset = OffsetReset::Latest;
-        consumer.fetch_max_wait = Duration::from_millis(100);
         Self {
-            consumer,
+            // Replies are written after the request; a new reply partition
+            // is read from its end, so earlier instances' replies are skipped.
+            consumer: consumer_config(bootstrap_servers),
             producer: ProducerConfig::new(bootstrap_servers),
             reply_group: reply_group.to_string(),
             request_timeout: Duration::from_secs(30),
@@ -285,6 +282,16 @@ impl Drop for TransportClient {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// The consumer settings both ends use: a new group starts at the latest
+/// offset (as NestJS, whose KafkaJS `fromBeginning` defaults to false), and
+/// fetches return within 100 ms so replies are not held up.
+pub(crate) fn consumer_config(bootstrap_servers: &str) -> ConsumerConfig {
+    let mut consumer = ConsumerConfig::new(bootstrap_servers);
+    consumer.auto_offset_reset = OffsetReset::Latest;
+    consumer.fetch_max_wait = Duration::from_millis(100);
+    consumer
 }
 
 /// Records the lowest assigned partition of each reply topic.

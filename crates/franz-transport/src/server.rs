@@ -12,16 +12,14 @@ use std::time::Duration;
 use franz_client::admin::NewTopic;
 use franz_client::{Admin, Client};
 use franz_consumer::assignor::RoundRobinAssignor;
-use franz_consumer::{
-    ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer, OffsetReset, TopicPartition,
-};
+use franz_consumer::{ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer, TopicPartition};
 use franz_producer::{Producer, ProducerConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::client::to_producer;
+use crate::client::{consumer_config, to_producer};
 use crate::error::TransportError;
 use crate::nest::{self, NestValue};
 
@@ -71,11 +69,8 @@ impl TransportServerConfig {
     /// Defaults for `bootstrap_servers` and `group_id`; new groups start at
     /// the latest offset, as NestJS (KafkaJS `fromBeginning: false`).
     pub fn new(bootstrap_servers: &str, group_id: &str) -> Self {
-        let mut consumer = ConsumerConfig::new(bootstrap_servers);
-        consumer.auto_offset_reset = OffsetReset::Latest;
-        consumer.fetch_max_wait = Duration::from_millis(100);
         Self {
-            consumer,
+            consumer: consumer_config(bootstrap_servers),
             producer: ProducerConfig::new(bootstrap_servers),
             group_id: group_id.to_string(),
             dead_letter_suffix: ".dead-letter".into(),
