@@ -227,7 +227,14 @@ impl Client {
                 closed: AtomicBool::new(false),
             }),
         };
-        client.refresh_metadata_for(&[]).await?;
+        // At start-up, nothing reachable is a bootstrap failure.
+        client
+            .refresh_metadata_for(&[])
+            .await
+            .map_err(|e| match e {
+                ClientError::NoBrokerReachable(m) => ClientError::NoBootstrap(m),
+                other => other,
+            })?;
         tokio::spawn(background(Arc::downgrade(&client.inner)));
         Ok(client)
     }
@@ -417,16 +424,24 @@ impl Client {
         }
         candidates.extend(self.inner.bootstrap.iter().cloned());
         let mut errors = Vec::new();
+        let mut transient = true;
         for addr in &candidates {
             match self.connection_to(addr, kind).await {
                 Ok(c) => return Ok(c),
                 Err(e) => {
                     tracing::debug!(broker = %addr, error = %e, "skipping unreachable broker");
+                    transient &= e.is_retriable();
                     errors.push(format!("{addr}: {e}"));
                 }
             }
         }
-        Err(ClientError::NoBootstrap(errors.join("; ")))
+        // A cluster that is down or restarting is worth waiting for; a TLS
+        // or authentication failure everywhere is not.
+        Err(if transient {
+            ClientError::NoBrokerReachable(errors.join("; "))
+        } else {
+            ClientError::NoBootstrap(errors.join("; "))
+        })
     }
 
     /// Sends `req` to broker `node_id` on a connection of `kind`.

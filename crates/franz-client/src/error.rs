@@ -97,9 +97,14 @@ pub enum ClientError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// No bootstrap server could be reached.
+    /// No bootstrap server could be reached when the client started, or
+    /// every broker failed for a reason retrying will not fix (TLS, auth).
     #[error("no bootstrap server answered: {0}")]
     NoBootstrap(String),
+    /// No broker answered just now, each for a transient reason (refused,
+    /// reset, timed out): a cluster that is down or restarting. Retriable.
+    #[error("no broker reachable: {0}")]
+    NoBrokerReachable(String),
     /// The topic does not exist (after metadata was refreshed).
     #[error("unknown topic {0}")]
     UnknownTopic(String),
@@ -119,7 +124,8 @@ impl ClientError {
             Self::Io { .. }
             | Self::Timeout { .. }
             | Self::ConnectionClosed { .. }
-            | Self::UnknownTopic(_) => true,
+            | Self::UnknownTopic(_)
+            | Self::NoBrokerReachable(_) => true,
             Self::Broker { code, .. } => code.is_retriable(),
             _ => false,
         }
