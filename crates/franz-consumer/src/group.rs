@@ -26,6 +26,7 @@ use crate::config::ConsumerConfig;
 use crate::consumer::Consumer;
 use crate::error::ConsumeError;
 use crate::fetch::ConsumerRecord;
+use crate::kip848::{HeartbeatOutcome, IdAssignment, Kip848Member};
 
 /// Group settings, named after the Java consumer's keys.
 #[derive(Debug, Clone)]
@@ -43,6 +44,19 @@ pub struct GroupConfig {
     /// Assignors offered, in preference order (default range, then
     /// KafkaJS's RoundRobinAssigner). Every member of a group must share one.
     pub assignors: Vec<Arc<dyn Assignor>>,
+    /// `group.protocol`: the classic JoinGroup/SyncGroup protocol (default)
+    /// or KIP-848's `consumer` protocol, where the coordinator assigns.
+    pub protocol: GroupProtocol,
+}
+
+/// Which group protocol a member speaks (Java's `group.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupProtocol {
+    /// JoinGroup, SyncGroup and Heartbeat; the leader member assigns.
+    #[default]
+    Classic,
+    /// KIP-848: ConsumerGroupHeartbeat; the coordinator assigns.
+    Consumer,
 }
 
 impl GroupConfig {
@@ -54,6 +68,7 @@ impl GroupConfig {
             rebalance_timeout: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(3),
             assignors: vec![Arc::new(RangeAssignor), Arc::new(RoundRobinAssignor)],
+            protocol: GroupProtocol::Classic,
         }
     }
 }
@@ -125,6 +140,12 @@ struct Membership {
     generation: i32,
     /// Set when the coordinator asks for a rejoin (or forgot us).
     rejoin: bool,
+    /// KIP-848 state, shared with its heartbeat task.
+    kip848: Kip848Member,
+    /// A KIP-848 assignment the next `poll` applies.
+    pending: Option<IdAssignment>,
+    /// A KIP-848 error retrying cannot fix, reported by the next `poll`.
+    fatal: Option<ErrorCode>,
 }
 
 /// A consumer in a classic consumer group: it subscribes to topics, and
@@ -207,8 +228,18 @@ impl GroupConsumer {
 
     /// Joins or rejoins when needed, then fetches as [`Consumer::poll`].
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ConsumeError> {
-        if !self.joined || lock(&self.membership).rejoin {
-            self.join().await?;
+        match self.group.protocol {
+            GroupProtocol::Classic => {
+                if !self.joined || lock(&self.membership).rejoin {
+                    self.join().await?;
+                }
+            }
+            GroupProtocol::Consumer => {
+                if !self.joined {
+                    self.join_kip848().await?;
+                }
+                self.apply_kip848_assignment().await?;
+            }
         }
         self.consumer.poll(timeout).await
     }
@@ -322,6 +353,18 @@ impl GroupConsumer {
     pub async fn close(mut self) -> Result<(), ConsumeError> {
         self.stop_heartbeat();
         if !self.joined {
+            return Ok(());
+        }
+        if self.group.protocol == GroupProtocol::Consumer {
+            let req = lock(&self.membership)
+                .kip848
+                .leave_request(&self.group.group_id);
+            let conn = self
+                .consumer
+                .client()
+                .coordinator_connection(CoordinatorType::Group, &self.group.group_id)
+                .await?;
+            conn.send(&req).await?;
             return Ok(());
         }
         let member_id = lock(&self.membership).member_id.clone();
@@ -503,6 +546,102 @@ impl GroupConsumer {
         }
     }
 
+    /// KIP-848 join: heartbeat with epoch 0 until the coordinator accepts the
+    /// member, then keep heartbeating from a task.
+    async fn join_kip848(&mut self) -> Result<(), ConsumeError> {
+        let client = self.consumer.client().clone();
+        let deadline = Instant::now() + self.group.rebalance_timeout;
+        loop {
+            let outcome =
+                kip848_heartbeat(&client, &self.group, &self.topics, &self.membership).await;
+            match outcome {
+                Ok(HeartbeatOutcome::Steady | HeartbeatOutcome::Assign(_)) => break,
+                Ok(HeartbeatOutcome::Fatal(code)) => {
+                    return Err(ConsumeError::Client(ClientError::Broker {
+                        context: format!("ConsumerGroupHeartbeat {}", self.group.group_id),
+                        code,
+                        message: None,
+                    }));
+                }
+                Ok(HeartbeatOutcome::Fenced(_) | HeartbeatOutcome::Retry(_)) => {}
+                Err(e) if e.is_retriable() => {}
+                Err(e) => return Err(e.into()),
+            }
+            if Instant::now() >= deadline {
+                return Err(ConsumeError::Client(ClientError::Timeout {
+                    what: format!("joining group {}", self.group.group_id),
+                    after: self.group.rebalance_timeout,
+                }));
+            }
+            tokio::time::sleep(client.config().retry_backoff).await;
+        }
+        self.joined = true;
+        let (client, group, topics, membership) = (
+            client,
+            self.group.clone(),
+            self.topics.clone(),
+            Arc::clone(&self.membership),
+        );
+        self.heartbeat = Some(tokio::spawn(async move {
+            loop {
+                let interval = lock(&membership).kip848.heartbeat_interval_ms;
+                tokio::time::sleep(Duration::from_millis(
+                    u64::try_from(interval).unwrap_or(3000),
+                ))
+                .await;
+                match kip848_heartbeat(&client, &group, &topics, &membership).await {
+                    Ok(HeartbeatOutcome::Fatal(code)) => {
+                        lock(&membership).fatal = Some(code);
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "heartbeat failed; retrying"),
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    /// Applies the coordinator's latest assignment to the fetcher: kept
+    /// partitions keep their positions, new ones start from the committed
+    /// offsets.
+    async fn apply_kip848_assignment(&mut self) -> Result<(), ConsumeError> {
+        let (pending, fatal) = {
+            let mut m = lock(&self.membership);
+            (m.pending.take(), m.fatal.take())
+        };
+        if let Some(code) = fatal {
+            return Err(ConsumeError::Client(ClientError::Broker {
+                context: format!("ConsumerGroupHeartbeat {}", self.group.group_id),
+                code,
+                message: None,
+            }));
+        }
+        let Some(target) = pending else {
+            return Ok(());
+        };
+        let client = self.consumer.client().clone();
+        let mut md = client.metadata();
+        if target.keys().any(|id| md.topic_name(id).is_none()) {
+            md = client.refresh_metadata_for(&self.topics).await?;
+        }
+        let mut tps = Vec::new();
+        for (id, parts) in &target {
+            let Some(name) = md.topic_name(id) else {
+                tracing::warn!(?id, "assigned a topic id the metadata does not know");
+                continue;
+            };
+            tps.extend(parts.iter().map(|p| TopicPartition::new(name, *p)));
+        }
+        let before: Vec<TopicPartition> = self.consumer.assignment();
+        self.consumer.assign(&tps).await?;
+        let fresh: Vec<TopicPartition> =
+            tps.into_iter().filter(|tp| !before.contains(tp)).collect();
+        self.start_from_committed(&fresh).await?;
+        tracing::info!(group = %self.group.group_id, partitions = self.consumer.assignment().len(), "assignment applied");
+        Ok(())
+    }
+
     /// Sends a JoinGroup or SyncGroup to the coordinator, which may hold it
     /// for up to the rebalance timeout. `None` after a retriable failure
     /// (the coordinator is looked up again, after a backoff).
@@ -630,6 +769,52 @@ impl GroupConsumer {
             }
         }));
     }
+}
+
+/// One KIP-848 heartbeat round trip against the shared state.
+async fn kip848_heartbeat(
+    client: &Client,
+    group: &GroupConfig,
+    topics: &[String],
+    membership: &Mutex<Membership>,
+) -> Result<HeartbeatOutcome, ClientError> {
+    let req = lock(membership).kip848.request(
+        &group.group_id,
+        topics,
+        millis(group.rebalance_timeout),
+        client.config().client_rack.as_deref(),
+    );
+    let conn = client
+        .coordinator_connection(CoordinatorType::Group, &group.group_id)
+        .await;
+    let resp = match conn {
+        Ok(c) => c.send(&req).await,
+        Err(e) => Err(e),
+    };
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => {
+            client.invalidate_coordinator(CoordinatorType::Group, &group.group_id);
+            return Err(e);
+        }
+    };
+    let mut guard = lock(membership);
+    let m = &mut *guard;
+    let outcome = m.kip848.on_response(&resp);
+    m.member_id.clone_from(&m.kip848.member_id);
+    m.generation = m.kip848.epoch;
+    match &outcome {
+        HeartbeatOutcome::Assign(target) => m.pending = Some(target.clone()),
+        HeartbeatOutcome::Fenced(code) => {
+            tracing::info!(group = %group.group_id, %code, "fenced; rejoining");
+            m.pending = Some(IdAssignment::new());
+        }
+        HeartbeatOutcome::Retry(ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable) => {
+            client.invalidate_coordinator(CoordinatorType::Group, &group.group_id);
+        }
+        _ => {}
+    }
+    Ok(outcome)
 }
 
 impl Drop for GroupConsumer {

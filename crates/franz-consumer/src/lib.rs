@@ -1,9 +1,10 @@
 //! # franz-consumer
 //!
 //! The consumer: fetching, positions, offset resets and read-committed
-//! filtering for explicitly assigned partitions ([`Consumer`]), and classic
-//! consumer-group membership on top of it ([`GroupConsumer`]). KIP-848
-//! groups are not written yet.
+//! filtering for explicitly assigned partitions ([`Consumer`]), and
+//! consumer-group membership on top of it ([`GroupConsumer`]): the classic
+//! protocol, or KIP-848's (`GroupProtocol::Consumer`, driven by the sans-io
+//! [`kip848::Kip848Member`]).
 //!
 //! ## Main types
 //! - [`Consumer`]: assign, seek, poll.
@@ -42,10 +43,11 @@ mod consumer;
 mod error;
 pub mod fetch;
 pub mod group;
+pub mod kip848;
 
 pub use config::{ConsumerConfig, IsolationLevel, OffsetReset};
 pub use consumer::Consumer;
 pub use error::ConsumeError;
 pub use fetch::ConsumerRecord;
 pub use franz_client::admin::TopicPartition;
-pub use group::{GroupConfig, GroupConsumer};
+pub use group::{GroupConfig, GroupConsumer, GroupProtocol};

@@ -13,7 +13,8 @@ use franz_client::admin::NewTopic;
 use franz_client::{Admin, Client, ClientConfig};
 use franz_consumer::assignor::RoundRobinAssignor;
 use franz_consumer::{
-    ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer, OffsetReset, TopicPartition,
+    ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer, GroupProtocol, OffsetReset,
+    TopicPartition,
 };
 use franz_producer::{Producer, ProducerConfig, ProducerRecord};
 use franz_testkit::{KafkaCluster, unique_group, unique_topic};
@@ -48,7 +49,12 @@ async fn produce(bootstrap: &str, topic: &str, range: std::ops::Range<u32>) {
     producer.close(Duration::from_secs(10)).await.unwrap();
 }
 
-async fn member(bootstrap: &str, group: &str, topic: &str) -> GroupConsumer {
+async fn member(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    protocol: GroupProtocol,
+) -> GroupConsumer {
     let mut config = ConsumerConfig::new(bootstrap);
     config.auto_offset_reset = OffsetReset::Earliest;
     config.fetch_max_wait = Duration::from_millis(200);
@@ -57,6 +63,7 @@ async fn member(bootstrap: &str, group: &str, topic: &str) -> GroupConsumer {
     g.heartbeat_interval = Duration::from_millis(300);
     g.rebalance_timeout = Duration::from_secs(20);
     g.assignors = vec![Arc::new(RoundRobinAssignor)];
+    g.protocol = protocol;
     GroupConsumer::new(config, g, &[topic]).await.unwrap()
 }
 
@@ -106,6 +113,16 @@ fn partitions_of(seen: &Mutex<Seen>) -> BTreeSet<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_split_partitions_and_take_over_when_one_leaves() {
+    split_and_take_over(GroupProtocol::Classic).await;
+}
+
+/// The same with KIP-848's protocol: the coordinator assigns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip848_members_split_partitions_and_take_over_when_one_leaves() {
+    split_and_take_over(GroupProtocol::Consumer).await;
+}
+
+async fn split_and_take_over(protocol: GroupProtocol) {
     let b = bootstrap().await;
     let topic = unique_topic("group-split");
     let group = unique_group("group-split");
@@ -120,7 +137,7 @@ async fn members_split_partitions_and_take_over_when_one_leaves() {
         Arc::new(AtomicBool::new(false)),
     );
     let task_a = run_member(
-        member(&b, &group, &topic).await,
+        member(&b, &group, &topic, protocol).await,
         Arc::clone(&seen_a),
         Arc::clone(&stop_a),
     );
@@ -129,7 +146,7 @@ async fn members_split_partitions_and_take_over_when_one_leaves() {
     })
     .await;
     let task_b = run_member(
-        member(&b, &group, &topic).await,
+        member(&b, &group, &topic, protocol).await,
         Arc::clone(&seen_b),
         Arc::clone(&stop_b),
     );
@@ -207,13 +224,22 @@ async fn members_split_partitions_and_take_over_when_one_leaves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_member_resumes_from_the_committed_offsets() {
+    resume(GroupProtocol::Classic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_kip848_member_resumes_from_the_committed_offsets() {
+    resume(GroupProtocol::Consumer).await;
+}
+
+async fn resume(protocol: GroupProtocol) {
     let b = bootstrap().await;
     let topic = unique_topic("group-resume");
     let group = unique_group("group-resume");
     create_topic(&b, &topic, 1).await;
     produce(&b, &topic, 0..10).await;
 
-    let mut first = member(&b, &group, &topic).await;
+    let mut first = member(&b, &group, &topic, protocol).await;
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while got.len() < 10 && Instant::now() < deadline {
@@ -228,7 +254,7 @@ async fn a_new_member_resumes_from_the_committed_offsets() {
     first.close().await.unwrap();
 
     produce(&b, &topic, 10..15).await;
-    let mut second = member(&b, &group, &topic).await;
+    let mut second = member(&b, &group, &topic, protocol).await;
     let mut again = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while again.len() < 8 && Instant::now() < deadline {
