@@ -8,17 +8,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use franz_benches::arg;
 use franz_producer::{Producer, ProducerConfig, ProducerRecord};
-
-fn arg(name: &str, default: &str) -> String {
-    let mut args = std::env::args();
-    while let Some(a) = args.next() {
-        if a == name {
-            return args.next().unwrap_or_default();
-        }
-    }
-    default.to_string()
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -41,7 +41,7 @@ impl TransportClientConfig {
             // Replies are written after the request; a new reply partition
             // is read from its end, so earlier instances' replies are skipped.
             consumer: consumer_config(bootstrap_servers),
-            producer: ProducerConfig::new(bootstrap_servers),
+            producer: transport_producer(bootstrap_servers),
             reply_group: reply_group.to_string(),
             request_timeout: Duration::from_secs(30),
         }
@@ -292,6 +292,16 @@ pub(crate) fn consumer_config(bootstrap_servers: &str) -> ConsumerConfig {
     consumer.auto_offset_reset = OffsetReset::Latest;
     consumer.fetch_max_wait = Duration::from_millis(100);
     consumer
+}
+
+/// The producer settings both ends use: no linger, as KafkaJS, because a
+/// request or reply waiting to fill a batch is latency the caller sees
+/// (records still batch while earlier requests are in flight).
+pub(crate) fn transport_producer(bootstrap_servers: &str) -> ProducerConfig {
+    ProducerConfig {
+        linger: Duration::ZERO,
+        ..ProducerConfig::new(bootstrap_servers)
+    }
 }
 
 /// Records the lowest assigned partition of each reply topic.

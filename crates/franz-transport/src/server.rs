@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::client::{consumer_config, to_producer};
+use crate::client::{consumer_config, to_producer, transport_producer};
 use crate::error::TransportError;
 use crate::nest::{self, NestValue};
 
@@ -71,7 +71,7 @@ impl TransportServerConfig {
     pub fn new(bootstrap_servers: &str, group_id: &str) -> Self {
         Self {
             consumer: consumer_config(bootstrap_servers),
-            producer: ProducerConfig::new(bootstrap_servers),
+            producer: transport_producer(bootstrap_servers),
             group_id: group_id.to_string(),
             dead_letter_suffix: ".dead-letter".into(),
             retry_backoff: Duration::from_millis(300),
@@ -277,13 +277,17 @@ impl Worker {
     async fn handle(&mut self, records: Vec<ConsumerRecord>) {
         let mut done: BTreeMap<TopicPartition, i64> = BTreeMap::new();
         let mut failed: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        // Replies are queued without waiting for each acknowledgement (the
+        // producer batches them); they are awaited before the commit.
+        let mut replies = Vec::new();
         for record in records {
             let tp = TopicPartition::new(&*record.topic, record.partition);
             if failed.contains_key(&tp) {
                 continue;
             }
             match self.handle_one(&record).await {
-                Ok(()) => {
+                Ok(Some(ack)) => replies.push((tp, record.offset, ack)),
+                Ok(None) => {
                     done.insert(tp, record.offset + 1);
                 }
                 Err(e) => {
@@ -291,6 +295,23 @@ impl Worker {
                     failed.insert(tp, record.offset);
                 }
             }
+        }
+        for (tp, offset, ack) in replies {
+            match ack.await {
+                Ok(_) => {
+                    let d = done.entry(tp).or_default();
+                    *d = (*d).max(offset + 1);
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %tp.topic, partition = tp.partition, offset, error = %e, "reply not delivered; will handle again");
+                    let f = failed.entry(tp).or_insert(offset);
+                    *f = (*f).min(offset);
+                }
+            }
+        }
+        // Never commit past a failure: the partition resumes there.
+        for (tp, offset) in &failed {
+            done.insert(tp.clone(), *offset);
         }
         for (tp, offset) in &failed {
             if let Err(e) = self.consumer.consumer_mut().seek(tp, *offset) {
@@ -311,7 +332,12 @@ impl Worker {
         }
     }
 
-    async fn handle_one(&self, record: &ConsumerRecord) -> Result<(), TransportError> {
+    /// Runs the handler for one record; a request's reply is queued and its
+    /// acknowledgement returned for the caller to await.
+    async fn handle_one(
+        &self,
+        record: &ConsumerRecord,
+    ) -> Result<Option<franz_producer::DeliveryFuture>, TransportError> {
         let headers = record.headers.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
         let reply_to = nest::reply_to(headers);
         let value = nest::decode(record.value.as_ref());
@@ -322,21 +348,21 @@ impl Worker {
                     Err(e) => Err(nest::rpc_error(&format!("payload: {e}"))),
                 };
                 let Some(to) = reply_to else {
-                    return Ok(()); // emitted to a message pattern: result ignored, as Nest
+                    return Ok(None); // emitted to a message pattern: result ignored, as Nest
                 };
                 let reply = nest::reply(&to, outcome.map(|v| nest::encode_json(&v)), true);
-                self.producer.send(to_producer(reply)).await?.await?;
-                Ok(())
+                Ok(Some(self.producer.send(to_producer(reply)).await?))
             }
             Some(Handler::Event(f)) => {
                 let run = value
                     .map_err(TransportError::from)
                     .and_then(|v| f(v).map_err(TransportError::from));
                 match run {
-                    Ok(fut) => fut.await.map_err(TransportError::Remote),
-                    Err(TransportError::Payload(e)) => {
-                        self.dead_letter(record, &e.to_string()).await
-                    }
+                    Ok(fut) => fut.await.map(|()| None).map_err(TransportError::Remote),
+                    Err(TransportError::Payload(e)) => self
+                        .dead_letter(record, &e.to_string())
+                        .await
+                        .map(|()| None),
                     Err(e) => Err(e),
                 }
             }
@@ -347,9 +373,9 @@ impl Worker {
                             .into(),
                     );
                     let reply = nest::reply(&to, Err(err), false);
-                    self.producer.send(to_producer(reply)).await?.await?;
+                    return Ok(Some(self.producer.send(to_producer(reply)).await?));
                 }
-                Ok(())
+                Ok(None)
             }
         }
     }

@@ -1,0 +1,80 @@
+//! One transport benchmark process: a franz `TransportServer` echoing on
+//! `--topic` and a `TransportClient` calling it `--requests` times with
+//! `--concurrency` requests in flight. Prints
+//! `RESULT requests=N secs=S failed=F p50_us=.. p99_us=..`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use franz_benches::arg;
+use franz_transport::{
+    RpcError, TransportClient, TransportClientConfig, TransportServer, TransportServerConfig,
+};
+use serde_json::{Value, json};
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let bootstrap = arg("--bootstrap", "127.0.0.1:9092");
+    let topic = arg("--topic", "bench.echo");
+    let requests: usize = arg("--requests", "20000").parse()?;
+    let concurrency: usize = arg("--concurrency", "64").parse()?;
+    let group = format!("franz-echo-{}", std::process::id());
+    let server = TransportServer::builder(TransportServerConfig::new(&bootstrap, &group))
+        .message(&topic, |v: Value| async move { Ok::<_, RpcError>(v) })
+        .start()
+        .await?;
+    let client = Arc::new(
+        TransportClient::connect(
+            TransportClientConfig::new(&bootstrap, &format!("{group}-client")),
+            &[&topic],
+        )
+        .await?,
+    );
+    let payload = json!({"id": 0, "pad": "x".repeat(100)});
+    for _ in 0..100 {
+        let _: Value = client.send(&topic, &payload).await?; // warm-up
+    }
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..concurrency {
+        let (client, topic, payload) = (Arc::clone(&client), topic.clone(), payload.clone());
+        let n = requests / concurrency + usize::from(w < requests % concurrency);
+        workers.spawn(async move {
+            let mut latencies = Vec::with_capacity(n);
+            let mut failed = 0usize;
+            for _ in 0..n {
+                let t = Instant::now();
+                match client.send::<_, Value>(&topic, &payload).await {
+                    Ok(_) => latencies.push(t.elapsed()),
+                    Err(_) => failed += 1,
+                }
+            }
+            (latencies, failed)
+        });
+    }
+    let (mut latencies, mut failed) = (Vec::new(), 0);
+    while let Some(done) = workers.join_next().await {
+        let (l, f) = done?;
+        latencies.extend(l);
+        failed += f;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let pct = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(Duration::ZERO)
+            .as_micros()
+    };
+    println!(
+        "RESULT requests={requests} secs={secs:.3} failed={failed} p50_us={} p99_us={}",
+        pct(0.5),
+        pct(0.99)
+    );
+    if let Some(client) = Arc::into_inner(client) {
+        client.close().await?;
+    }
+    server.shutdown().await?;
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! Transport benchmark driver: request-reply over Kafka, franz against
+//! NestJS. One broker from the harness; each peer runs as its own process
+//! holding both its server and its client (franz: `franz-echo`; NestJS:
+//! `tests/node/nest-echo-bench.mjs` with `@nestjs/microservices` 11.2 on
+//! KafkaJS 2.2.4), echoing a ~120-byte JSON payload.
+//!
+//! Measured per peer and concurrency: requests/s, p50 and p99 latency, and
+//! CPU-seconds per thousand requests (utime+stime of the process, all
+//! threads). Ratios are franz/NestJS.
+//!
+//! `just bench-transport` (or `cargo run --release --manifest-path
+//! benches/Cargo.toml --bin transport-bench -- --requests 20000`).
+
+use std::process::Command;
+use std::time::Duration;
+
+use franz_benches::{arg, run_measured, sibling_bin};
+use franz_testkit::{KafkaCluster, KafkaDistribution, node, unique_topic};
+
+struct Measured {
+    peer: &'static str,
+    concurrency: usize,
+    requests: usize,
+    per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    cpu_secs: f64,
+}
+
+fn field(out: &str, key: &str) -> f64 {
+    out.lines()
+        .find(|l| l.starts_with("RESULT"))
+        .and_then(|l| l.split_whitespace().find_map(|p| p.strip_prefix(key)))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+}
+
+fn main() {
+    let requests: usize = arg("--requests", "20000").parse().expect("--requests");
+    let cluster = KafkaCluster::builder()
+        .heap_mb(1024)
+        .exclusive(false)
+        .start_blocking()
+        .expect("broker");
+    let bootstrap = cluster.bootstrap();
+    let dist = KafkaDistribution::resolve().expect("kafka jars");
+    let node_dir = node::ensure_npm_packages().expect("npm packages (NestJS, KafkaJS)");
+    let mut results = Vec::new();
+    for concurrency in [1usize, 64] {
+        let n = if concurrency == 1 {
+            requests / 10
+        } else {
+            requests
+        };
+        for peer in ["franz", "nestjs"] {
+            let topic = unique_topic(&format!("bench.echo.{peer}"));
+            for (t, parts) in [(topic.clone(), "1"), (format!("{topic}.reply"), "1")] {
+                dist.run_tool(
+                    "org.apache.kafka.tools.TopicCommand",
+                    &[
+                        "--bootstrap-server",
+                        &bootstrap,
+                        "--create",
+                        "--topic",
+                        &t,
+                        "--partitions",
+                        parts,
+                        "--replication-factor",
+                        "1",
+                    ],
+                    Duration::from_secs(120),
+                )
+                .expect("create topic");
+            }
+            let mut cmd = if peer == "franz" {
+                Command::new(sibling_bin("franz-echo"))
+            } else {
+                let mut c = Command::new("node");
+                c.current_dir(&node_dir).arg("nest-echo-bench.mjs");
+                c
+            };
+            if peer == "franz" {
+                cmd.args([
+                    "--bootstrap",
+                    &bootstrap,
+                    "--topic",
+                    &topic,
+                    "--requests",
+                    &n.to_string(),
+                    "--concurrency",
+                    &concurrency.to_string(),
+                ]);
+            } else {
+                cmd.args([&bootstrap, &topic, &n.to_string(), &concurrency.to_string()]);
+            }
+            let (out, cpu, _) = run_measured(cmd);
+            assert_eq!(
+                field(&out, "failed="),
+                0.0,
+                "{peer}: requests failed:\n{out}"
+            );
+            let m = Measured {
+                peer,
+                concurrency,
+                requests: n,
+                per_sec: n as f64 / field(&out, "secs="),
+                p50_us: field(&out, "p50_us="),
+                p99_us: field(&out, "p99_us="),
+                cpu_secs: cpu,
+            };
+            eprintln!(
+                "{peer} c={concurrency}: {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms, {cpu:.2} CPU-s",
+                m.per_sec,
+                m.p50_us / 1000.0,
+                m.p99_us / 1000.0
+            );
+            results.push(m);
+        }
+    }
+    println!(
+        "| in flight | peer | requests | requests/s | p50 ms | p99 ms | CPU-s per 1k requests | req/s franz/NestJS | CPU franz/NestJS |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for r in &results {
+        let franz = results
+            .iter()
+            .find(|f| f.peer == "franz" && f.concurrency == r.concurrency)
+            .expect("franz row");
+        let cpu_per_k = |m: &Measured| m.cpu_secs / (m.requests as f64 / 1000.0);
+        let (rate, cpu) = if r.peer == "franz" {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (
+                format!("{:.2}", franz.per_sec / r.per_sec),
+                format!("{:.2}", cpu_per_k(franz) / cpu_per_k(r)),
+            )
+        };
+        println!(
+            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.3} | {rate} | {cpu} |",
+            r.concurrency,
+            r.peer,
+            r.requests,
+            r.per_sec,
+            r.p50_us / 1000.0,
+            r.p99_us / 1000.0,
+            cpu_per_k(r)
+        );
+    }
+}
