@@ -205,6 +205,8 @@ impl TransportServerBuilder {
             producer,
             consumer,
             failures: 0,
+            uncommitted: BTreeMap::new(),
+            last_commit: std::time::Instant::now(),
         };
         let task = tokio::spawn(worker.run(Arc::clone(&stop)));
         Ok(TransportServer { stop, task })
@@ -252,6 +254,10 @@ struct Worker {
     consumer: GroupConsumer,
     /// Consecutive failures of the event at the head of a partition.
     failures: u32,
+    /// Offsets earned (handler succeeded, reply acknowledged) and not yet
+    /// committed; see [`Worker::commit_due`].
+    uncommitted: BTreeMap<TopicPartition, i64>,
+    last_commit: std::time::Instant,
 }
 
 impl Worker {
@@ -265,8 +271,11 @@ impl Worker {
                     continue;
                 }
             };
+            let idle = records.is_empty();
             self.handle(records).await;
+            self.commit_due(idle).await;
         }
+        self.commit_due(true).await;
         self.producer.close(Duration::from_secs(10)).await?;
         self.consumer.close().await?;
         Ok(())
@@ -318,10 +327,14 @@ impl Worker {
                 tracing::warn!(error = %e, "could not rewind a failed partition");
             }
         }
-        let commits: Vec<(TopicPartition, i64)> = done.into_iter().collect();
-        if let Err(e) = self.consumer.commit_offsets(&commits).await {
-            // A rebalance: the next owner reads these again (at least once).
-            tracing::info!(error = %e, "offsets not committed");
+        for (tp, offset) in done {
+            let o = self.uncommitted.entry(tp).or_insert(offset);
+            *o = (*o).max(offset);
+        }
+        // A rewound partition must not commit beyond its failure, even with
+        // an earlier poll's larger offset pending.
+        for (tp, offset) in &failed {
+            self.uncommitted.insert(tp.clone(), *offset);
         }
         if failed.is_empty() {
             self.failures = 0;
@@ -329,6 +342,24 @@ impl Worker {
             self.failures = self.failures.saturating_add(1);
             let backoff = self.config.retry_backoff * 2u32.saturating_pow(self.failures.min(7) - 1);
             tokio::time::sleep(backoff.min(Duration::from_secs(30))).await;
+        }
+    }
+
+    /// Commits what handlers have earned, at most every 100 ms while records
+    /// flow and at once when the server goes idle or stops: a commit round
+    /// trip per poll would sit in front of the next request.
+    async fn commit_due(&mut self, now: bool) {
+        if self.uncommitted.is_empty()
+            || (!now && self.last_commit.elapsed() < Duration::from_millis(100))
+        {
+            return;
+        }
+        let commits: Vec<(TopicPartition, i64)> =
+            std::mem::take(&mut self.uncommitted).into_iter().collect();
+        self.last_commit = std::time::Instant::now();
+        if let Err(e) = self.consumer.commit_offsets(&commits).await {
+            // A rebalance: the next owner reads these again (at least once).
+            tracing::info!(error = %e, "offsets not committed");
         }
     }
 
