@@ -546,6 +546,15 @@ impl GroupConsumer {
         }
     }
 
+    /// A group error retrying will not fix, naming the request and group.
+    fn group_error(&self, what: &str, code: ErrorCode) -> ConsumeError {
+        ConsumeError::Client(ClientError::Broker {
+            context: format!("{what} {}", self.group.group_id),
+            code,
+            message: None,
+        })
+    }
+
     /// KIP-848 join: heartbeat with epoch 0 until the coordinator accepts the
     /// member, then keep heartbeating from a task.
     async fn join_kip848(&mut self) -> Result<(), ConsumeError> {
@@ -557,11 +566,7 @@ impl GroupConsumer {
             match outcome {
                 Ok(HeartbeatOutcome::Steady | HeartbeatOutcome::Assign(_)) => break,
                 Ok(HeartbeatOutcome::Fatal(code)) => {
-                    return Err(ConsumeError::Client(ClientError::Broker {
-                        context: format!("ConsumerGroupHeartbeat {}", self.group.group_id),
-                        code,
-                        message: None,
-                    }));
+                    return Err(self.group_error("ConsumerGroupHeartbeat", code));
                 }
                 Ok(HeartbeatOutcome::Fenced(_) | HeartbeatOutcome::Retry(_)) => {}
                 Err(e) if e.is_retriable() => {}
@@ -611,11 +616,7 @@ impl GroupConsumer {
             (m.pending.take(), m.fatal.take())
         };
         if let Some(code) = fatal {
-            return Err(ConsumeError::Client(ClientError::Broker {
-                context: format!("ConsumerGroupHeartbeat {}", self.group.group_id),
-                code,
-                message: None,
-            }));
+            return Err(self.group_error("ConsumerGroupHeartbeat", code));
         }
         let Some(target) = pending else {
             return Ok(());
@@ -690,13 +691,7 @@ impl GroupConsumer {
                 tokio::time::sleep(client.config().retry_backoff).await;
             }
             JoinStep::Retry => tokio::time::sleep(client.config().retry_backoff).await,
-            JoinStep::Fail => {
-                return Err(ConsumeError::Client(ClientError::Broker {
-                    context: format!("{what} {}", self.group.group_id),
-                    code,
-                    message: None,
-                }));
-            }
+            JoinStep::Fail => return Err(self.group_error(what, code)),
         }
         Ok(())
     }

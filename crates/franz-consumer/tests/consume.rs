@@ -4,44 +4,27 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
 
+mod common;
+
+use common::{bootstrap, create_topic};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use franz_client::admin::NewTopic;
-use franz_client::{Admin, Client, ClientConfig};
 use franz_consumer::{
     ConsumeError, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, TopicPartition,
 };
-use franz_producer::{Producer, ProducerConfig, ProducerRecord};
-use franz_testkit::{KafkaCluster, unique_topic};
+use franz_producer::ProducerRecord;
+use franz_testkit::unique_topic;
 
-async fn bootstrap() -> String {
-    KafkaCluster::shared().await.unwrap().bootstrap()
-}
-
-async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
-    let client = Client::connect(ClientConfig::new(bootstrap)).await.unwrap();
-    let r = Admin::new(client)
-        .create_topics(vec![NewTopic::new(name, partitions, 1)], false)
-        .await
-        .unwrap();
-    r[0].1.as_ref().unwrap();
-}
-
+/// Keyed records (17 keys) with a duplicated header.
 async fn produce(bootstrap: &str, topic: &str, range: std::ops::Range<u32>) {
-    let producer = Producer::new(ProducerConfig::new(bootstrap)).await.unwrap();
-    let mut acks = Vec::new();
-    for i in range {
-        let rec = ProducerRecord::new(topic, format!("v{i}"))
+    common::produce(bootstrap, range, |i| {
+        ProducerRecord::new(topic, format!("v{i}"))
             .with_key(format!("k{}", i % 17))
             .with_header("i", i.to_string())
-            .with_header("i", "dup");
-        acks.push(producer.send(rec).await.unwrap());
-    }
-    for a in acks {
-        a.await.unwrap();
-    }
-    producer.close(Duration::from_secs(10)).await.unwrap();
+            .with_header("i", "dup")
+    })
+    .await;
 }
 
 /// Polls until `n` records have arrived or 30 s pass.

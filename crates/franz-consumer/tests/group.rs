@@ -4,49 +4,27 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
 
+mod common;
+
+use common::{admin, bootstrap, create_topic};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use franz_client::admin::NewTopic;
-use franz_client::{Admin, Client, ClientConfig};
 use franz_consumer::assignor::RoundRobinAssignor;
 use franz_consumer::{
     ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer, GroupProtocol, OffsetReset,
     TopicPartition,
 };
-use franz_producer::{Producer, ProducerConfig, ProducerRecord};
-use franz_testkit::{KafkaCluster, unique_group, unique_topic};
-
-async fn bootstrap() -> String {
-    KafkaCluster::shared().await.unwrap().bootstrap()
-}
-
-async fn admin(bootstrap: &str) -> Admin {
-    Admin::new(Client::connect(ClientConfig::new(bootstrap)).await.unwrap())
-}
-
-async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
-    let r = admin(bootstrap)
-        .await
-        .create_topics(vec![NewTopic::new(name, partitions, 1)], false)
-        .await
-        .unwrap();
-    r[0].1.as_ref().unwrap();
-}
+use franz_producer::ProducerRecord;
+use franz_testkit::{unique_group, unique_topic};
 
 async fn produce(bootstrap: &str, topic: &str, range: std::ops::Range<u32>) {
-    let producer = Producer::new(ProducerConfig::new(bootstrap)).await.unwrap();
-    let mut acks = Vec::new();
-    for i in range {
-        let rec = ProducerRecord::new(topic, format!("v{i}")).with_key(format!("k{i}"));
-        acks.push(producer.send(rec).await.unwrap());
-    }
-    for a in acks {
-        a.await.unwrap();
-    }
-    producer.close(Duration::from_secs(10)).await.unwrap();
+    common::produce(bootstrap, range, |i| {
+        ProducerRecord::new(topic, format!("v{i}")).with_key(format!("k{i}"))
+    })
+    .await;
 }
 
 async fn member(
