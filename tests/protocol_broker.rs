@@ -6,11 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
+mod common;
 
 use bytes::{Bytes, BytesMut};
+use common::{RawConn, shared_bootstrap};
 use franz_protocol::compression::Compression;
 use franz_protocol::frame::{self, ResponseHeader};
 use franz_protocol::messages::*;
@@ -18,101 +17,10 @@ use franz_protocol::primitives::{DecodeLimits, Reader, Uuid};
 use franz_protocol::record::{
     BatchDecodeOptions, BatchMeta, Header, RecordBatchBuilder, RecordBatches,
 };
-use franz_protocol::{ErrorCode, Message, Request};
-use franz_testkit::{KafkaCluster, unique_topic};
+use franz_protocol::{ErrorCode, Message};
+use franz_testkit::unique_topic;
 
-struct Conn {
-    stream: TcpStream,
-    next_id: i32,
-}
-
-impl Conn {
-    fn open() -> Self {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let bootstrap = rt.block_on(async { KafkaCluster::shared().await.unwrap().bootstrap() });
-        let addr = bootstrap.split(',').next().unwrap().to_string();
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        Self { stream, next_id: 1 }
-    }
-
-    fn send_raw(&mut self, frame: &[u8]) -> Bytes {
-        self.stream.write_all(frame).unwrap();
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len).unwrap();
-        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-        self.stream.read_exact(&mut body).unwrap();
-        Bytes::from(body)
-    }
-
-    fn call<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut w = BytesMut::new();
-        frame::encode_request(&mut w, id, Some("franz-conformance"), version, req).unwrap();
-        let resp = self.send_raw(&w);
-        let (header, body): (ResponseHeader, R::Response) =
-            frame::decode_response(resp, version, DecodeLimits::default()).unwrap();
-        assert_eq!(header.correlation_id, id);
-        body
-    }
-}
-
-fn create_topic(conn: &mut Conn, name: &str, partitions: i32) -> Uuid {
-    let req = CreateTopicsRequest {
-        topics: vec![create_topics_request::CreatableTopic {
-            name: name.into(),
-            num_partitions: partitions,
-            replication_factor: 1,
-            ..Default::default()
-        }],
-        timeout_ms: 30_000,
-        ..Default::default()
-    };
-    let resp = conn.call(CreateTopicsRequest::MAX_VERSION, &req);
-    let t = &resp.topics[0];
-    assert_eq!(
-        ErrorCode::from_code(t.error_code),
-        ErrorCode::None,
-        "{:?}",
-        t.error_message
-    );
-    assert_eq!(t.num_partitions, partitions);
-    assert!(!t.topic_id.is_zero());
-    let id = t.topic_id;
-    // CreateTopics returns once the controller has the topic; the broker's
-    // metadata cache may take a moment longer. Wait until every partition
-    // has a leader.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let md = conn.call(
-            MetadataRequest::MAX_VERSION,
-            &MetadataRequest {
-                topics: Some(vec![metadata_request::MetadataRequestTopic {
-                    name: Some(name.to_string()),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            },
-        );
-        if md.topics.first().is_some_and(|t| {
-            t.error_code == 0
-                && t.partitions.len() == partitions as usize
-                && t.partitions.iter().all(|p| p.leader_id >= 0)
-        }) {
-            return id;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "topic {name} never got leaders"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn produce(conn: &mut Conn, topic: &str, version: i16, batch: Bytes) -> i64 {
+fn produce(conn: &mut RawConn, topic: &str, version: i16, batch: Bytes) -> i64 {
     let req = ProduceRequest {
         acks: -1,
         timeout_ms: 30_000,
@@ -138,7 +46,7 @@ fn produce(conn: &mut Conn, topic: &str, version: i16, batch: Bytes) -> i64 {
     p.base_offset
 }
 
-fn fetch(conn: &mut Conn, topic_id: Uuid, offset: i64, partition_max_bytes: i32) -> Bytes {
+fn fetch(conn: &mut RawConn, topic_id: Uuid, offset: i64, partition_max_bytes: i32) -> Bytes {
     let req = FetchRequest {
         max_wait_ms: 100,
         min_bytes: 1,
@@ -189,7 +97,7 @@ fn batch_with_headers(compression: Compression, n: usize) -> Bytes {
 
 #[test]
 fn api_versions_negotiates_and_falls_back() {
-    let mut conn = Conn::open();
+    let mut conn = RawConn::connect(&shared_bootstrap(), "franz-conformance");
     let resp = conn.call(
         ApiVersionsRequest::MAX_VERSION,
         &ApiVersionsRequest {
@@ -255,9 +163,9 @@ fn api_versions_negotiates_and_falls_back() {
 
 #[test]
 fn metadata_create_produce_fetch_list_offsets_and_delete() {
-    let mut conn = Conn::open();
+    let mut conn = RawConn::connect(&shared_bootstrap(), "franz-conformance");
     let topic = unique_topic("codec-conformance");
-    let topic_id = create_topic(&mut conn, &topic, 2);
+    let topic_id = conn.create_topic(&topic, 2);
 
     let md = conn.call(
         MetadataRequest::MAX_VERSION,
@@ -361,7 +269,7 @@ fn metadata_create_produce_fetch_list_offsets_and_delete() {
 
 #[test]
 fn find_coordinator_locates_a_group_coordinator() {
-    let mut conn = Conn::open();
+    let mut conn = RawConn::connect(&shared_bootstrap(), "franz-conformance");
     let group = franz_testkit::unique_group("codec");
     let resp = conn.call(
         FindCoordinatorRequest::MAX_VERSION,
@@ -394,7 +302,7 @@ fn find_coordinator_locates_a_group_coordinator() {
 
 #[test]
 fn unknown_topics_give_typed_error_codes() {
-    let mut conn = Conn::open();
+    let mut conn = RawConn::connect(&shared_bootstrap(), "franz-conformance");
     let md = conn.call(
         MetadataRequest::MAX_VERSION,
         &MetadataRequest {

@@ -5,20 +5,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod common;
+
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use common::{RawConn, shared_bootstrap};
+use franz_protocol::Message;
 use franz_protocol::compression::Compression;
-use franz_protocol::frame;
 use franz_protocol::messages::*;
 use franz_protocol::primitives::{DecodeLimits, Uuid};
 use franz_protocol::record::{
     BatchDecodeOptions, BatchMeta, Header, RecordBatchBuilder, RecordBatches,
 };
-use franz_protocol::{Message, Request};
-use franz_testkit::{KafkaCluster, KafkaDistribution, unique_topic};
+use franz_testkit::{KafkaDistribution, unique_topic};
 
 const CODECS: [Compression; 4] = [
     Compression::Gzip,
@@ -27,82 +26,7 @@ const CODECS: [Compression; 4] = [
     Compression::Zstd,
 ];
 
-fn bootstrap() -> String {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async { KafkaCluster::shared().await.unwrap().bootstrap() })
-}
-
-fn call<R: Request>(stream: &mut TcpStream, version: i16, req: &R) -> R::Response {
-    let mut w = BytesMut::new();
-    frame::encode_request(&mut w, 1, Some("franz-compression"), version, req).unwrap();
-    stream.write_all(&w).unwrap();
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).unwrap();
-    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-    stream.read_exact(&mut body).unwrap();
-    frame::decode_response::<R::Response>(Bytes::from(body), version, DecodeLimits::default())
-        .unwrap()
-        .1
-}
-
-fn connect(bootstrap: &str) -> TcpStream {
-    let s = TcpStream::connect(bootstrap.split(',').next().unwrap()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s
-}
-
-fn create_topic(stream: &mut TcpStream, name: &str) -> Uuid {
-    let resp = call(
-        stream,
-        CreateTopicsRequest::MAX_VERSION,
-        &CreateTopicsRequest {
-            topics: vec![create_topics_request::CreatableTopic {
-                name: name.into(),
-                num_partitions: 1,
-                replication_factor: 1,
-                ..Default::default()
-            }],
-            timeout_ms: 30_000,
-            ..Default::default()
-        },
-    );
-    assert_eq!(resp.topics[0].error_code, 0);
-    wait_for_leader(stream, name);
-    resp.topics[0].topic_id
-}
-
-/// CreateTopics returns once the controller has the topic; the broker's
-/// metadata cache may take a moment longer. Wait until it leads partition 0.
-fn wait_for_leader(stream: &mut TcpStream, name: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let md = call(
-            stream,
-            MetadataRequest::MAX_VERSION,
-            &MetadataRequest {
-                topics: Some(vec![metadata_request::MetadataRequestTopic {
-                    name: Some(name.to_string()),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            },
-        );
-        if md
-            .topics
-            .first()
-            .is_some_and(|t| t.error_code == 0 && t.partitions.iter().all(|p| p.leader_id >= 0))
-        {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "topic {name} never got a leader"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn fetch_all(stream: &mut TcpStream, topic_id: Uuid, want: usize) -> Vec<(Compression, Vec<u8>)> {
+fn fetch_all(stream: &mut RawConn, topic_id: Uuid, want: usize) -> Vec<(Compression, Vec<u8>)> {
     let mut out = Vec::new();
     let mut offset = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -112,8 +36,7 @@ fn fetch_all(stream: &mut TcpStream, topic_id: Uuid, want: usize) -> Vec<(Compre
             "only {} of {want} records",
             out.len()
         );
-        let resp = call(
-            stream,
+        let resp = stream.call(
             FetchRequest::MAX_VERSION,
             &FetchRequest {
                 max_wait_ms: 200,
@@ -153,12 +76,12 @@ fn fetch_all(stream: &mut TcpStream, topic_id: Uuid, want: usize) -> Vec<(Compre
 
 #[test]
 fn franz_decodes_what_the_java_producer_compressed() {
-    let bootstrap = bootstrap();
+    let bootstrap = shared_bootstrap();
     let dist = KafkaDistribution::resolve().unwrap();
-    let mut stream = connect(&bootstrap);
+    let mut stream = RawConn::connect(&bootstrap, "franz-compression");
     for codec in CODECS {
         let topic = unique_topic(&format!("java-{}", codec.name()));
-        let topic_id = create_topic(&mut stream, &topic);
+        let topic_id = stream.create_topic(&topic, 1);
         dist.run_tool(
             "org.apache.kafka.tools.ProducerPerformance",
             &[
@@ -190,12 +113,12 @@ fn franz_decodes_what_the_java_producer_compressed() {
 
 #[test]
 fn the_java_consumer_reads_what_franz_compressed() {
-    let bootstrap = bootstrap();
+    let bootstrap = shared_bootstrap();
     let dist = KafkaDistribution::resolve().unwrap();
-    let mut stream = connect(&bootstrap);
+    let mut stream = RawConn::connect(&bootstrap, "franz-compression");
     for codec in CODECS {
         let topic = unique_topic(&format!("franz-{}", codec.name()));
-        create_topic(&mut stream, &topic);
+        stream.create_topic(&topic, 1);
         let mut b = RecordBatchBuilder::new();
         for i in 0..50 {
             let headers = [
@@ -215,8 +138,7 @@ fn the_java_consumer_reads_what_franz_compressed() {
                 ..BatchMeta::default()
             })
             .unwrap();
-        let resp = call(
-            &mut stream,
+        let resp = stream.call(
             ProduceRequest::MAX_VERSION,
             &ProduceRequest {
                 acks: -1,

@@ -76,3 +76,21 @@ pub fn run_measured(mut cmd: Command) -> (String, f64, f64) {
 pub fn sibling_bin(name: &str) -> PathBuf {
     std::env::current_exe().expect("exe").with_file_name(name)
 }
+
+/// The two ratio cells of a results table row, franz over `peer`: rate
+/// (higher is better for franz above 1) and CPU per unit of work (lower is
+/// better below 1). The franz row itself gets `-`.
+pub fn ratio_cells(
+    is_franz: bool,
+    rates: (f64, f64),
+    cpu_per_unit: (f64, f64),
+) -> (String, String) {
+    if is_franz {
+        ("-".to_string(), "-".to_string())
+    } else {
+        (
+            format!("{:.2}", rates.0 / rates.1),
+            format!("{:.2}", cpu_per_unit.0 / cpu_per_unit.1),
+        )
+    }
+}

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use franz_benches::{arg, run_measured, sibling_bin};
+use franz_benches::{arg, ratio_cells, run_measured, sibling_bin};
 use franz_testkit::{KafkaCluster, KafkaDistribution, unique_topic};
 
 struct Measured {
@@ -186,14 +186,11 @@ fn main() {
             .find(|f| f.client == "franz" && f.size == r.size)
             .expect("franz row");
         let cpu_per_m = |m: &Measured| m.cpu_secs / (m.records as f64 / 1e6);
-        let (rate, cpu) = if r.client == "franz" {
-            ("-".to_string(), "-".to_string())
-        } else {
-            (
-                format!("{:.2}", franz.records_per_sec / r.records_per_sec),
-                format!("{:.2}", cpu_per_m(franz) / cpu_per_m(r)),
-            )
-        };
+        let (rate, cpu) = ratio_cells(
+            r.client == "franz",
+            (franz.records_per_sec, r.records_per_sec),
+            (cpu_per_m(franz), cpu_per_m(r)),
+        );
         println!(
             "| {} B | {} | {} | {:.0} | {:.2} | {:.0} | {} | {} |",
             r.size,

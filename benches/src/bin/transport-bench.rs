@@ -14,7 +14,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use franz_benches::{arg, run_measured, sibling_bin};
+use franz_benches::{arg, ratio_cells, run_measured, sibling_bin};
 use franz_testkit::{KafkaCluster, KafkaDistribution, node, unique_topic};
 
 struct Measured {
@@ -127,14 +127,11 @@ fn main() {
             .find(|f| f.peer == "franz" && f.concurrency == r.concurrency)
             .expect("franz row");
         let cpu_per_k = |m: &Measured| m.cpu_secs / (m.requests as f64 / 1000.0);
-        let (rate, cpu) = if r.peer == "franz" {
-            ("-".to_string(), "-".to_string())
-        } else {
-            (
-                format!("{:.2}", franz.per_sec / r.per_sec),
-                format!("{:.2}", cpu_per_k(franz) / cpu_per_k(r)),
-            )
-        };
+        let (rate, cpu) = ratio_cells(
+            r.peer == "franz",
+            (franz.per_sec, r.per_sec),
+            (cpu_per_k(franz), cpu_per_k(r)),
+        );
         println!(
             "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.3} | {rate} | {cpu} |",
             r.concurrency,

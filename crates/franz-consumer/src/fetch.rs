@@ -147,12 +147,14 @@ pub fn decode_partition(
         let timestamp_type = batch.attributes.timestamp_type();
         // The count is the broker's claim: a capacity hint, bounded.
         let hint = usize::try_from(batch.record_count).unwrap_or(0).min(4096);
-        let mut decoded = Vec::with_capacity(hint);
+        out.records.reserve(hint);
+        let batch_start = out.records.len();
         for r in &records {
             let r = match r {
                 Ok(r) => r,
                 Err(e) => {
                     // Nothing of a half-read batch is handed out.
+                    out.records.truncate(batch_start);
                     out.error = Some(e);
                     return out;
                 }
@@ -160,7 +162,7 @@ pub fn decode_partition(
             if r.offset < out.next_position {
                 continue;
             }
-            decoded.push(ConsumerRecord {
+            out.records.push(ConsumerRecord {
                 topic: Arc::clone(topic),
                 partition,
                 offset: r.offset,
@@ -179,7 +181,6 @@ pub fn decode_partition(
                     .collect(),
             });
         }
-        out.records.append(&mut decoded);
         out.next_position = last + 1;
     }
     out

@@ -102,24 +102,29 @@ pub fn join_step(code: ErrorCode) -> JoinStep {
     }
 }
 
-/// The leader's work: decode every member's subscription, run the chosen
-/// assignor over the partitions of the subscribed topics, encode the result.
-pub fn leader_assignments(
-    assignor: &dyn Assignor,
-    members: &[(String, bytes::Bytes)],
-    partitions: &BTreeMap<String, Vec<i32>>,
-) -> Result<Vec<(String, bytes::Bytes)>, ConsumeError> {
-    let decoded: Vec<Member> = members
+/// The leader's first step: every member's subscription, decoded once (a
+/// member whose metadata does not decode fails the assignment).
+pub fn decode_members(members: &[(String, bytes::Bytes)]) -> Result<Vec<Member>, ConsumeError> {
+    members
         .iter()
         .map(|(id, meta)| {
             Subscription::decode(meta.clone())
                 .map(|s| (id.clone(), s))
                 .map_err(|e| ConsumeError::Protocol(format!("member {id}'s subscription: {e}")))
         })
-        .collect::<Result<_, _>>()?;
-    let plan = assignor.assign(&decoded, partitions);
-    let mut out = Vec::with_capacity(decoded.len());
-    for (id, _) in &decoded {
+        .collect()
+}
+
+/// The leader's work: run the chosen assignor over the partitions of the
+/// subscribed topics, and encode one assignment per member.
+pub fn leader_assignments(
+    assignor: &dyn Assignor,
+    members: &[Member],
+    partitions: &BTreeMap<String, Vec<i32>>,
+) -> Result<Vec<(String, bytes::Bytes)>, ConsumeError> {
+    let plan = assignor.assign(members, partitions);
+    let mut out = Vec::with_capacity(members.len());
+    for (id, _) in members {
         let assignment = Assignment {
             version: assignor.version(),
             partitions: plan.get(id).cloned().unwrap_or_default(),
@@ -476,17 +481,16 @@ impl GroupConsumer {
                             "the group chose assignor {protocol}, which this member does not have"
                         ))
                     })?;
-                let members: Vec<(String, bytes::Bytes)> = resp
+                let raw: Vec<(String, bytes::Bytes)> = resp
                     .members
                     .iter()
                     .map(|m| (m.member_id.clone(), m.metadata.clone()))
                     .collect();
-                let mut topics: Vec<String> = Vec::new();
-                for (_, meta) in &members {
-                    if let Ok(s) = Subscription::decode(meta.clone()) {
-                        topics.extend(s.topics);
-                    }
-                }
+                let members = decode_members(&raw)?;
+                let mut topics: Vec<String> = members
+                    .iter()
+                    .flat_map(|(_, s)| s.topics.iter().cloned())
+                    .collect();
                 topics.sort();
                 topics.dedup();
                 let mut partitions = BTreeMap::new();
@@ -876,7 +880,12 @@ mod tests {
             ("m1".to_string(), sub(&["t"])),
         ];
         let partitions: BTreeMap<String, Vec<i32>> = [("t".to_string(), vec![0, 1, 2, 3])].into();
-        let out = leader_assignments(&RoundRobinAssignor, &members, &partitions).unwrap();
+        let out = leader_assignments(
+            &RoundRobinAssignor,
+            &decode_members(&members).unwrap(),
+            &partitions,
+        )
+        .unwrap();
         let decoded: BTreeMap<String, Assignment> = out
             .into_iter()
             .map(|(id, b)| (id, Assignment::decode(b).unwrap()))
@@ -885,7 +894,7 @@ mod tests {
         assert_eq!(decoded["m2"].partitions["t"], vec![1, 3]);
         let bad = vec![("m1".to_string(), bytes::Bytes::from_static(b"\x00"))];
         assert!(matches!(
-            leader_assignments(&RoundRobinAssignor, &bad, &partitions),
+            decode_members(&bad),
             Err(ConsumeError::Protocol(_))
         ));
     }

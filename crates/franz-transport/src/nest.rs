@@ -133,9 +133,12 @@ pub fn correlation_id() -> String {
             .map_or(0, |d| d.as_nanos());
         raw[..11].copy_from_slice(&nanos.to_le_bytes()[..11]);
     }
-    let mut s: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    s.truncate(21);
-    s
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    raw.iter()
+        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]])
+        .take(21)
+        .map(char::from)
+        .collect()
 }
 
 /// A record to produce, before it meets the producer.
