@@ -454,14 +454,15 @@ fn hostile_bytes_never_panic() {
 
 /// Seeded random batches cover every encoder path: values below and above
 /// the large-value cut-over, keys and header fields either side of the
-/// fixed-size copy limits, framing that does or does not fit the stack,
-/// null keys, values and header values, negative timestamp deltas. Each
+/// fixed-size copy limits, length prefixes guessed right and wrong (from
+/// the last record, or from size bounds for large values), null keys,
+/// values and header values, negative timestamp deltas. Each
 /// batch decodes to exactly what was pushed, and `size`/`record_size` agree
 /// with the bytes written.
 #[test]
 fn random_batches_round_trip_through_every_encoder_path() {
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
-    let pool: Vec<u8> = (0..4096u32).map(|i| (i * 7 + i / 13) as u8).collect();
+    let pool: Vec<u8> = (0..16384u32).map(|i| (i * 7 + i / 13) as u8).collect();
     let slice = |rng: &mut XorShift, max: usize| -> Option<Vec<u8>> {
         match rng.below(8) {
             0 => None,
@@ -480,7 +481,7 @@ fn random_batches_round_trip_through_every_encoder_path() {
             let ts = base + rng.below(2000) as i64 - 1000;
             let key_max = if rng.below(2) == 0 { 20 } else { 300 };
             let key = slice(&mut rng, key_max);
-            let value_max = if rng.below(2) == 0 { 200 } else { 2000 };
+            let value_max = [200, 2000, 12000][rng.below(3)];
             let value = slice(&mut rng, value_max);
             let mut headers = Vec::new();
             for i in 0..rng.below(6) {
@@ -514,6 +515,34 @@ fn random_batches_round_trip_through_every_encoder_path() {
                 .map(|h| (h.key.as_bytes(), h.value.as_deref()))
                 .collect();
             assert_eq!(h, want, "round {round} record {i}");
+        }
+    }
+}
+
+/// Records alternating either side of each varint width boundary of the
+/// length prefix (bodies of 64 B, 8 KiB and 1 MiB) make the builder's
+/// width guess miss on every record; each must still decode exactly.
+#[test]
+fn record_sizes_alternating_across_prefix_widths_round_trip() {
+    for boundary in [64usize, 8192, 1 << 20] {
+        let mut b = RecordBatchBuilder::new();
+        let mut pushed = Vec::new();
+        for i in 0..40usize {
+            // Body = 1 attribute + 1 ts + offset + 1 key + value length and
+            // bytes + 1 header count: aim a few bytes either side.
+            let len = boundary - 12 + (i % 2) * 16 + (i % 5);
+            let value = vec![(i % 251) as u8; len];
+            b.push(1_000 + i as i64, None, Some(&value), &[]);
+            pushed.push(value);
+        }
+        let wire = b.finish(&BatchMeta::default()).unwrap();
+        let batch = decode_one(wire);
+        let records = batch.records(&DecodeLimits::default()).unwrap();
+        let got: Vec<_> = records.iter().collect::<Result<_, _>>().unwrap();
+        assert_eq!(got.len(), pushed.len(), "boundary {boundary}");
+        for (i, (r, v)) in got.iter().zip(&pushed).enumerate() {
+            assert_eq!(r.offset, i as i64, "boundary {boundary} record {i}");
+            assert_eq!(r.value, Some(&v[..]), "boundary {boundary} record {i}");
         }
     }
 }
