@@ -368,11 +368,7 @@ impl Client {
                     .brokers
                     .get(&node_id)
                     .cloned()
-                    .ok_or_else(|| {
-                        ClientError::Config(format!(
-                            "broker {node_id} is not in the cluster metadata"
-                        ))
-                    })?
+                    .ok_or(ClientError::UnknownBroker(node_id))?
             }
         };
         let addr = BrokerAddr {
@@ -700,14 +696,37 @@ impl Client {
         lock(&self.inner.coordinators).remove(&(kind, key.to_string()));
     }
 
-    /// A connection to the coordinator for `key` (of kind `Group`).
+    /// A connection to the coordinator for `key`.
+    ///
+    /// If the cached coordinator cannot be reached (its broker died, or left
+    /// the metadata), the cache entry is dropped and the coordinator looked
+    /// up once more at once: a dead coordinator's groups move to another
+    /// broker, and the caller should not have to learn that from an error.
+    /// A failure that persists is returned, and is retriable.
     pub async fn coordinator_connection(
         &self,
         kind: CoordinatorType,
         key: &str,
     ) -> Result<BrokerConnection, ClientError> {
+        let cached = lock(&self.inner.coordinators).contains_key(&(kind, key.to_string()));
         let node = self.coordinator(kind, key).await?;
-        self.connection(node, ConnectionKind::Group).await
+        match self.connection(node, ConnectionKind::Group).await {
+            Ok(conn) => Ok(conn),
+            Err(e) if e.is_retriable() => {
+                self.invalidate_coordinator(kind, key);
+                if !cached {
+                    return Err(e);
+                }
+                tracing::debug!(node, key, error = %e, "coordinator unreachable; finding it again");
+                let node = self.coordinator(kind, key).await?;
+                let r = self.connection(node, ConnectionKind::Group).await;
+                if r.is_err() {
+                    self.invalidate_coordinator(kind, key);
+                }
+                r
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn learn_broker(&self, node_id: i32, host: &str, port: i32) {

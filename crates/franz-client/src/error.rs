@@ -108,6 +108,11 @@ pub enum ClientError {
     /// The topic does not exist (after metadata was refreshed).
     #[error("unknown topic {0}")]
     UnknownTopic(String),
+    /// A broker the client was routed to (a leader or coordinator it
+    /// cached) is no longer in the cluster metadata: it died or left.
+    /// Retriable: the routing is refreshed and the new owner found.
+    #[error("broker {0} is not in the cluster metadata (down or removed)")]
+    UnknownBroker(i32),
     /// The client was closed.
     #[error("the client is closed")]
     Closed,
@@ -125,6 +130,7 @@ impl ClientError {
             | Self::Timeout { .. }
             | Self::ConnectionClosed { .. }
             | Self::UnknownTopic(_)
+            | Self::UnknownBroker(_)
             | Self::NoBrokerReachable(_) => true,
             Self::Broker { code, .. } => code.is_retriable(),
             _ => false,
@@ -148,7 +154,10 @@ impl ClientError {
     /// should be refreshed before retrying.
     pub fn invalidates_metadata(&self) -> bool {
         match self {
-            Self::Io { .. } | Self::ConnectionClosed { .. } | Self::UnknownTopic(_) => true,
+            Self::Io { .. }
+            | Self::ConnectionClosed { .. }
+            | Self::UnknownTopic(_)
+            | Self::UnknownBroker(_) => true,
             Self::Broker { code, .. } => code_invalidates_metadata(*code),
             _ => false,
         }

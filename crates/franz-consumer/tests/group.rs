@@ -6,17 +6,13 @@
 
 mod common;
 
-use common::{admin, bootstrap, create_topic};
+use common::{Seen, admin, bootstrap, create_topic, member, run_member, wait_until};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use franz_consumer::assignor::RoundRobinAssignor;
-use franz_consumer::{
-    ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer, GroupProtocol, OffsetReset,
-    TopicPartition,
-};
+use franz_consumer::{GroupProtocol, TopicPartition};
 use franz_producer::ProducerRecord;
 use franz_testkit::{unique_group, unique_topic};
 
@@ -25,59 +21,6 @@ async fn produce(bootstrap: &str, topic: &str, range: std::ops::Range<u32>) {
         ProducerRecord::new(topic, format!("v{i}")).with_key(format!("k{i}"))
     })
     .await;
-}
-
-async fn member(
-    bootstrap: &str,
-    group: &str,
-    topic: &str,
-    protocol: GroupProtocol,
-) -> GroupConsumer {
-    let mut config = ConsumerConfig::new(bootstrap);
-    config.auto_offset_reset = OffsetReset::Earliest;
-    config.fetch_max_wait = Duration::from_millis(200);
-    let mut g = GroupConfig::new(group);
-    g.session_timeout = Duration::from_secs(6);
-    g.heartbeat_interval = Duration::from_millis(300);
-    g.rebalance_timeout = Duration::from_secs(20);
-    g.assignors = vec![Arc::new(RoundRobinAssignor)];
-    g.protocol = protocol;
-    GroupConsumer::new(config, g, &[topic]).await.unwrap()
-}
-
-/// What a member task reports while it runs.
-#[derive(Default)]
-struct Seen {
-    records: Vec<ConsumerRecord>,
-    assignment: Vec<TopicPartition>,
-}
-
-/// Polls and commits after every poll until `stop`, then leaves the group.
-fn run_member(
-    mut consumer: GroupConsumer,
-    seen: Arc<Mutex<Seen>>,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while !stop.load(Ordering::Relaxed) {
-            let records = consumer.poll(Duration::from_millis(300)).await.unwrap();
-            // A commit refused because a rebalance started is expected; the
-            // next poll rejoins.
-            let _ = consumer.commit().await;
-            let mut s = seen.lock().unwrap();
-            s.records.extend(records);
-            s.assignment = consumer.assignment();
-        }
-        consumer.close().await.unwrap();
-    })
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn partitions_of(seen: &Mutex<Seen>) -> BTreeSet<i32> {

@@ -2,10 +2,17 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use franz_client::admin::NewTopic;
 use franz_client::{Admin, Client, ClientConfig};
+use franz_consumer::assignor::RoundRobinAssignor;
+use franz_consumer::{
+    ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer, GroupProtocol, OffsetReset,
+    TopicPartition,
+};
 use franz_producer::{Producer, ProducerConfig, ProducerRecord};
 use franz_testkit::KafkaCluster;
 
@@ -44,4 +51,58 @@ pub(crate) async fn produce(
         a.await.unwrap();
     }
     producer.close(Duration::from_secs(10)).await.unwrap();
+}
+
+/// A round-robin group member that reads from the earliest offset.
+pub(crate) async fn member(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    protocol: GroupProtocol,
+) -> GroupConsumer {
+    let mut config = ConsumerConfig::new(bootstrap);
+    config.auto_offset_reset = OffsetReset::Earliest;
+    config.fetch_max_wait = Duration::from_millis(200);
+    let mut g = GroupConfig::new(group);
+    g.session_timeout = Duration::from_secs(6);
+    g.heartbeat_interval = Duration::from_millis(300);
+    g.rebalance_timeout = Duration::from_secs(20);
+    g.assignors = vec![Arc::new(RoundRobinAssignor)];
+    g.protocol = protocol;
+    GroupConsumer::new(config, g, &[topic]).await.unwrap()
+}
+
+/// What a member task reports while it runs.
+#[derive(Default)]
+pub(crate) struct Seen {
+    pub(crate) records: Vec<ConsumerRecord>,
+    pub(crate) assignment: Vec<TopicPartition>,
+}
+
+/// Polls and commits after every poll until `stop`, then leaves the group.
+pub(crate) fn run_member(
+    mut consumer: GroupConsumer,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            let records = consumer.poll(Duration::from_millis(300)).await.unwrap();
+            // A commit refused because a rebalance started is expected; the
+            // next poll rejoins.
+            let _ = consumer.commit().await;
+            let mut s = seen.lock().unwrap();
+            s.records.extend(records);
+            s.assignment = consumer.assignment();
+        }
+        consumer.close().await.unwrap();
+    })
+}
+
+pub(crate) async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
