@@ -44,10 +44,15 @@ bench-producer records="3000000":
     cargo build --release --manifest-path benches/Cargo.toml --features peers --bins
     benches/target/release/producer-bench --records {{records}}
 
+# Consumer benchmark: franz, librdkafka (rdkafka crate) and Java ConsumerPerformance, each its own process, reading the same preloaded topic.
+bench-consumer records="2000000":
+    cargo build --release --manifest-path benches/Cargo.toml --features peers --bins
+    benches/target/release/consumer-bench --records {{records}}
+
 # Transport benchmark: franz vs NestJS request-reply (each its own process).
 bench-transport requests="20000":
     cargo build --release --manifest-path benches/Cargo.toml --bins
     benches/target/release/transport-bench --requests {{requests}}
 
 # All benchmarks.
-bench: bench-codec bench-producer bench-transport
+bench: bench-codec bench-producer bench-consumer bench-transport
