@@ -47,6 +47,13 @@ pub struct GroupConfig {
     /// `group.protocol`: the classic JoinGroup/SyncGroup protocol (default)
     /// or KIP-848's `consumer` protocol, where the coordinator assigns.
     pub protocol: GroupProtocol,
+    /// `group.instance.id` (default none): makes this a static member
+    /// (KIP-345). An instance that restarts within the session timeout with
+    /// the same id gets its partitions back without a rebalance of the
+    /// group; closing does not leave the group, so set the session timeout
+    /// to cover a restart. Two live members must never share an id: the
+    /// older one is fenced with `FENCED_INSTANCE_ID`.
+    pub group_instance_id: Option<String>,
 }
 
 /// Which group protocol a member speaks (Java's `group.protocol`).
@@ -69,6 +76,7 @@ impl GroupConfig {
             heartbeat_interval: Duration::from_secs(3),
             assignors: vec![Arc::new(RangeAssignor), Arc::new(RoundRobinAssignor)],
             protocol: GroupProtocol::Classic,
+            group_instance_id: None,
         }
     }
 }
@@ -92,9 +100,10 @@ pub enum JoinStep {
 pub fn join_step(code: ErrorCode) -> JoinStep {
     match code {
         ErrorCode::MemberIdRequired => JoinStep::RetryWithAssignedId,
-        ErrorCode::UnknownMemberId | ErrorCode::IllegalGeneration | ErrorCode::FencedInstanceId => {
-            JoinStep::RetryAsNewMember
-        }
+        ErrorCode::UnknownMemberId | ErrorCode::IllegalGeneration => JoinStep::RetryAsNewMember,
+        // Another instance with this group.instance.id took over: two live
+        // members must not share one (as Java, fatal).
+        ErrorCode::FencedInstanceId => JoinStep::Fail,
         ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable => JoinStep::FindCoordinator,
         ErrorCode::RebalanceInProgress | ErrorCode::CoordinatorLoadInProgress => JoinStep::Retry,
         c if c.is_retriable() => JoinStep::Retry,
@@ -202,11 +211,18 @@ impl GroupConsumer {
             )));
         }
         let consumer = Consumer::new(config).await?;
+        let membership = Membership {
+            kip848: Kip848Member {
+                instance_id: group.group_instance_id.clone(),
+                ..Kip848Member::default()
+            },
+            ..Membership::default()
+        };
         Ok(Self {
             consumer,
             group,
             topics: topics.iter().map(|t| (*t).to_string()).collect(),
-            membership: Arc::default(),
+            membership: Arc::new(Mutex::new(membership)),
             heartbeat: None,
             joined: false,
         })
@@ -291,6 +307,7 @@ impl GroupConsumer {
             group_id: self.group.group_id.clone(),
             generation_id_or_member_epoch: generation,
             member_id,
+            group_instance_id: self.group.group_instance_id.clone(),
             retention_time_ms: -1,
             topics: topics
                 .into_iter()
@@ -355,9 +372,17 @@ impl GroupConsumer {
 
     /// Stops heartbeating and leaves the group, so its partitions move to
     /// the other members at once rather than after the session timeout.
+    ///
+    /// A static member (`group_instance_id`) does not leave: under the
+    /// classic protocol it sends nothing (as Java), under KIP-848 it leaves
+    /// with epoch -2, which keeps its partitions for its next instance. Either
+    /// way they move only if no instance returns within the session timeout.
     pub async fn close(mut self) -> Result<(), ConsumeError> {
         self.stop_heartbeat();
         if !self.joined {
+            return Ok(());
+        }
+        if self.group.group_instance_id.is_some() && self.group.protocol == GroupProtocol::Classic {
             return Ok(());
         }
         if self.group.protocol == GroupProtocol::Consumer {
@@ -389,6 +414,7 @@ impl GroupConsumer {
             members: if batched {
                 vec![leave_group_request::MemberIdentity {
                     member_id,
+                    group_instance_id: self.group.group_instance_id.clone(),
                     reason: Some("the consumer is closing".into()),
                     ..Default::default()
                 }]
@@ -449,6 +475,7 @@ impl GroupConsumer {
                 session_timeout_ms: millis(self.group.session_timeout),
                 rebalance_timeout_ms: millis(self.group.rebalance_timeout),
                 member_id: member_id.clone(),
+                group_instance_id: self.group.group_instance_id.clone(),
                 protocol_type: "consumer".into(),
                 protocols: protocols.clone(),
                 ..Default::default()
@@ -470,7 +497,9 @@ impl GroupConsumer {
                 m.rejoin = false;
             }
             let protocol = resp.protocol_name.clone().unwrap_or_default();
-            let assignments = if resp.leader == resp.member_id {
+            // A static leader that rejoined a stable group is told to skip
+            // the assignment (v9+): the group keeps the one it has.
+            let assignments = if resp.leader == resp.member_id && !resp.skip_assignment {
                 let assignor = self
                     .group
                     .assignors
@@ -520,6 +549,7 @@ impl GroupConsumer {
                 group_id: group_id.clone(),
                 generation_id: resp.generation_id,
                 member_id: resp.member_id.clone(),
+                group_instance_id: self.group.group_instance_id.clone(),
                 protocol_type: Some("consumer".into()),
                 protocol_name: Some(protocol),
                 assignments,
@@ -721,6 +751,7 @@ impl GroupConsumer {
         let client = self.consumer.client().clone();
         let group_id = self.group.group_id.clone();
         let interval = self.group.heartbeat_interval;
+        let instance_id = self.group.group_instance_id.clone();
         let membership = Arc::clone(&self.membership);
         self.heartbeat = Some(tokio::spawn(async move {
             loop {
@@ -733,6 +764,7 @@ impl GroupConsumer {
                     group_id: group_id.clone(),
                     generation_id: generation,
                     member_id,
+                    group_instance_id: instance_id.clone(),
                     ..Default::default()
                 };
                 let sent = async {
@@ -863,6 +895,7 @@ mod tests {
             join_step(ErrorCode::GroupAuthorizationFailed),
             JoinStep::Fail
         );
+        assert_eq!(join_step(ErrorCode::FencedInstanceId), JoinStep::Fail);
     }
 
     #[test]

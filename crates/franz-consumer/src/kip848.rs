@@ -45,6 +45,9 @@ pub struct Kip848Member {
     pub owned: IdAssignment,
     /// The interval the coordinator asks for, in ms.
     pub heartbeat_interval_ms: i32,
+    /// `group.instance.id` of a static member: a restarted instance takes
+    /// back its predecessor's assignment instead of causing a rebalance.
+    pub instance_id: Option<String>,
 }
 
 impl Default for Kip848Member {
@@ -54,6 +57,7 @@ impl Default for Kip848Member {
             epoch: 0,
             owned: IdAssignment::new(),
             heartbeat_interval_ms: 3000,
+            instance_id: None,
         }
     }
 }
@@ -73,6 +77,7 @@ impl Kip848Member {
             group_id: group_id.to_string(),
             member_id: self.member_id.clone(),
             member_epoch: self.epoch,
+            instance_id: self.instance_id.clone(),
             rack_id: rack.map(str::to_string),
             rebalance_timeout_ms,
             subscribed_topic_names: Some(topics.to_vec()),
@@ -92,12 +97,15 @@ impl Kip848Member {
         }
     }
 
-    /// The leave request (epoch -1).
+    /// The leave request: epoch -1, or -2 for a static member, whose
+    /// partitions then stay reserved for its next instance until the session
+    /// times out.
     pub fn leave_request(&self, group_id: &str) -> ConsumerGroupHeartbeatRequest {
         ConsumerGroupHeartbeatRequest {
             group_id: group_id.to_string(),
             member_id: self.member_id.clone(),
-            member_epoch: -1,
+            member_epoch: if self.instance_id.is_some() { -2 } else { -1 },
+            instance_id: self.instance_id.clone(),
             ..Default::default()
         }
     }
@@ -241,6 +249,29 @@ mod tests {
             HeartbeatOutcome::Assign([(id(1), vec![0])].into())
         );
         assert_eq!(m.leave_request("g").member_epoch, -1);
+    }
+
+    #[test]
+    fn a_static_member_names_its_instance_and_leaves_temporarily() {
+        let m = Kip848Member {
+            instance_id: Some("billing-1".into()),
+            ..Kip848Member::default()
+        };
+        let join = m.request("g", &["t".to_string()], 30_000, None);
+        assert_eq!(join.instance_id.as_deref(), Some("billing-1"));
+        let leave = m.leave_request("g");
+        assert_eq!(
+            (leave.member_epoch, leave.instance_id.as_deref()),
+            (-2, Some("billing-1"))
+        );
+        let mut m = m;
+        // Another instance took the id over, or holds it still: fatal.
+        for code in [ErrorCode::FencedInstanceId, ErrorCode::UnreleasedInstanceId] {
+            assert_eq!(
+                m.on_response(&response(code, 0, None)),
+                HeartbeatOutcome::Fatal(code)
+            );
+        }
     }
 
     #[test]

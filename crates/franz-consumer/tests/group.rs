@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Seen, admin, bootstrap, create_topic, member, run_member, wait_until};
+use common::{Seen, admin, bootstrap, create_topic, member, run_member, static_member, wait_until};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -188,4 +188,84 @@ async fn resume(protocol: GroupProtocol) {
         "resumes at the committed offset"
     );
     second.close().await.unwrap();
+}
+
+/// Static membership (KIP-345, and KIP-848's static members): a member
+/// that restarts with the same `group_instance_id` within the session
+/// timeout gets its partitions back, and the other member is not disturbed
+/// (same partitions, same generation or epoch: no rebalance happened).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_restarts_without_a_rebalance() {
+    static_restart(GroupProtocol::Classic).await;
+}
+
+/// The same with KIP-848's protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip848_static_member_restarts_without_a_rebalance() {
+    static_restart(GroupProtocol::Consumer).await;
+}
+
+async fn static_restart(protocol: GroupProtocol) {
+    let b = bootstrap().await;
+    let topic = unique_topic("group-static");
+    let group = unique_group("group-static");
+    create_topic(&b, &topic, 4).await;
+    let start = |instance: &'static str| {
+        let (b, group, topic) = (b.clone(), group.clone(), topic.clone());
+        async move {
+            let seen = Arc::new(Mutex::new(Seen::default()));
+            let stop = Arc::new(AtomicBool::new(false));
+            let consumer = static_member(&b, &group, &topic, protocol, Some(instance)).await;
+            let task = run_member(consumer, Arc::clone(&seen), Arc::clone(&stop));
+            (seen, stop, task)
+        }
+    };
+    let (seen_a, stop_a, task_a) = start("instance-a").await;
+    wait_until("the first member owns all partitions", || {
+        partitions_of(&seen_a).len() == 4
+    })
+    .await;
+    let (seen_b, stop_b, task_b) = start("instance-b").await;
+    wait_until("the members split the partitions", || {
+        let (a, bb) = (partitions_of(&seen_a), partitions_of(&seen_b));
+        a.len() == 2 && bb.len() == 2 && a.is_disjoint(&bb)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (parts_a, parts_b) = (partitions_of(&seen_a), partitions_of(&seen_b));
+    let generation_a = seen_a.lock().unwrap().generation;
+
+    // B stops (a static member does not leave) and its next instance
+    // starts well within the 6 s session timeout.
+    stop_b.store(true, Ordering::Relaxed);
+    task_b.await.unwrap();
+    let (seen_b2, stop_b2, task_b2) = start("instance-b").await;
+    wait_until("the new instance owns its predecessor's partitions", || {
+        partitions_of(&seen_b2) == parts_b
+    })
+    .await;
+    // Past the session timeout of the old instance: had it been dropped,
+    // a rebalance would have happened by now.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(partitions_of(&seen_a), parts_a, "A's partitions moved");
+    assert_eq!(partitions_of(&seen_b2), parts_b, "B's partitions moved");
+    assert_eq!(
+        seen_a.lock().unwrap().generation,
+        generation_a,
+        "A saw a rebalance"
+    );
+
+    produce(&b, &topic, 0..100).await;
+    let total = |s: &Arc<Mutex<Seen>>| s.lock().unwrap().records.len();
+    wait_until("100 records arrive", || {
+        total(&seen_a) + total(&seen_b2) >= 100
+    })
+    .await;
+    for s in [&seen_a, &seen_b2] {
+        s.lock().unwrap().records.clear();
+    }
+    stop_a.store(true, Ordering::Relaxed);
+    stop_b2.store(true, Ordering::Relaxed);
+    task_a.await.unwrap();
+    task_b2.await.unwrap();
 }

@@ -60,6 +60,17 @@ pub(crate) async fn member(
     topic: &str,
     protocol: GroupProtocol,
 ) -> GroupConsumer {
+    static_member(bootstrap, group, topic, protocol, None).await
+}
+
+/// The same, as a static member when `instance` is set.
+pub(crate) async fn static_member(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    protocol: GroupProtocol,
+    instance: Option<&str>,
+) -> GroupConsumer {
     let mut config = ConsumerConfig::new(bootstrap);
     config.auto_offset_reset = OffsetReset::Earliest;
     config.fetch_max_wait = Duration::from_millis(200);
@@ -69,6 +80,7 @@ pub(crate) async fn member(
     g.rebalance_timeout = Duration::from_secs(20);
     g.assignors = vec![Arc::new(RoundRobinAssignor)];
     g.protocol = protocol;
+    g.group_instance_id = instance.map(str::to_string);
     GroupConsumer::new(config, g, &[topic]).await.unwrap()
 }
 
@@ -77,6 +89,9 @@ pub(crate) async fn member(
 pub(crate) struct Seen {
     pub(crate) records: Vec<ConsumerRecord>,
     pub(crate) assignment: Vec<TopicPartition>,
+    /// The member's generation (classic) or epoch (KIP-848) after its
+    /// latest poll.
+    pub(crate) generation: i32,
 }
 
 /// Polls and commits after every poll until `stop`, then leaves the group.
@@ -94,6 +109,7 @@ pub(crate) fn run_member(
             let mut s = seen.lock().unwrap();
             s.records.extend(records);
             s.assignment = consumer.assignment();
+            s.generation = consumer.member().1;
         }
         consumer.close().await.unwrap();
     })
