@@ -63,6 +63,11 @@ pub struct TransportServerConfig {
     /// First wait before a failed event handler runs again (doubling, at
     /// most 30 s), as KafkaJS retries.
     pub retry_backoff: Duration,
+    /// A stable name for this instance (a pod name, say) makes it a static
+    /// group member: restarted within the 10 s session timeout, it takes
+    /// its partitions back without a rebalance of the other instances.
+    /// Default none (a dynamic member, as NestJS).
+    pub group_instance_id: Option<String>,
 }
 
 impl TransportServerConfig {
@@ -75,6 +80,7 @@ impl TransportServerConfig {
             group_id: group_id.to_string(),
             dead_letter_suffix: ".dead-letter".into(),
             retry_backoff: Duration::from_millis(300),
+            group_instance_id: None,
         }
     }
 }
@@ -195,6 +201,9 @@ impl TransportServerBuilder {
         group.assignors = vec![Arc::new(RoundRobinAssignor)];
         group.heartbeat_interval = Duration::from_secs(1);
         group.session_timeout = Duration::from_secs(10);
+        group
+            .group_instance_id
+            .clone_from(&config.group_instance_id);
         let mut consumer = GroupConsumer::new(config.consumer.clone(), group, &patterns).await?;
         // Join now, so that `start` returning means the server is serving.
         consumer.poll(Duration::ZERO).await?;
