@@ -719,13 +719,14 @@ impl Admin {
         Ok(out)
     }
 
-    /// Groups partitions by their leader (refreshing metadata as needed).
+    /// Groups partitions by their leader (refreshing metadata as needed);
+    /// partitions without one fail.
     async fn by_leader<V: Clone>(
         &self,
         items: &[(TopicPartition, V)],
     ) -> (
         BTreeMap<i32, Vec<(TopicPartition, V)>>,
-        PerItem<TopicPartition, ()>,
+        Vec<(TopicPartition, ClientError)>,
     ) {
         let mut groups: BTreeMap<i32, Vec<(TopicPartition, V)>> = BTreeMap::new();
         let mut failed = Vec::new();
@@ -736,78 +737,48 @@ impl Admin {
                         .entry(p.leader)
                         .or_default()
                         .push((tp.clone(), v.clone())),
-                    Some(_) => failed.push((
-                        tp.clone(),
-                        Err(broker_code(tp, ErrorCode::LeaderNotAvailable)),
-                    )),
+                    Some(_) => {
+                        failed.push((tp.clone(), broker_code(tp, ErrorCode::LeaderNotAvailable)));
+                    }
                     None => failed.push((
                         tp.clone(),
-                        Err(broker_code(tp, ErrorCode::UnknownTopicOrPartition)),
+                        broker_code(tp, ErrorCode::UnknownTopicOrPartition),
                     )),
                 },
-                Err(e) => failed.push((tp.clone(), Err(e))),
+                Err(e) => failed.push((tp.clone(), e)),
             }
         }
         (groups, failed)
     }
 
-    /// Earliest, latest or by-timestamp offsets, asked of each leader.
-    pub async fn list_offsets(
+    /// Sends one request per partition leader and gathers one result per
+    /// partition, in the order asked. `request` builds a leader's request
+    /// from its partitions, grouped by topic; `read` turns the response into
+    /// per-partition results. A request that fails fails its partitions.
+    async fn per_leader<V: Clone, R: franz_protocol::Request, T>(
         &self,
-        partitions: &[(TopicPartition, OffsetSpec)],
-    ) -> Result<PerItem<TopicPartition, ListedOffset>, ClientError> {
-        let (groups, failed) = self.by_leader(partitions).await;
-        let mut results: HashMap<TopicPartition, Result<ListedOffset, ClientError>> = failed
-            .into_iter()
-            .map(|(tp, r)| (tp, r.map(|()| unreachable_offset())))
-            .collect();
+        items: &[(TopicPartition, V)],
+        request: impl Fn(Vec<(String, Vec<(i32, V)>)>) -> R,
+        read: impl Fn(R::Response) -> Vec<(TopicPartition, Result<T, ClientError>)>,
+    ) -> PerItem<TopicPartition, T> {
+        let (groups, failed) = self.by_leader(items).await;
+        let mut results: HashMap<TopicPartition, Result<T, ClientError>> =
+            failed.into_iter().map(|(tp, e)| (tp, Err(e))).collect();
         for (leader, items) in groups {
-            let mut topics: BTreeMap<String, Vec<list_offsets_request::ListOffsetsPartition>> =
-                BTreeMap::new();
-            for (tp, spec) in &items {
-                topics.entry(tp.topic.clone()).or_default().push(
-                    list_offsets_request::ListOffsetsPartition {
-                        partition_index: tp.partition,
-                        timestamp: spec.wire(),
-                        ..Default::default()
-                    },
-                );
+            let mut topics: BTreeMap<String, Vec<(i32, V)>> = BTreeMap::new();
+            for (tp, v) in &items {
+                topics
+                    .entry(tp.topic.clone())
+                    .or_default()
+                    .push((tp.partition, v.clone()));
             }
-            let req = ListOffsetsRequest {
-                replica_id: -1,
-                isolation_level: 0,
-                topics: topics
-                    .into_iter()
-                    .map(
-                        |(name, partitions)| list_offsets_request::ListOffsetsTopic {
-                            name,
-                            partitions,
-                            ..Default::default()
-                        },
-                    )
-                    .collect(),
-                timeout_ms: self.timeout_ms(),
-                ..Default::default()
-            };
+            let req = request(topics.into_iter().collect());
             match self
                 .client
                 .send_to(leader, ConnectionKind::Other, &req)
                 .await
             {
-                Ok(resp) => {
-                    for t in resp.topics {
-                        for p in t.partitions {
-                            let tp = TopicPartition::new(t.name.clone(), p.partition_index);
-                            let r = broker_err(format!("list offsets {tp}"), p.error_code, None)
-                                .map(|()| ListedOffset {
-                                    offset: p.offset,
-                                    timestamp: p.timestamp,
-                                    leader_epoch: p.leader_epoch,
-                                });
-                            results.insert(tp, r);
-                        }
-                    }
-                }
+                Ok(resp) => results.extend(read(resp)),
                 Err(e) => {
                     for (tp, _) in items {
                         results.insert(tp, Err(e.clone()));
@@ -815,10 +786,59 @@ impl Admin {
                 }
             }
         }
-        Ok(collect_in_order(
-            partitions.iter().map(|(tp, _)| tp),
-            results,
-        ))
+        collect_in_order(items.iter().map(|(tp, _)| tp), results)
+    }
+
+    /// Earliest, latest or by-timestamp offsets, asked of each leader.
+    pub async fn list_offsets(
+        &self,
+        partitions: &[(TopicPartition, OffsetSpec)],
+    ) -> Result<PerItem<TopicPartition, ListedOffset>, ClientError> {
+        let timeout_ms = self.timeout_ms();
+        let request = |topics: Vec<(String, Vec<(i32, OffsetSpec)>)>| ListOffsetsRequest {
+            replica_id: -1,
+            isolation_level: 0,
+            topics: topics
+                .into_iter()
+                .map(
+                    |(name, partitions)| list_offsets_request::ListOffsetsTopic {
+                        name,
+                        partitions: partitions
+                            .into_iter()
+                            .map(|(partition_index, spec)| {
+                                list_offsets_request::ListOffsetsPartition {
+                                    partition_index,
+                                    timestamp: spec.wire(),
+                                    ..Default::default()
+                                }
+                            })
+                            .collect(),
+                        ..Default::default()
+                    },
+                )
+                .collect(),
+            timeout_ms,
+            ..Default::default()
+        };
+        let read = |resp: ListOffsetsResponse| {
+            let mut out = Vec::new();
+            for t in resp.topics {
+                for p in t.partitions {
+                    let tp = TopicPartition::new(t.name.clone(), p.partition_index);
+                    let r =
+                        broker_err(format!("list offsets {tp}"), p.error_code, None).map(|()| {
+                            ListedOffset {
+                                offset: p.offset,
+                                timestamp: p.timestamp,
+                                leader_epoch: p.leader_epoch,
+                            }
+                        });
+                    out.push((tp, r));
+                }
+            }
+            out
+        };
+        Ok(self.per_leader(partitions, request, read).await)
     }
 
     /// Deletes records before the given offsets; returns the new low
@@ -827,60 +847,43 @@ impl Admin {
         &self,
         before: &[(TopicPartition, i64)],
     ) -> Result<PerItem<TopicPartition, i64>, ClientError> {
-        let (groups, failed) = self.by_leader(before).await;
-        let mut results: HashMap<TopicPartition, Result<i64, ClientError>> = failed
-            .into_iter()
-            .map(|(tp, r)| (tp, r.map(|()| -1)))
-            .collect();
-        for (leader, items) in groups {
-            let mut topics: BTreeMap<String, Vec<delete_records_request::DeleteRecordsPartition>> =
-                BTreeMap::new();
-            for (tp, offset) in &items {
-                topics.entry(tp.topic.clone()).or_default().push(
-                    delete_records_request::DeleteRecordsPartition {
-                        partition_index: tp.partition,
-                        offset: *offset,
+        let timeout_ms = self.timeout_ms();
+        let request = |topics: Vec<(String, Vec<(i32, i64)>)>| DeleteRecordsRequest {
+            topics: topics
+                .into_iter()
+                .map(
+                    |(name, partitions)| delete_records_request::DeleteRecordsTopic {
+                        name,
+                        partitions: partitions
+                            .into_iter()
+                            .map(|(partition_index, offset)| {
+                                delete_records_request::DeleteRecordsPartition {
+                                    partition_index,
+                                    offset,
+                                    ..Default::default()
+                                }
+                            })
+                            .collect(),
                         ..Default::default()
                     },
-                );
-            }
-            let req = DeleteRecordsRequest {
-                topics: topics
-                    .into_iter()
-                    .map(
-                        |(name, partitions)| delete_records_request::DeleteRecordsTopic {
-                            name,
-                            partitions,
-                            ..Default::default()
-                        },
-                    )
-                    .collect(),
-                timeout_ms: self.timeout_ms(),
-                ..Default::default()
-            };
-            match self
-                .client
-                .send_to(leader, ConnectionKind::Other, &req)
-                .await
-            {
-                Ok(resp) => {
-                    for t in resp.topics {
-                        for p in t.partitions {
-                            let tp = TopicPartition::new(t.name.clone(), p.partition_index);
-                            let r = broker_err(format!("delete records {tp}"), p.error_code, None)
-                                .map(|()| p.low_watermark);
-                            results.insert(tp, r);
-                        }
-                    }
-                }
-                Err(e) => {
-                    for (tp, _) in items {
-                        results.insert(tp, Err(e.clone()));
-                    }
+                )
+                .collect(),
+            timeout_ms,
+            ..Default::default()
+        };
+        let read = |resp: DeleteRecordsResponse| {
+            let mut out = Vec::new();
+            for t in resp.topics {
+                for p in t.partitions {
+                    let tp = TopicPartition::new(t.name.clone(), p.partition_index);
+                    let r = broker_err(format!("delete records {tp}"), p.error_code, None)
+                        .map(|()| p.low_watermark);
+                    out.push((tp, r));
                 }
             }
-        }
-        Ok(collect_in_order(before.iter().map(|(tp, _)| tp), results))
+            out
+        };
+        Ok(self.per_leader(before, request, read).await)
     }
 
     /// Every group on every broker.
@@ -1177,70 +1180,47 @@ impl Admin {
     ) -> Result<PerItem<TopicPartition, Vec<ProducerState>>, ClientError> {
         let items: Vec<(TopicPartition, ())> =
             partitions.iter().map(|tp| (tp.clone(), ())).collect();
-        let (groups, failed) = self.by_leader(&items).await;
-        let mut results: HashMap<TopicPartition, Result<Vec<ProducerState>, ClientError>> = failed
-            .into_iter()
-            .map(|(tp, r)| (tp, r.map(|()| Vec::new())))
-            .collect();
-        for (leader, items) in groups {
-            let mut topics: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-            for (tp, ()) in &items {
-                topics
-                    .entry(tp.topic.clone())
-                    .or_default()
-                    .push(tp.partition);
-            }
-            let req = DescribeProducersRequest {
-                topics: topics
-                    .into_iter()
-                    .map(
-                        |(name, partition_indexes)| describe_producers_request::TopicRequest {
-                            name,
-                            partition_indexes,
-                            ..Default::default()
-                        },
+        let request = |topics: Vec<(String, Vec<(i32, ())>)>| DescribeProducersRequest {
+            topics: topics
+                .into_iter()
+                .map(
+                    |(name, partitions)| describe_producers_request::TopicRequest {
+                        name,
+                        partition_indexes: partitions.into_iter().map(|(p, ())| p).collect(),
+                        ..Default::default()
+                    },
+                )
+                .collect(),
+            ..Default::default()
+        };
+        let read = |resp: DescribeProducersResponse| {
+            let mut out = Vec::new();
+            for t in resp.topics {
+                for p in t.partitions {
+                    let tp = TopicPartition::new(t.name.clone(), p.partition_index);
+                    let r = broker_err(
+                        format!("describe producers {tp}"),
+                        p.error_code,
+                        p.error_message,
                     )
-                    .collect(),
-                ..Default::default()
-            };
-            match self
-                .client
-                .send_to(leader, ConnectionKind::Other, &req)
-                .await
-            {
-                Ok(resp) => {
-                    for t in resp.topics {
-                        for p in t.partitions {
-                            let tp = TopicPartition::new(t.name.clone(), p.partition_index);
-                            let r = broker_err(
-                                format!("describe producers {tp}"),
-                                p.error_code,
-                                p.error_message,
-                            )
-                            .map(|()| {
-                                p.active_producers
-                                    .into_iter()
-                                    .map(|s| ProducerState {
-                                        producer_id: s.producer_id,
-                                        producer_epoch: s.producer_epoch,
-                                        last_sequence: s.last_sequence,
-                                        last_timestamp: s.last_timestamp,
-                                        current_txn_start_offset: s.current_txn_start_offset,
-                                    })
-                                    .collect()
-                            });
-                            results.insert(tp, r);
-                        }
-                    }
-                }
-                Err(e) => {
-                    for (tp, ()) in items {
-                        results.insert(tp, Err(e.clone()));
-                    }
+                    .map(|()| {
+                        p.active_producers
+                            .into_iter()
+                            .map(|s| ProducerState {
+                                producer_id: s.producer_id,
+                                producer_epoch: s.producer_epoch,
+                                last_sequence: s.last_sequence,
+                                last_timestamp: s.last_timestamp,
+                                current_txn_start_offset: s.current_txn_start_offset,
+                            })
+                            .collect()
+                    });
+                    out.push((tp, r));
                 }
             }
-        }
-        Ok(collect_in_order(partitions.iter(), results))
+            out
+        };
+        Ok(self.per_leader(&items, request, read).await)
     }
 
     /// ACLs matching `filter` (`None` fields match anything).
@@ -1414,14 +1394,6 @@ fn broker_code(tp: &TopicPartition, code: ErrorCode) -> ClientError {
         context: tp.to_string(),
         code,
         message: None,
-    }
-}
-
-fn unreachable_offset() -> ListedOffset {
-    ListedOffset {
-        offset: -1,
-        timestamp: -1,
-        leader_epoch: -1,
     }
 }
 
