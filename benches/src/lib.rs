@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use franz_testkit::KafkaDistribution;
 use nix::sys::resource::{UsageWho, getrusage};
 
 /// The value after `name` on the command line, or `default`.
@@ -92,5 +93,98 @@ pub fn ratio_cells(
             format!("{:.2}", rates.0 / rates.1),
             format!("{:.2}", cpu_per_unit.0 / cpu_per_unit.1),
         )
+    }
+}
+
+/// A `key=value` field of the `RESULT` line a client process prints.
+pub fn result_field(out: &str, key: &str) -> f64 {
+    out.lines()
+        .find(|l| l.starts_with("RESULT"))
+        .and_then(|l| l.split_whitespace().find_map(|p| p.strip_prefix(key)))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+}
+
+/// Creates `topic` with `partitions` partitions (replication 1) with Kafka's
+/// own `TopicCommand`.
+pub fn create_topic(dist: &KafkaDistribution, bootstrap: &str, topic: &str, partitions: u32) {
+    dist.run_tool(
+        "org.apache.kafka.tools.TopicCommand",
+        &[
+            "--bootstrap-server",
+            bootstrap,
+            "--create",
+            "--topic",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+            "--replication-factor",
+            "1",
+        ],
+        Duration::from_secs(120),
+    )
+    .expect("create topic");
+}
+
+/// A Java perf tool (`ProducerPerformance`, `ConsumerPerformance`) as its
+/// `kafka-*-perf-test.sh` runs it: a 512 MiB heap and the JVM's default
+/// compiler and collector, not the harness's start-up-tuned flags.
+pub fn java_perf_tool(dist: &KafkaDistribution, class: &str) -> Command {
+    let tool = dist.tool_command(class);
+    let args: Vec<String> = tool
+        .get_args()
+        .map(|a| a.to_string_lossy().replace("-Xmx256m", "-Xmx512m"))
+        .filter(|a| a != "-XX:TieredStopAtLevel=1" && a != "-XX:+UseSerialGC")
+        .collect();
+    let mut cmd = Command::new(dist.java());
+    cmd.args(args);
+    cmd
+}
+
+/// One client's run in a records benchmark (producer or consumer).
+pub struct Measured {
+    /// `franz`, `librdkafka` or `java`.
+    pub client: &'static str,
+    /// Record size in bytes.
+    pub size: usize,
+    /// Records moved.
+    pub records: u64,
+    /// Records per second, by the client's own clock.
+    pub records_per_sec: f64,
+    /// CPU seconds of the client process (all threads).
+    pub cpu_secs: f64,
+    /// Peak resident set in MiB.
+    pub peak_rss_mib: f64,
+}
+
+/// Prints a records benchmark's markdown table, with franz/peer ratios per
+/// record size.
+pub fn print_records_table(results: &[Measured]) {
+    println!(
+        "| size | client | records | records/s | CPU-s per M records | peak RSS MiB | records/s ratio franz/peer | CPU ratio franz/peer |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let cpu_per_m = |m: &Measured| m.cpu_secs / (m.records as f64 / 1e6);
+    for r in results {
+        let Some(franz) = results
+            .iter()
+            .find(|f| f.client == "franz" && f.size == r.size)
+        else {
+            continue;
+        };
+        let (rate, cpu) = ratio_cells(
+            r.client == "franz",
+            (franz.records_per_sec, r.records_per_sec),
+            (cpu_per_m(franz), cpu_per_m(r)),
+        );
+        println!(
+            "| {} B | {} | {} | {:.0} | {:.2} | {:.0} | {rate} | {cpu} |",
+            r.size,
+            r.client,
+            r.records,
+            r.records_per_sec,
+            cpu_per_m(r),
+            r.peak_rss_mib,
+        );
     }
 }

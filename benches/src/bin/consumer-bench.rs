@@ -17,30 +17,13 @@
 //! [--features peers] -- --records 2000000`).
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use franz_benches::{arg, ratio_cells, run_measured, sibling_bin};
+use franz_benches::{
+    Measured, arg, create_topic, java_perf_tool, print_records_table, result_field, run_measured,
+    sibling_bin,
+};
 use franz_testkit::{KafkaCluster, KafkaDistribution, unique_topic};
-
-struct Measured {
-    client: &'static str,
-    size: usize,
-    records: u64,
-    records_per_sec: f64,
-    cpu_secs: f64,
-    peak_rss_mib: f64,
-}
-
-/// `key=value` fields of the `RESULT` line a client prints.
-fn result_field(out: &str, key: &str) -> f64 {
-    out.lines()
-        .find(|l| l.starts_with("RESULT"))
-        .unwrap_or_else(|| panic!("no RESULT line in:\n{out}"))
-        .split_whitespace()
-        .find_map(|p| p.strip_prefix(key))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
-}
 
 /// `fetch.nMsg.sec`, the last column of ConsumerPerformance's summary.
 fn java_records_per_sec(out: &str) -> f64 {
@@ -70,22 +53,7 @@ fn main() {
     for size in [100usize, 1024] {
         let n = if size == 100 { records } else { records / 3 };
         let topic = unique_topic(&format!("consume-bench-{size}"));
-        dist.run_tool(
-            "org.apache.kafka.tools.TopicCommand",
-            &[
-                "--bootstrap-server",
-                &bootstrap,
-                "--create",
-                "--topic",
-                &topic,
-                "--partitions",
-                "6",
-                "--replication-factor",
-                "1",
-            ],
-            Duration::from_secs(120),
-        )
-        .expect("create topic");
+        create_topic(&dist, &bootstrap, &topic, 6);
         let mut preload = Command::new(sibling_bin("franz-produce"));
         preload.args([
             "--bootstrap",
@@ -108,17 +76,7 @@ fn main() {
         for client in clients {
             let started = Instant::now();
             let (out, cpu, rss) = if client == "java" {
-                let mut cmd = dist.tool_command("org.apache.kafka.tools.ConsumerPerformance");
-                // The perf tools' own heap, as kafka-consumer-perf-test.sh sets it.
-                let args: Vec<String> = cmd
-                    .get_args()
-                    .map(|a| a.to_string_lossy().replace("-Xmx256m", "-Xmx512m"))
-                    .collect();
-                cmd = Command::new(dist.java());
-                cmd.args(
-                    args.iter()
-                        .filter(|a| *a != "-XX:TieredStopAtLevel=1" && *a != "-XX:+UseSerialGC"),
-                );
+                let mut cmd = java_perf_tool(&dist, "org.apache.kafka.tools.ConsumerPerformance");
                 cmd.args([
                     "--bootstrap-server",
                     &bootstrap,
@@ -168,31 +126,5 @@ fn main() {
             });
         }
     }
-    println!(
-        "| size | client | records | records/s | CPU-s per M records | peak RSS MiB | records/s ratio franz/peer | CPU ratio franz/peer |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    for r in &results {
-        let franz = results
-            .iter()
-            .find(|f| f.client == "franz" && f.size == r.size)
-            .expect("franz row");
-        let cpu_per_m = |m: &Measured| m.cpu_secs / (m.records as f64 / 1e6);
-        let (rate, cpu) = ratio_cells(
-            r.client == "franz",
-            (franz.records_per_sec, r.records_per_sec),
-            (cpu_per_m(franz), cpu_per_m(r)),
-        );
-        println!(
-            "| {} B | {} | {} | {:.0} | {:.2} | {:.0} | {} | {} |",
-            r.size,
-            r.client,
-            r.records,
-            r.records_per_sec,
-            cpu_per_m(r),
-            r.peak_rss_mib,
-            rate,
-            cpu
-        );
-    }
+    print_records_table(&results);
 }

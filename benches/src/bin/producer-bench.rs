@@ -14,33 +14,17 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use franz_benches::{arg, ratio_cells, run_measured, sibling_bin};
+use franz_benches::{
+    Measured, arg, create_topic, java_perf_tool, print_records_table, result_field, run_measured,
+    sibling_bin,
+};
 use franz_testkit::{KafkaCluster, KafkaDistribution, unique_topic};
 
-struct Measured {
-    client: &'static str,
-    size: usize,
-    records: u64,
-    records_per_sec: f64,
-    cpu_secs: f64,
-    peak_rss_mib: f64,
-}
-
 fn parse_result(out: &str) -> f64 {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("RESULT"))
-        .unwrap_or_else(|| panic!("no RESULT line in:\n{out}"));
-    let get = |k: &str| -> f64 {
-        line.split_whitespace()
-            .find_map(|p| p.strip_prefix(k))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(f64::NAN)
-    };
-    assert_eq!(get("failed="), 0.0, "records failed: {line}");
-    get("records=") / get("secs=")
+    assert_eq!(result_field(out, "failed="), 0.0, "records failed:\n{out}");
+    result_field(out, "records=") / result_field(out, "secs=")
 }
 
 fn java_records_per_sec(out: &str) -> f64 {
@@ -80,39 +64,14 @@ fn main() {
         clients.push("java");
         for client in clients {
             let topic = unique_topic(&format!("bench-{client}-{size}"));
-            dist.run_tool(
-                "org.apache.kafka.tools.TopicCommand",
-                &[
-                    "--bootstrap-server",
-                    &bootstrap,
-                    "--create",
-                    "--topic",
-                    &topic,
-                    "--partitions",
-                    "6",
-                    "--replication-factor",
-                    "1",
-                ],
-                Duration::from_secs(120),
-            )
-            .expect("create topic");
+            create_topic(&dist, &bootstrap, &topic, 6);
             let started = Instant::now();
             let (out, cpu, rss) = match client {
                 "java" => {
                     let payload = work.join(format!("payload-{size}"));
                     std::fs::write(&payload, vec![b'x'; size]).expect("payload");
-                    let mut cmd = dist.tool_command("org.apache.kafka.tools.ProducerPerformance");
-                    // The perf tools' own heap, as kafka-producer-perf-test.sh sets it.
-                    let args: Vec<String> = cmd
-                        .get_args()
-                        .map(|a| a.to_string_lossy().replace("-Xmx256m", "-Xmx512m"))
-                        .collect();
-                    cmd = Command::new(dist.java());
-                    cmd.args(
-                        args.iter().filter(|a| {
-                            *a != "-XX:TieredStopAtLevel=1" && *a != "-XX:+UseSerialGC"
-                        }),
-                    );
+                    let mut cmd =
+                        java_perf_tool(&dist, "org.apache.kafka.tools.ProducerPerformance");
                     cmd.args([
                         "--topic",
                         &topic,
@@ -176,32 +135,6 @@ fn main() {
             });
         }
     }
-    println!(
-        "| size | client | records | records/s | CPU-s per M records | peak RSS MiB | records/s ratio franz/peer | CPU ratio franz/peer |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    for r in &results {
-        let franz = results
-            .iter()
-            .find(|f| f.client == "franz" && f.size == r.size)
-            .expect("franz row");
-        let cpu_per_m = |m: &Measured| m.cpu_secs / (m.records as f64 / 1e6);
-        let (rate, cpu) = ratio_cells(
-            r.client == "franz",
-            (franz.records_per_sec, r.records_per_sec),
-            (cpu_per_m(franz), cpu_per_m(r)),
-        );
-        println!(
-            "| {} B | {} | {} | {:.0} | {:.2} | {:.0} | {} | {} |",
-            r.size,
-            r.client,
-            r.records,
-            r.records_per_sec,
-            cpu_per_m(r),
-            r.peak_rss_mib,
-            rate,
-            cpu
-        );
-    }
+    print_records_table(&results);
     let _ = std::fs::remove_dir_all(Path::new(&work));
 }

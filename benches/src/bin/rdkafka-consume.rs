@@ -22,15 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::args().any(|a| a == "--probe") {
         return Ok(());
     }
-    let arg = |name: &str, default: &str| -> String {
-        let mut args = std::env::args();
-        while let Some(a) = args.next() {
-            if a == name {
-                return args.next().unwrap_or_default();
-            }
-        }
-        default.to_string()
-    };
+    use franz_benches::arg;
     let records: u64 = arg("--records", "1000000").parse()?;
     let topic = arg("--topic", "bench");
     let consumer: BaseConsumer = ClientConfig::new()

@@ -14,7 +14,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use franz_benches::{arg, ratio_cells, run_measured, sibling_bin};
+use franz_benches::{arg, ratio_cells, result_field, run_measured, sibling_bin};
 use franz_testkit::{KafkaCluster, KafkaDistribution, node, unique_topic};
 
 struct Measured {
@@ -25,14 +25,6 @@ struct Measured {
     p50_us: f64,
     p99_us: f64,
     cpu_secs: f64,
-}
-
-fn field(out: &str, key: &str) -> f64 {
-    out.lines()
-        .find(|l| l.starts_with("RESULT"))
-        .and_then(|l| l.split_whitespace().find_map(|p| p.strip_prefix(key)))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
 }
 
 fn main() {
@@ -95,7 +87,7 @@ fn main() {
             }
             let (out, cpu, _) = run_measured(cmd);
             assert_eq!(
-                field(&out, "failed="),
+                result_field(&out, "failed="),
                 0.0,
                 "{peer}: requests failed:\n{out}"
             );
@@ -103,9 +95,9 @@ fn main() {
                 peer,
                 concurrency,
                 requests: n,
-                per_sec: n as f64 / field(&out, "secs="),
-                p50_us: field(&out, "p50_us="),
-                p99_us: field(&out, "p99_us="),
+                per_sec: n as f64 / result_field(&out, "secs="),
+                p50_us: result_field(&out, "p50_us="),
+                p99_us: result_field(&out, "p99_us="),
                 cpu_secs: cpu,
             };
             eprintln!(
