@@ -14,7 +14,11 @@
 //!
 //! ## Encoding
 //! [`RecordBatchBuilder`] appends records straight into one `BytesMut` that
-//! already holds room for the 61-byte header; [`RecordBatchBuilder::finish`]
+//! already holds room for the 61-byte header. Each record is written in one
+//! pass: its length prefix, which comes first but depends on the rest, is
+//! given a guessed width and fixed up after (the body moves only when the
+//! guess misses), short fields are stored with fixed-size moves and values
+//! with one `memcpy`. [`RecordBatchBuilder::finish`]
 //! fills in the header (or compresses the records behind it) and computes
 //! the CRC, giving the batch as [`Bytes`] ready to put in a Produce request
 //! and to resend unchanged on retry.
