@@ -32,7 +32,7 @@ ci:
 # Run each fuzz target for `seconds` (cargo-fuzz; RUSTC_BOOTSTRAP lets it use nightly flags on stable).
 fuzz seconds="600":
     cargo install cargo-fuzz --locked --quiet || true
-    cd crates/franz-protocol/fuzz && for t in decode_messages record_batch decompress; do RUSTC_BOOTSTRAP=1 cargo fuzz run -O $t -- -max_total_time={{seconds}} -rss_limit_mb=2048 || exit 1; done
+    cd crates/franz-protocol/fuzz && for t in decode_messages record_batch decompress; do RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a $t -- -max_total_time={{seconds}} -rss_limit_mb=2048 || exit 1; done
 
 # Codec benchmarks, side by side with the kafka-protocol crate.
 bench-codec:

@@ -750,6 +750,11 @@ pub(crate) fn write_tagged(
     }
     known.extend(unknown.iter().map(|u| (u.tag, u.data.clone())));
     known.sort_by_key(|(tag, _)| *tag);
+    // As Java's RawTaggedFieldWriter: one field per tag, so an unknown field
+    // may not reuse the tag of one that is being written.
+    if let Some(pair) = known.windows(2).find(|p| p[0].0 == p[1].0) {
+        return Err(EncodeError::DuplicateTag { tag: pair[0].0 });
+    }
     let count = u32::try_from(known.len()).map_err(|_| EncodeError::TooLong { field: "tagged fields", length: known.len() })?;
     w.put_uvarint(count);
     for (tag, data) in &known {

@@ -134,14 +134,14 @@ pub fn decode_partition(
                     }
                 }
             }
-            out.next_position = last + 1;
+            out.next_position = last.saturating_add(1);
             continue;
         }
         if isolation == IsolationLevel::ReadCommitted
             && batch.attributes.is_transactional()
             && aborting.contains(&batch.producer_id)
         {
-            out.next_position = last + 1;
+            out.next_position = last.saturating_add(1);
             continue;
         }
         let timestamp_type = batch.attributes.timestamp_type();
@@ -181,7 +181,7 @@ pub fn decode_partition(
                     .collect(),
             });
         }
-        out.next_position = last + 1;
+        out.next_position = last.saturating_add(1);
     }
     out
 }

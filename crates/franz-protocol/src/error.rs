@@ -146,6 +146,13 @@ pub enum EncodeError {
         /// The version asked for.
         version: i16,
     },
+    /// Two tagged fields of one struct share a tag (an unknown field kept
+    /// from a decode, or added by hand, reuses a known field's tag).
+    #[error("two tagged fields with tag {tag}")]
+    DuplicateTag {
+        /// The tag.
+        tag: u32,
+    },
     /// Compression failed.
     #[error("{codec} compression: {reason}")]
     Compression {

@@ -223,4 +223,113 @@ mod tests {
         assert!(encode_request(&mut w, 1, None, 0, &req).is_err());
         assert_eq!(&w[..], b"keep");
     }
+
+    /// `RawTaggedFieldWriterTest`'s vector: tags 2 (`01 02 03`) and 5
+    /// (`04 05`) give `02 02 03 01 02 03 05 02 04 05`, whatever order they
+    /// are held in; no fields is one `00`; a reused tag is an error.
+    #[test]
+    fn tagged_field_sections_match_the_java_vectors() {
+        let raw = |tag: u32, data: &'static [u8]| RawTaggedField {
+            tag,
+            data: Bytes::from_static(data),
+        };
+        for fields in [
+            [raw(2, b"\x01\x02\x03"), raw(5, b"\x04\x05")],
+            [raw(5, b"\x04\x05"), raw(2, b"\x01\x02\x03")],
+        ] {
+            let mut w = BytesMut::new();
+            crate::messages::write_tagged(&mut w, Vec::new(), &fields).unwrap();
+            assert_eq!(&w[..], b"\x02\x02\x03\x01\x02\x03\x05\x02\x04\x05");
+        }
+        let mut w = BytesMut::new();
+        crate::messages::write_tagged(&mut w, Vec::new(), &[]).unwrap();
+        assert_eq!(&w[..], b"\x00");
+        let clash = crate::messages::write_tagged(
+            &mut BytesMut::new(),
+            vec![(2, Bytes::from_static(b"\x09"))],
+            &[raw(2, b"\x01")],
+        );
+        assert_eq!(clash, Err(EncodeError::DuplicateTag { tag: 2 }));
+    }
+
+    /// `RequestHeaderTest`: header v1 with an empty client id is 10 bytes,
+    /// v2 adds the empty tag section; a null client id is length -1; and the
+    /// worked example, ApiVersions v3, correlation id 1, client id "rs".
+    #[test]
+    fn request_headers_match_the_java_vectors() {
+        let header = |version: i16, client_id: Option<&str>| {
+            let mut w = BytesMut::new();
+            encode_request(
+                &mut w,
+                1,
+                client_id,
+                version,
+                &ApiVersionsRequest::default(),
+            )
+            .unwrap();
+            w.freeze().slice(4..)
+        };
+        // ApiVersions v2 uses header v1, v3 header v2.
+        assert_eq!(
+            &header(2, Some(""))[..10],
+            b"\x00\x12\x00\x02\x00\x00\x00\x01\x00\x00"
+        );
+        assert_eq!(
+            &header(3, Some(""))[..11],
+            b"\x00\x12\x00\x03\x00\x00\x00\x01\x00\x00\x00"
+        );
+        assert_eq!(&header(2, None)[8..10], b"\xff\xff");
+        assert_eq!(
+            &header(3, Some("rs"))[..13],
+            b"\x00\x12\x00\x03\x00\x00\x00\x01\x00\x02\x72\x73\x00"
+        );
+    }
+
+    /// Java's rule for a field the chosen version lacks: a non-default value
+    /// is an error naming the message, version and field; the default, or
+    /// any value of an ignorable field, is dropped silently.
+    #[test]
+    fn fields_a_version_lacks_follow_the_java_encoding_rule() {
+        let metadata = |allow: bool| MetadataRequest {
+            allow_auto_topic_creation: allow,
+            ..MetadataRequest::default()
+        };
+        let mut w = BytesMut::new();
+        match encode_request(&mut w, 1, None, 3, &metadata(false)) {
+            Err(EncodeError::FieldNotSupported {
+                api,
+                version,
+                field,
+            }) => {
+                assert_eq!(
+                    (api, version, field),
+                    (
+                        "MetadataRequest",
+                        3,
+                        "MetadataRequest.AllowAutoTopicCreation"
+                    )
+                );
+            }
+            other => panic!("expected FieldNotSupported, got {other:?}"),
+        }
+        // The default (true) is not written and not an error.
+        let (mut with_default, mut plain) = (BytesMut::new(), BytesMut::new());
+        encode_request(&mut with_default, 1, None, 3, &metadata(true)).unwrap();
+        encode_request(&mut plain, 1, None, 3, &MetadataRequest::default()).unwrap();
+        assert_eq!(with_default, plain);
+        // ClientSoftwareName (v3+) is ignorable: dropped at v2, whatever it holds.
+        let named = ApiVersionsRequest {
+            client_software_name: "franz".into(),
+            client_software_version: "1.0".into(),
+            ..ApiVersionsRequest::default()
+        };
+        let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+        encode_request(&mut a, 1, None, 2, &named).unwrap();
+        encode_request(&mut b, 1, None, 2, &ApiVersionsRequest::default()).unwrap();
+        assert_eq!(a, b);
+        // At v3 it is written.
+        let mut v3 = BytesMut::new();
+        encode_request(&mut v3, 1, None, 3, &named).unwrap();
+        assert!(v3.windows(5).any(|w| w == b"franz"));
+    }
 }

@@ -661,7 +661,40 @@ mod tests {
         (281474976710655, "fe ff ff ff ff ff 7f"),
         (-281474976710656, "ff ff ff ff ff ff 7f"),
         (281474976710656, "80 80 80 80 80 80 80 01"),
+        (-281474976710657, "81 80 80 80 80 80 80 01"),
+        (36028797018963967, "fe ff ff ff ff ff ff 7f"),
+        (-36028797018963968, "ff ff ff ff ff ff ff 7f"),
+        (36028797018963968, "80 80 80 80 80 80 80 80 01"),
+        (-36028797018963969, "81 80 80 80 80 80 80 80 01"),
+        (4611686018427387903, "fe ff ff ff ff ff ff ff 7f"),
+        (-4611686018427387904, "ff ff ff ff ff ff ff ff 7f"),
+        (4611686018427387904, "80 80 80 80 80 80 80 80 80 01"),
+        (-4611686018427387905, "81 80 80 80 80 80 80 80 80 01"),
+        (i64::MAX, "fe ff ff ff ff ff ff ff ff 01"),
+        (i64::MIN, "ff ff ff ff ff ff ff ff ff 01"),
     ];
+
+    /// float64 is the IEEE-754 bit pattern as a big-endian int64.
+    const FLOAT64: &[(f64, u64)] = &[
+        (0.0, 0x0000_0000_0000_0000),
+        (-0.0, 0x8000_0000_0000_0000),
+        (1.0, 0x3FF0_0000_0000_0000),
+        (-1.0, 0xBFF0_0000_0000_0000),
+        (123e45, 0x49B5_8B82_C0E0_BB00),
+        (-123e45, 0xC9B5_8B82_C0E0_BB00),
+        (f64::from_bits(1), 0x0000_0000_0000_0001), // Double.MIN_VALUE
+    ];
+
+    #[test]
+    fn float64_vectors() {
+        for &(v, bits) in FLOAT64 {
+            let mut b = BytesMut::new();
+            b.put_f64(v);
+            assert_eq!(b.to_vec(), bits.to_be_bytes(), "{v}");
+            let back = Reader::new(b.freeze()).f64("v").unwrap();
+            assert_eq!(back.to_bits(), bits, "{v}");
+        }
+    }
 
     #[test]
     fn unsigned_varint_vectors() {

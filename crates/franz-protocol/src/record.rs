@@ -213,7 +213,9 @@ impl RecordBatch {
 
     /// Offset of the last record.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.last_offset_delta)
+        // Wrapping, as Java's long arithmetic: hostile offsets must not panic.
+        self.base_offset
+            .wrapping_add(i64::from(self.last_offset_delta))
     }
 
     /// Sequence of the last record, wrapping past `i32::MAX` to 0 as the
@@ -596,7 +598,7 @@ impl<'a> RecordIter<'a> {
         }
         self.pos = end;
         Ok(RecordRef {
-            offset: records.base_offset + i64::from(offset_delta),
+            offset: records.base_offset.wrapping_add(i64::from(offset_delta)),
             timestamp: records
                 .log_append_time
                 .unwrap_or_else(|| records.base_timestamp.wrapping_add(timestamp_delta)),

@@ -9,7 +9,7 @@ use franz_protocol::compression::Compression;
 use franz_protocol::primitives::DecodeLimits;
 use franz_protocol::record::{
     BatchDecodeOptions, BatchMeta, ControlType, Header, RecordBatch, RecordBatchBuilder,
-    RecordBatches, wrap_sequence,
+    RecordBatches, TimestampType, wrap_sequence,
 };
 
 fn hex(s: &str) -> Bytes {
@@ -419,6 +419,56 @@ fn control_records_are_recognised() {
     let records = batch.records(&DecodeLimits::default()).unwrap();
     let r = records.iter().next().unwrap().unwrap();
     assert_eq!(r.control().unwrap().kind, ControlType::Commit);
+}
+
+/// LogAppendTime batches: every record's timestamp is the batch's max
+/// timestamp (the broker's append time), whatever deltas the records carry.
+#[test]
+fn log_append_time_gives_every_record_the_batch_timestamp() {
+    let mut b = RecordBatchBuilder::new();
+    for ts in [1_000, 1_500, 1_200] {
+        b.push(ts, None, Some(b"v"), &[]);
+    }
+    let meta = BatchMeta {
+        timestamp_type: TimestampType::LogAppendTime,
+        ..BatchMeta::default()
+    };
+    let batch = decode_one(b.finish(&meta).unwrap());
+    assert_eq!(
+        batch.attributes.timestamp_type(),
+        TimestampType::LogAppendTime
+    );
+    assert_eq!(batch.max_timestamp, 1_500);
+    let records = batch.records(&DecodeLimits::default()).unwrap();
+    let ts: Vec<i64> = records.iter().map(|r| r.unwrap().timestamp).collect();
+    assert_eq!(ts, vec![1_500; 3]);
+}
+
+/// Offsets are outside the CRC, so a CRC-valid batch may claim any base
+/// offset: at the ends of the i64 range, offsets wrap as Java's long
+/// arithmetic does and nothing panics (tests run with overflow checks on).
+#[test]
+fn extreme_base_offsets_wrap_instead_of_panicking() {
+    for base_offset in [i64::MAX, i64::MAX - 1, i64::MIN] {
+        let mut b = RecordBatchBuilder::new();
+        for i in 0..3 {
+            b.push(i64::MAX - 5 + i, None, Some(b"v"), &[]);
+        }
+        let meta = BatchMeta {
+            base_offset,
+            ..BatchMeta::default()
+        };
+        let batch = decode_one(b.finish(&meta).unwrap());
+        assert_eq!(batch.last_offset(), base_offset.wrapping_add(2));
+        let records = batch.records(&DecodeLimits::default()).unwrap();
+        let offsets: Vec<i64> = records.iter().map(|r| r.unwrap().offset).collect();
+        assert_eq!(
+            offsets,
+            (0..3)
+                .map(|d| base_offset.wrapping_add(d))
+                .collect::<Vec<_>>()
+        );
+    }
 }
 
 #[test]

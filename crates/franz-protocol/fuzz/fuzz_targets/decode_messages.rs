@@ -1,6 +1,6 @@
 //! Every request and response decoder, dispatched by (API key, version) from
-//! the first four input bytes. Whatever decodes must re-encode and decode to
-//! the same value.
+//! the first three input bytes (API, version, request or response). Whatever
+//! decodes must re-encode and decode to the same value.
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
