@@ -107,7 +107,7 @@ pub fn result_field(out: &str, key: &str) -> f64 {
 
 /// Creates `topic` with `partitions` partitions (replication 1) with Kafka's
 /// own `TopicCommand`.
-pub fn create_topic(dist: &KafkaDistribution, bootstrap: &str, topic: &str, partitions: u32) {
+pub fn create_topic(dist: &KafkaDistribution, bootstrap: &str, topic: &str, partitions: usize) {
     dist.run_tool(
         "org.apache.kafka.tools.TopicCommand",
         &[

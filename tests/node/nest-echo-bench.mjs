@@ -3,13 +3,15 @@
 // flight, in one process. Prints
 // `RESULT requests=N secs=S failed=F p50_us=.. p99_us=..`.
 // Usage: node nest-echo-bench.mjs <bootstrap> <topic> <requests> <concurrency>
+//        [partitionsConsumedConcurrently, default 1]
 import { Controller, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { ClientKafka, MessagePattern, Transport } from '@nestjs/microservices';
 import { lastValueFrom } from 'rxjs';
 import { decorateClass, decorateMethod } from './nest-common.mjs';
 
-const [bootstrap, topic, requestsArg, concurrencyArg] = process.argv.slice(2);
+const [bootstrap, topic, requestsArg, concurrencyArg, partitionsArg] = process.argv.slice(2);
+const partitionsConsumedConcurrently = Number(partitionsArg ?? 1);
 const requests = Number(requestsArg);
 const concurrency = Number(concurrencyArg);
 const brokers = bootstrap.split(',');
@@ -27,7 +29,11 @@ decorateClass(AppModule, Module({ controllers: [EchoController] }));
 
 const app = await NestFactory.createMicroservice(AppModule, {
   transport: Transport.KAFKA,
-  options: { client: { clientId: 'nest-echo', brokers }, consumer: { groupId: group } },
+  options: {
+    client: { clientId: 'nest-echo', brokers },
+    consumer: { groupId: group },
+    run: { partitionsConsumedConcurrently },
+  },
   logger: ['error'],
 });
 await app.listen();

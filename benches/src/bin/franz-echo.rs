@@ -1,6 +1,7 @@
 //! One transport benchmark process: a franz `TransportServer` echoing on
 //! `--topic` and a `TransportClient` calling it `--requests` times with
-//! `--concurrency` requests in flight. Prints
+//! `--concurrency` requests in flight, handling up to
+//! `--partitions-concurrently` partitions at once. Prints
 //! `RESULT requests=N secs=S failed=F p50_us=.. p99_us=..`.
 
 use std::sync::Arc;
@@ -18,8 +19,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let topic = arg("--topic", "bench.echo");
     let requests: usize = arg("--requests", "20000").parse()?;
     let concurrency: usize = arg("--concurrency", "64").parse()?;
+    let partitions_concurrently: usize = arg("--partitions-concurrently", "1").parse()?;
     let group = format!("franz-echo-{}", std::process::id());
-    let server = TransportServer::builder(TransportServerConfig::new(&bootstrap, &group))
+    let mut config = TransportServerConfig::new(&bootstrap, &group);
+    config.partitions_concurrently = partitions_concurrently;
+    let server = TransportServer::builder(config)
         .message(&topic, |v: Value| async move { Ok::<_, RpcError>(v) })
         .start()
         .await?;

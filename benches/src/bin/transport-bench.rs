@@ -4,7 +4,11 @@
 //! `tests/node/nest-echo-bench.mjs` with `@nestjs/microservices` 11.2 on
 //! KafkaJS 2.2.4), echoing a ~120-byte JSON payload.
 //!
-//! Measured per peer and concurrency: requests/s, p50 and p99 latency, and
+//! Three setups: one request in flight on a 1-partition topic; 64 in
+//! flight on it; and 64 in flight on a 4-partition topic with both servers
+//! handling the 4 partitions at once (franz `partitions_concurrently`,
+//! KafkaJS `partitionsConsumedConcurrently`, both 4; the default of both is
+//! 1). Measured per peer and setup: requests/s, p50 and p99 latency, and
 //! CPU-seconds per thousand requests (utime+stime of the process, all
 //! threads). Ratios are franz/NestJS.
 //!
@@ -14,12 +18,13 @@
 use std::process::Command;
 use std::time::Duration;
 
-use franz_benches::{arg, ratio_cells, result_field, run_measured, sibling_bin};
+use franz_benches::{arg, create_topic, ratio_cells, result_field, run_measured, sibling_bin};
 use franz_testkit::{KafkaCluster, KafkaDistribution, node, unique_topic};
 
 struct Measured {
     peer: &'static str,
     concurrency: usize,
+    partitions: usize,
     requests: usize,
     per_sec: f64,
     p50_us: f64,
@@ -38,7 +43,7 @@ fn main() {
     let dist = KafkaDistribution::resolve().expect("kafka jars");
     let node_dir = node::ensure_npm_packages().expect("npm packages (NestJS, KafkaJS)");
     let mut results = Vec::new();
-    for concurrency in [1usize, 64] {
+    for (concurrency, partitions) in [(1usize, 1usize), (64, 1), (64, 4)] {
         let n = if concurrency == 1 {
             requests / 10
         } else {
@@ -46,23 +51,8 @@ fn main() {
         };
         for peer in ["franz", "nestjs"] {
             let topic = unique_topic(&format!("bench.echo.{peer}"));
-            for (t, parts) in [(topic.clone(), "1"), (format!("{topic}.reply"), "1")] {
-                dist.run_tool(
-                    "org.apache.kafka.tools.TopicCommand",
-                    &[
-                        "--bootstrap-server",
-                        &bootstrap,
-                        "--create",
-                        "--topic",
-                        &t,
-                        "--partitions",
-                        parts,
-                        "--replication-factor",
-                        "1",
-                    ],
-                    Duration::from_secs(120),
-                )
-                .expect("create topic");
+            for (t, parts) in [(topic.clone(), partitions), (format!("{topic}.reply"), 1)] {
+                create_topic(&dist, &bootstrap, &t, parts);
             }
             let mut cmd = if peer == "franz" {
                 Command::new(sibling_bin("franz-echo"))
@@ -81,9 +71,17 @@ fn main() {
                     &n.to_string(),
                     "--concurrency",
                     &concurrency.to_string(),
+                    "--partitions-concurrently",
+                    &partitions.to_string(),
                 ]);
             } else {
-                cmd.args([&bootstrap, &topic, &n.to_string(), &concurrency.to_string()]);
+                cmd.args([
+                    &bootstrap,
+                    &topic,
+                    &n.to_string(),
+                    &concurrency.to_string(),
+                    &partitions.to_string(),
+                ]);
             }
             let (out, cpu, _) = run_measured(cmd);
             assert_eq!(
@@ -94,6 +92,7 @@ fn main() {
             let m = Measured {
                 peer,
                 concurrency,
+                partitions,
                 requests: n,
                 per_sec: n as f64 / result_field(&out, "secs="),
                 p50_us: result_field(&out, "p50_us="),
@@ -101,7 +100,7 @@ fn main() {
                 cpu_secs: cpu,
             };
             eprintln!(
-                "{peer} c={concurrency}: {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms, {cpu:.2} CPU-s",
+                "{peer} c={concurrency} p={partitions}: {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms, {cpu:.2} CPU-s",
                 m.per_sec,
                 m.p50_us / 1000.0,
                 m.p99_us / 1000.0
@@ -110,13 +109,15 @@ fn main() {
         }
     }
     println!(
-        "| in flight | peer | requests | requests/s | p50 ms | p99 ms | CPU-s per 1k requests | req/s franz/NestJS | CPU franz/NestJS |"
+        "| in flight | partitions | peer | requests | requests/s | p50 ms | p99 ms | CPU-s per 1k requests | req/s franz/NestJS | CPU franz/NestJS |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in &results {
         let franz = results
             .iter()
-            .find(|f| f.peer == "franz" && f.concurrency == r.concurrency)
+            .find(|f| {
+                f.peer == "franz" && f.concurrency == r.concurrency && f.partitions == r.partitions
+            })
             .expect("franz row");
         let cpu_per_k = |m: &Measured| m.cpu_secs / (m.requests as f64 / 1000.0);
         let (rate, cpu) = ratio_cells(
@@ -125,8 +126,9 @@ fn main() {
             (cpu_per_k(franz), cpu_per_k(r)),
         );
         println!(
-            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.3} | {rate} | {cpu} |",
+            "| {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.3} | {rate} | {cpu} |",
             r.concurrency,
+            r.partitions,
             r.peer,
             r.requests,
             r.per_sec,

@@ -14,6 +14,7 @@ use franz_client::{Admin, Client};
 use franz_consumer::assignor::RoundRobinAssignor;
 use franz_consumer::{ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer, TopicPartition};
 use franz_producer::{Producer, ProducerConfig};
+use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -68,6 +69,12 @@ pub struct TransportServerConfig {
     /// its partitions back without a rebalance of the other instances.
     /// Default none (a dynamic member, as NestJS).
     pub group_instance_id: Option<String>,
+    /// How many partitions' records are handled at once (KafkaJS's
+    /// `partitionsConsumedConcurrently`; default 1, as NestJS). Records of
+    /// one partition are always handled one at a time, in order, and each
+    /// partition commits only up to its first failure; only handlers of
+    /// different partitions (different keys) overlap.
+    pub partitions_concurrently: usize,
 }
 
 impl TransportServerConfig {
@@ -81,6 +88,7 @@ impl TransportServerConfig {
             dead_letter_suffix: ".dead-letter".into(),
             retry_backoff: Duration::from_millis(300),
             group_instance_id: None,
+            partitions_concurrently: 1,
         }
     }
 }
@@ -256,6 +264,15 @@ async fn ensure_dead_letter_topics(
     Ok(())
 }
 
+/// What handling one partition's records earned.
+#[derive(Debug, Default)]
+struct PartitionOutcome {
+    /// The offset to commit: past the last record handled (and replied to).
+    done: Option<i64>,
+    /// The first record that failed: the partition resumes there.
+    failed: Option<i64>,
+}
+
 struct Worker {
     config: TransportServerConfig,
     handlers: BTreeMap<String, Handler>,
@@ -290,68 +307,75 @@ impl Worker {
         Ok(())
     }
 
-    /// Handles records in order; per partition, stops at the first failure,
-    /// rewinds to it and commits only what succeeded before it.
+    /// Handles a poll's records: each partition's in order, stopping at its
+    /// first failure, up to `partitions_concurrently` partitions at once;
+    /// then rewinds failed partitions and records what each may commit.
     async fn handle(&mut self, records: Vec<ConsumerRecord>) {
-        let mut done: BTreeMap<TopicPartition, i64> = BTreeMap::new();
-        let mut failed: BTreeMap<TopicPartition, i64> = BTreeMap::new();
-        // Replies are queued without waiting for each acknowledgement (the
-        // producer batches them); they are awaited before the commit.
-        let mut replies = Vec::new();
+        let mut by_partition: BTreeMap<TopicPartition, Vec<ConsumerRecord>> = BTreeMap::new();
         for record in records {
-            let tp = TopicPartition::new(&*record.topic, record.partition);
-            if failed.contains_key(&tp) {
-                continue;
-            }
-            match self.handle_one(&record).await {
-                Ok(Some(ack)) => replies.push((tp, record.offset, ack)),
-                Ok(None) => {
-                    done.insert(tp, record.offset + 1);
-                }
-                Err(e) => {
-                    tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset, error = %e, "handler failed; will retry");
-                    failed.insert(tp, record.offset);
-                }
-            }
+            by_partition
+                .entry(TopicPartition::new(&*record.topic, record.partition))
+                .or_default()
+                .push(record);
         }
-        for (tp, offset, ack) in replies {
-            match ack.await {
-                Ok(_) => {
-                    let d = done.entry(tp).or_default();
-                    *d = (*d).max(offset + 1);
+        let this = &*self;
+        let outcomes: Vec<(TopicPartition, PartitionOutcome)> = stream::iter(by_partition)
+            .map(|(tp, records)| async move { (tp, this.handle_partition(&records).await) })
+            .buffer_unordered(self.config.partitions_concurrently.max(1))
+            .collect()
+            .await;
+        let mut any_failed = false;
+        for (tp, outcome) in outcomes {
+            if let Some(offset) = outcome.failed {
+                // Never commit past a failure, even with an earlier poll's
+                // larger offset pending: the partition resumes there.
+                any_failed = true;
+                if let Err(e) = self.consumer.consumer_mut().seek(&tp, offset) {
+                    tracing::warn!(error = %e, "could not rewind a failed partition");
                 }
-                Err(e) => {
-                    tracing::warn!(topic = %tp.topic, partition = tp.partition, offset, error = %e, "reply not delivered; will handle again");
-                    let f = failed.entry(tp).or_insert(offset);
-                    *f = (*f).min(offset);
-                }
+                self.uncommitted.insert(tp, offset);
+            } else if let Some(done) = outcome.done {
+                let o = self.uncommitted.entry(tp).or_insert(done);
+                *o = (*o).max(done);
             }
         }
-        // Never commit past a failure: the partition resumes there.
-        for (tp, offset) in &failed {
-            done.insert(tp.clone(), *offset);
-        }
-        for (tp, offset) in &failed {
-            if let Err(e) = self.consumer.consumer_mut().seek(tp, *offset) {
-                tracing::warn!(error = %e, "could not rewind a failed partition");
-            }
-        }
-        for (tp, offset) in done {
-            let o = self.uncommitted.entry(tp).or_insert(offset);
-            *o = (*o).max(offset);
-        }
-        // A rewound partition must not commit beyond its failure, even with
-        // an earlier poll's larger offset pending.
-        for (tp, offset) in &failed {
-            self.uncommitted.insert(tp.clone(), *offset);
-        }
-        if failed.is_empty() {
-            self.failures = 0;
-        } else {
+        if any_failed {
             self.failures = self.failures.saturating_add(1);
             let backoff = self.config.retry_backoff * 2u32.saturating_pow(self.failures.min(7) - 1);
             tokio::time::sleep(backoff.min(Duration::from_secs(30))).await;
+        } else {
+            self.failures = 0;
         }
+    }
+
+    /// One partition's records, in order, up to the first failure. Replies
+    /// are queued without waiting for each acknowledgement (the producer
+    /// batches them) and awaited at the end; an undelivered reply counts as
+    /// a failure of its request.
+    async fn handle_partition(&self, records: &[ConsumerRecord]) -> PartitionOutcome {
+        let mut outcome = PartitionOutcome::default();
+        let mut replies = Vec::new();
+        for record in records {
+            match self.handle_one(record).await {
+                Ok(Some(ack)) => replies.push((record.offset, ack)),
+                Ok(None) => outcome.done = Some(record.offset + 1),
+                Err(e) => {
+                    tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset, error = %e, "handler failed; will retry");
+                    outcome.failed = Some(record.offset);
+                    break;
+                }
+            }
+        }
+        for (offset, ack) in replies {
+            match ack.await {
+                Ok(_) => outcome.done = outcome.done.max(Some(offset + 1)),
+                Err(e) => {
+                    tracing::warn!(offset, error = %e, "reply not delivered; will handle again");
+                    outcome.failed = Some(outcome.failed.map_or(offset, |f| f.min(offset)));
+                }
+            }
+        }
+        outcome
     }
 
     /// Commits what handlers have earned, at most every 100 ms while records

@@ -263,3 +263,106 @@ async fn keyed_events_land_on_the_murmur2_partition() {
     }
     client.close().await.unwrap();
 }
+
+/// `partitions_concurrently`: records of different partitions are handled
+/// at the same time (up to the setting), records of one partition strictly
+/// one after another, in order; every offset is committed. With the
+/// default of 1 (as NestJS), handlers never overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_handled_concurrently_and_each_in_order() {
+    let b = bootstrap().await;
+    for (concurrency, overlap) in [(4usize, true), (1, false)] {
+        let topic = unique_topic("audit.concurrent");
+        create_topics(&b, &[(&topic, 4)]).await;
+        let group = unique_group("concurrent");
+        // One key per partition.
+        let mut keys: Vec<(i32, String)> = Vec::new();
+        for i in 0.. {
+            let key = format!("k{i}");
+            let p = partition_for_key(key.as_bytes(), 4);
+            if !keys.iter().any(|(q, _)| *q == p) {
+                keys.push((p, key));
+            }
+            if keys.len() == 4 {
+                break;
+            }
+        }
+        let in_flight = Arc::new(AtomicU32::new(0));
+        let most = Arc::new(AtomicU32::new(0));
+        let seen: Arc<std::sync::Mutex<Vec<(String, u64)>>> = Arc::default();
+        let mut config = TransportServerConfig::new(&b, &group);
+        config.partitions_concurrently = concurrency;
+        let server = {
+            let (in_flight, most, seen) =
+                (Arc::clone(&in_flight), Arc::clone(&most), Arc::clone(&seen));
+            TransportServer::builder(config)
+                .event(&topic, move |e: Value| {
+                    let (in_flight, most, seen) =
+                        (Arc::clone(&in_flight), Arc::clone(&most), Arc::clone(&seen));
+                    async move {
+                        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(150)).await;
+                        let key = e["key"].as_str().unwrap_or_default().to_string();
+                        seen.lock()
+                            .unwrap()
+                            .push((key, e["seq"].as_u64().unwrap_or(0)));
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        Ok(())
+                    }
+                })
+                .start()
+                .await
+                .unwrap()
+        };
+        let client =
+            TransportClient::connect(TransportClientConfig::new(&b, &unique_group("c")), &[])
+                .await
+                .unwrap();
+        for seq in 0..3u64 {
+            for (_, key) in &keys {
+                client
+                    .emit_keyed(&topic, key.clone(), &json!({"key": key, "seq": seq}))
+                    .await
+                    .unwrap();
+            }
+        }
+        let admin = admin(&b).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let committed: i64 = admin
+                .list_group_offsets(&group)
+                .await
+                .unwrap()
+                .values()
+                .map(|o| o.committed)
+                .sum();
+            if committed == 12 && seen.lock().unwrap().len() == 12 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "concurrency {concurrency}: {committed} of 12 committed"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for (_, key) in &keys {
+            let order: Vec<u64> = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, s)| *s)
+                .collect();
+            assert_eq!(order, vec![0, 1, 2], "concurrency {concurrency}, key {key}");
+        }
+        let most = most.load(Ordering::SeqCst);
+        if overlap {
+            assert!(most >= 2, "partitions were never handled at once ({most})");
+        } else {
+            assert_eq!(most, 1, "handlers overlapped with concurrency 1");
+        }
+        client.close().await.unwrap();
+        server.shutdown().await.unwrap();
+    }
+}
