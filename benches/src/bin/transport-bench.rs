@@ -16,7 +16,6 @@
 //! benches/Cargo.toml --bin transport-bench -- --requests 20000`).
 
 use std::process::Command;
-use std::time::Duration;
 
 use franz_benches::{arg, create_topic, ratio_cells, result_field, run_measured, sibling_bin};
 use franz_testkit::{KafkaCluster, KafkaDistribution, node, unique_topic};

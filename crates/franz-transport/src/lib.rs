@@ -26,6 +26,13 @@
 //! its reply is acknowledged, and an event's only after its handler
 //! returned `Ok`; a failed event is rewound and retried with backoff, and
 //! an event that does not deserialize goes to `<pattern>.dead-letter`.
+//!
+//! Records of one partition are handled one at a time, in order; with
+//! `partitions_concurrently` above 1 (KafkaJS's
+//! `partitionsConsumedConcurrently`), handlers of different partitions run
+//! at the same time, so different keys do not queue behind each other.
+//! `group_instance_id` makes a server instance a static group member, so a
+//! restart within the session timeout moves no partitions.
 
 mod client;
 mod error;
