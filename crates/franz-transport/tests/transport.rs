@@ -69,8 +69,9 @@ async fn requests_get_replies_and_remote_errors_are_typed() {
         .start()
         .await
         .unwrap();
+    let reply_group = unique_group("cli");
     let client = TransportClient::connect(
-        TransportClientConfig::new(&b, &unique_group("cli")),
+        TransportClientConfig::new(&b, &reply_group),
         &[&sum, &charge],
     )
     .await
@@ -78,6 +79,22 @@ async fn requests_get_replies_and_remote_errors_are_typed() {
 
     let total: i64 = client.send(&sum, &vec![1, 2, 3]).await.unwrap();
     assert_eq!(total, 6);
+    // The reply reader commits once it goes idle (not per reply, which
+    // would put an OffsetCommit in front of every next reply).
+    let admin = admin(&b).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let committed = admin.list_group_offsets(&reply_group).await.unwrap();
+        let total: i64 = committed.values().map(|o| o.committed).sum();
+        if total == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reply offsets not committed: {committed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Several requests in flight at once, each matched by correlation id.
     let client = Arc::new(client);
     let mut tasks = tokio::task::JoinSet::new();

@@ -1,0 +1,61 @@
+//! Where a request-reply's time goes (one process holds both ends): from
+//! `send` to the handler, and from the handler to the reply arriving.
+//! `rpc_phases <bootstrap> <topic>` (the topic and `<topic>.reply` must exist).
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use franz_transport::{
+    RpcError, TransportClient, TransportClientConfig, TransportServer, TransportServerConfig,
+};
+use serde_json::{Value, json};
+
+static START: OnceLock<Instant> = OnceLock::new();
+fn now_us() -> u64 {
+    START.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let bootstrap = args.next().unwrap_or_default();
+    let topic = args.next().unwrap_or_default();
+    now_us();
+    let group = format!("phases-{}", std::process::id());
+    let server = TransportServer::builder(TransportServerConfig::new(&bootstrap, &group))
+        .message(&topic, |v: Value| async move {
+            Ok::<_, RpcError>(json!({"sent": v["sent"], "handled": now_us()}))
+        })
+        .start()
+        .await?;
+    let client = TransportClient::connect(
+        TransportClientConfig::new(&bootstrap, &format!("{group}-client")),
+        &[&topic],
+    )
+    .await?;
+    let (mut to_handler, mut to_reply) = (Vec::new(), Vec::new());
+    for i in 0..600 {
+        let sent = now_us();
+        let r: Value = client.send(&topic, &json!({"sent": sent})).await?;
+        let back = now_us();
+        let handled = r["handled"].as_u64().unwrap_or(0);
+        if i >= 100 {
+            to_handler.push(handled - sent);
+            to_reply.push(back - handled);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for (label, v) in [
+        ("send -> handler", &mut to_handler),
+        ("handler -> reply", &mut to_reply),
+    ] {
+        v.sort_unstable();
+        println!(
+            "{label}: p50 {} µs, p90 {} µs",
+            v[v.len() / 2],
+            v[v.len() * 9 / 10]
+        );
+    }
+    client.close().await?;
+    server.shutdown().await?;
+    Ok(())
+}
