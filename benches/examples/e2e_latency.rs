@@ -61,7 +61,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..n {
         tokio::time::sleep(Duration::from_millis(2)).await;
         let t = Instant::now();
-        producer
+        // Not waiting for the ack: the arrival is what is timed.
+        let _ack = producer
             .send(ProducerRecord::new(topic.as_str(), format!("{i:0100}")))
             .await?;
         if let Some(arrived) = rx.recv().await {
