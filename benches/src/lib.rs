@@ -105,6 +105,25 @@ pub fn result_field(out: &str, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
 }
 
+/// A Rust client process of the records benchmarks (`franz-produce`,
+/// `rdkafka-consume`...) with the arguments they share; `size` only for
+/// producers.
+pub fn client_command(
+    bin: impl AsRef<std::ffi::OsStr>,
+    bootstrap: &str,
+    topic: &str,
+    records: u64,
+    size: Option<usize>,
+) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["--bootstrap", bootstrap, "--topic", topic])
+        .args(["--records", &records.to_string()]);
+    if let Some(size) = size {
+        cmd.args(["--size", &size.to_string()]);
+    }
+    cmd
+}
+
 /// Creates `topic` with `partitions` partitions (replication 1) with Kafka's
 /// own `TopicCommand`.
 pub fn create_topic(dist: &KafkaDistribution, bootstrap: &str, topic: &str, partitions: usize) {

@@ -20,8 +20,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use franz_benches::{
-    Measured, arg, create_topic, java_perf_tool, print_records_table, result_field, run_measured,
-    sibling_bin,
+    Measured, arg, client_command, create_topic, java_perf_tool, print_records_table, result_field,
+    run_measured, sibling_bin,
 };
 use franz_testkit::{KafkaCluster, KafkaDistribution, unique_topic};
 
@@ -54,17 +54,13 @@ fn main() {
         let n = if size == 100 { records } else { records / 3 };
         let topic = unique_topic(&format!("consume-bench-{size}"));
         create_topic(&dist, &bootstrap, &topic, 6);
-        let mut preload = Command::new(sibling_bin("franz-produce"));
-        preload.args([
-            "--bootstrap",
+        let preload = client_command(
+            sibling_bin("franz-produce"),
             &bootstrap,
-            "--topic",
             &topic,
-            "--records",
-            &n.to_string(),
-            "--size",
-            &size.to_string(),
-        ]);
+            n,
+            Some(size),
+        );
         let (out, _, _) = run_measured(preload);
         assert_eq!(result_field(&out, "failed="), 0.0, "preload failed: {out}");
 
@@ -94,16 +90,7 @@ fn main() {
                 } else {
                     rdkafka.clone()
                 };
-                let mut cmd = Command::new(bin);
-                cmd.args([
-                    "--bootstrap",
-                    &bootstrap,
-                    "--topic",
-                    &topic,
-                    "--records",
-                    &n.to_string(),
-                ]);
-                run_measured(cmd)
+                run_measured(client_command(bin, &bootstrap, &topic, n, None))
             };
             let rps = if client == "java" {
                 java_records_per_sec(&out)

@@ -17,8 +17,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use franz_benches::{
-    Measured, arg, create_topic, java_perf_tool, print_records_table, result_field, run_measured,
-    sibling_bin,
+    Measured, arg, client_command, create_topic, java_perf_tool, print_records_table, result_field,
+    run_measured, sibling_bin,
 };
 use franz_testkit::{KafkaCluster, KafkaDistribution, unique_topic};
 
@@ -102,18 +102,7 @@ fn main() {
                     } else {
                         rdkafka.clone()
                     };
-                    let mut cmd = Command::new(bin);
-                    cmd.args([
-                        "--bootstrap",
-                        &bootstrap,
-                        "--topic",
-                        &topic,
-                        "--records",
-                        &n.to_string(),
-                        "--size",
-                        &size.to_string(),
-                    ]);
-                    run_measured(cmd)
+                    run_measured(client_command(bin, &bootstrap, &topic, n, Some(size)))
                 }
             };
             let rps = if client == "java" {

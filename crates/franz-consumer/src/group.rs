@@ -481,15 +481,14 @@ impl GroupConsumer {
                 ..Default::default()
             };
             // The coordinator holds JoinGroup until every member rejoins.
-            let Some(resp) = self.rebalance_call(&client, &join).await? else {
+            let Some(resp) = self
+                .rebalance_call(&client, &join, "JoinGroup", |r| {
+                    (r.error_code, r.member_id.clone())
+                })
+                .await?
+            else {
                 continue;
             };
-            let code = ErrorCode::from_code(resp.error_code);
-            if code != ErrorCode::None {
-                self.after_error(&client, code, &resp.member_id, "JoinGroup")
-                    .await?;
-                continue;
-            }
             {
                 let mut m = lock(&self.membership);
                 m.member_id.clone_from(&resp.member_id);
@@ -555,15 +554,14 @@ impl GroupConsumer {
                 assignments,
                 ..Default::default()
             };
-            let Some(sync_resp) = self.rebalance_call(&client, &sync).await? else {
+            let Some(sync_resp) = self
+                .rebalance_call(&client, &sync, "SyncGroup", |r| {
+                    (r.error_code, resp.member_id.clone())
+                })
+                .await?
+            else {
                 continue;
             };
-            let code = ErrorCode::from_code(sync_resp.error_code);
-            if code != ErrorCode::None {
-                self.after_error(&client, code, &resp.member_id, "SyncGroup")
-                    .await?;
-                continue;
-            }
             let assignment = Assignment::decode(sync_resp.assignment)
                 .map_err(|e| ConsumeError::Protocol(format!("assignment: {e}")))?;
             let tps: Vec<TopicPartition> = assignment
@@ -678,12 +676,16 @@ impl GroupConsumer {
     }
 
     /// Sends a JoinGroup or SyncGroup to the coordinator, which may hold it
-    /// for up to the rebalance timeout. `None` after a retriable failure
-    /// (the coordinator is looked up again, after a backoff).
+    /// for up to the rebalance timeout. `None` means go round again: after a
+    /// retriable failure (the coordinator is looked up again, after a
+    /// backoff) or an error code `after_error` dealt with. `error_of` gives
+    /// the response's code and the member id it offers.
     async fn rebalance_call<R: franz_protocol::Request>(
         &self,
         client: &Client,
         req: &R,
+        what: &str,
+        error_of: impl Fn(&R::Response) -> (i16, String),
     ) -> Result<Option<R::Response>, ConsumeError> {
         let group_id = &self.group.group_id;
         let sent = async {
@@ -697,15 +699,22 @@ impl GroupConsumer {
             .await
         }
         .await;
-        match sent {
-            Ok(r) => Ok(Some(r)),
+        let resp = match sent {
+            Ok(r) => r,
             Err(e) if e.is_retriable() => {
                 client.invalidate_coordinator(CoordinatorType::Group, group_id);
                 tokio::time::sleep(client.config().retry_backoff).await;
-                Ok(None)
+                return Ok(None);
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
+        };
+        let (code, offered_id) = error_of(&resp);
+        let code = ErrorCode::from_code(code);
+        if code != ErrorCode::None {
+            self.after_error(client, code, &offered_id, what).await?;
+            return Ok(None);
         }
+        Ok(Some(resp))
     }
 
     async fn after_error(

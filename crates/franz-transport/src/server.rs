@@ -311,16 +311,20 @@ impl Worker {
     /// first failure, up to `partitions_concurrently` partitions at once;
     /// then rewinds failed partitions and records what each may commit.
     async fn handle(&mut self, records: Vec<ConsumerRecord>) {
-        let mut by_partition: BTreeMap<TopicPartition, Vec<ConsumerRecord>> = BTreeMap::new();
+        // Keyed by the record's shared topic name: no allocation per record.
+        let mut by_partition: BTreeMap<(Arc<str>, i32), Vec<ConsumerRecord>> = BTreeMap::new();
         for record in records {
             by_partition
-                .entry(TopicPartition::new(&*record.topic, record.partition))
+                .entry((Arc::clone(&record.topic), record.partition))
                 .or_default()
                 .push(record);
         }
         let this = &*self;
         let outcomes: Vec<(TopicPartition, PartitionOutcome)> = stream::iter(by_partition)
-            .map(|(tp, records)| async move { (tp, this.handle_partition(&records).await) })
+            .map(|((topic, partition), records)| async move {
+                let outcome = this.handle_partition(&records).await;
+                (TopicPartition::new(&*topic, partition), outcome)
+            })
             .buffer_unordered(self.config.partitions_concurrently.max(1))
             .collect()
             .await;
