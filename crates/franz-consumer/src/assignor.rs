@@ -2,9 +2,19 @@
 //! Java, librdkafka and KafkaJS all put in JoinGroup and SyncGroup, and the
 //! assignors that run on the group leader.
 //!
-//! Layout (version free-form, as KafkaJS writes it):
-//! - subscription: `int16 version | int32 n | (string topic)* | bytes user_data`
+//! Layout (Java's `ConsumerProtocolSubscription` and
+//! `ConsumerProtocolAssignment`; KafkaJS writes version 0 or 1 but only the
+//! version-0 fields):
+//! - subscription: `int16 version | int32 n | (string topic)* | bytes user_data`,
+//!   then from v1 `owned partitions` (KIP-429), from v2 `int32 generation`,
+//!   from v3 `nullable string rack`. Fields a writer left out read as absent.
 //! - assignment: `int16 version | int32 n | (string topic, int32 m, int32*)* | bytes user_data`
+//!   (the same in every version).
+//!
+//! Assignors: [`RangeAssignor`] (Java's `range`), [`CooperativeStickyAssignor`]
+//! (Java's `cooperative-sticky`, KIP-429: incremental, never moving a
+//! partition in the round its owner gives it up) and [`RoundRobinAssignor`]
+//! (KafkaJS's `RoundRobinAssigner`, for groups shared with NestJS).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -22,6 +32,13 @@ pub struct Subscription {
     pub topics: Vec<String>,
     /// Assignor-specific data (empty, never null, as KafkaJS writes it).
     pub user_data: Bytes,
+    /// v1+: the partitions the member owns now (cooperative rebalancing
+    /// keeps them); `None` when the writer left the field out.
+    pub owned_partitions: Option<TopicPartitions>,
+    /// v2+: the generation in which the member got `owned_partitions`.
+    pub generation: Option<i32>,
+    /// v3+: the member's rack.
+    pub rack_id: Option<String>,
 }
 
 /// What one member is given, as sent in SyncGroup.
@@ -45,11 +62,21 @@ impl Subscription {
             b.put_nullable_string(Some(t), false, "topic")?;
         }
         b.put_nullable_byte_array(Some(&self.user_data), false, "user_data")?;
+        if let Some(owned) = self.owned_partitions.as_ref().filter(|_| self.version >= 1) {
+            put_topic_partitions(&mut b, owned)?;
+            if let Some(generation) = self.generation.filter(|_| self.version >= 2) {
+                b.put_i32(generation);
+                if self.version >= 3 {
+                    b.put_nullable_string(self.rack_id.as_deref(), false, "rack_id")?;
+                }
+            }
+        }
         Ok(b.freeze())
     }
 
-    /// Reads JoinGroup metadata bytes. A missing user-data field (older
-    /// writers end after the topics) reads as empty.
+    /// Reads JoinGroup metadata bytes. Fields a writer left out (older
+    /// writers end after the topics, KafkaJS after the user data) read as
+    /// absent.
     pub fn decode(bytes: Bytes) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let version = r.i16("version")?;
@@ -59,12 +86,63 @@ impl Subscription {
             topics.push(r.string("topic", false)?);
         }
         let user_data = read_user_data(&mut r)?;
-        Ok(Self {
+        let mut s = Self {
             version,
             topics,
             user_data,
-        })
+            ..Self::default()
+        };
+        if version >= 1 && r.remaining() > 0 {
+            s.owned_partitions = Some(read_topic_partitions(&mut r)?);
+        }
+        if version >= 2 && r.remaining() > 0 {
+            s.generation = Some(r.i32("generation_id")?);
+        }
+        if version >= 3 && r.remaining() > 0 {
+            s.rack_id = r.nullable_string("rack_id", false)?;
+        }
+        Ok(s)
     }
+
+    /// The generation the member's owned partitions are from: the v2 field,
+    /// else the 4-byte user data Java's `CooperativeStickyAssignor` writes
+    /// for older readers, else -1.
+    pub fn effective_generation(&self) -> i32 {
+        if let Some(g) = self.generation {
+            return g;
+        }
+        match <[u8; 4]>::try_from(&self.user_data[..]) {
+            Ok(b) => i32::from_be_bytes(b),
+            Err(_) => -1,
+        }
+    }
+}
+
+fn put_topic_partitions(b: &mut BytesMut, by_topic: &TopicPartitions) -> Result<(), EncodeError> {
+    b.put_array_len(Some(by_topic.len()), false, "topics")?;
+    for (topic, parts) in by_topic {
+        b.put_nullable_string(Some(topic), false, "topic")?;
+        b.put_array_len(Some(parts.len()), false, "partitions")?;
+        for p in parts {
+            b.put_i32(*p);
+        }
+    }
+    Ok(())
+}
+
+fn read_topic_partitions(r: &mut Reader) -> Result<TopicPartitions, DecodeError> {
+    let n = r.array_len("topics", false)?;
+    let mut out = TopicPartitions::new();
+    for _ in 0..n {
+        let topic = r.string("topic", false)?;
+        let m = r.array_len("partitions", false)?;
+        let mut parts = Vec::with_capacity(m.min(4096));
+        for _ in 0..m {
+            parts.push(r.i32("partition")?);
+        }
+        out.entry(topic).or_default().extend(parts);
+    }
+    Ok(out)
 }
 
 impl Assignment {
@@ -72,14 +150,7 @@ impl Assignment {
     pub fn encode(&self) -> Result<Bytes, EncodeError> {
         let mut b = BytesMut::new();
         b.put_i16(self.version);
-        b.put_array_len(Some(self.partitions.len()), false, "topics")?;
-        for (topic, parts) in &self.partitions {
-            b.put_nullable_string(Some(topic), false, "topic")?;
-            b.put_array_len(Some(parts.len()), false, "partitions")?;
-            for p in parts {
-                b.put_i32(*p);
-            }
-        }
+        put_topic_partitions(&mut b, &self.partitions)?;
         b.put_nullable_byte_array(Some(&self.user_data), false, "user_data")?;
         Ok(b.freeze())
     }
@@ -92,17 +163,7 @@ impl Assignment {
         }
         let mut r = Reader::new(bytes);
         let version = r.i16("version")?;
-        let n = r.array_len("topics", false)?;
-        let mut partitions = BTreeMap::new();
-        for _ in 0..n {
-            let topic = r.string("topic", false)?;
-            let m = r.array_len("partitions", false)?;
-            let mut parts = Vec::with_capacity(m.min(4096));
-            for _ in 0..m {
-                parts.push(r.i32("partition")?);
-            }
-            partitions.insert(topic, parts);
-        }
+        let partitions = read_topic_partitions(&mut r)?;
         let user_data = read_user_data(&mut r)?;
         Ok(Self {
             version,
@@ -136,6 +197,17 @@ pub trait Assignor: Debug + Send + Sync {
     /// The version written into subscriptions and assignments.
     fn version(&self) -> i16 {
         0
+    }
+    /// Whether the assignor supports cooperative rebalancing (KIP-429): it
+    /// leaves a partition unassigned for the round in which its previous
+    /// owner gives it up. A member rebalances cooperatively only when every
+    /// assignor it offers is cooperative, as Java decides.
+    fn cooperative(&self) -> bool {
+        false
+    }
+    /// The subscription's user data for a member in `generation`.
+    fn user_data(&self, _generation: i32) -> Bytes {
+        Bytes::new()
     }
     /// Partitions for each member id. Topics a member did not subscribe to
     /// must not be given to it.
@@ -199,6 +271,11 @@ impl Assignor for RangeAssignor {
         "range"
     }
 
+    /// Java writes ConsumerProtocol v3 for every assignor.
+    fn version(&self) -> i16 {
+        3
+    }
+
     fn assign(
         &self,
         members: &[Member],
@@ -236,6 +313,157 @@ impl Assignor for RangeAssignor {
     }
 }
 
+/// Java's `cooperative-sticky` (KIP-429): a balanced assignment that keeps
+/// each member's owned partitions where it can, and never hands a partition
+/// to a new owner in the round its current owner still holds it. Such a
+/// partition stays unassigned; its owner sees it gone after SyncGroup,
+/// revokes it and rejoins, and the follow-up round gives it to the new
+/// owner.
+///
+/// This is Java's wire contract (name, ConsumerProtocol v3 with owned
+/// partitions and generation, the 4-byte generation in user data for older
+/// readers), not its exact algorithm: owned partitions of the members with
+/// the newest generation are kept up to the balanced quota, the rest are
+/// dealt to the members with the fewest partitions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CooperativeStickyAssignor;
+
+impl Assignor for CooperativeStickyAssignor {
+    fn name(&self) -> &str {
+        "cooperative-sticky"
+    }
+
+    fn version(&self) -> i16 {
+        3
+    }
+
+    fn cooperative(&self) -> bool {
+        true
+    }
+
+    /// Java's `CooperativeStickyAssignor` user data: the generation as an
+    /// int32, for leaders that read subscriptions older than v2.
+    fn user_data(&self, generation: i32) -> Bytes {
+        Bytes::copy_from_slice(&generation.to_be_bytes())
+    }
+
+    fn assign(
+        &self,
+        members: &[Member],
+        partitions: &TopicPartitions,
+    ) -> BTreeMap<String, TopicPartitions> {
+        sticky_assign(members, partitions, true)
+    }
+}
+
+/// The sticky assignment; with `cooperative`, partitions moving between
+/// owners are withheld for this round.
+fn sticky_assign(
+    members: &[Member],
+    partitions: &TopicPartitions,
+    cooperative: bool,
+) -> BTreeMap<String, TopicPartitions> {
+    type Tp = (String, i32);
+    let mut ids: Vec<&Member> = members.iter().collect();
+    ids.sort_by(|a, b| a.0.cmp(&b.0));
+    let exists = |tp: &Tp| partitions.get(&tp.0).is_some_and(|ps| ps.contains(&tp.1));
+    let subscribed = |m: &Member, topic: &str| m.1.topics.iter().any(|t| t == topic);
+
+    // Every owned partition as its members report it: the current owner of
+    // a partition is its claimant with the newest generation.
+    let mut owner: BTreeMap<Tp, (i32, &str)> = BTreeMap::new();
+    let mut claimed_by_anyone: BTreeMap<Tp, Vec<&str>> = BTreeMap::new();
+    for m in &ids {
+        let generation = m.1.effective_generation();
+        for (topic, ps) in m.1.owned_partitions.iter().flatten() {
+            for p in ps {
+                let tp = (topic.clone(), *p);
+                claimed_by_anyone.entry(tp.clone()).or_default().push(&m.0);
+                if !exists(&tp) || !subscribed(m, topic) {
+                    continue;
+                }
+                let newer = owner.get(&tp).is_none_or(|(g, _)| generation > *g);
+                if newer {
+                    owner.insert(tp, (generation, &m.0));
+                }
+            }
+        }
+    }
+
+    let all: Vec<Tp> = partitions
+        .iter()
+        .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
+        .filter(|(t, _)| ids.iter().any(|m| subscribed(m, t)))
+        .collect();
+    let n_members = ids.len().max(1);
+    let min_quota = all.len() / n_members;
+    let mut with_extra = all.len() % n_members;
+
+    // Keep owned partitions up to the quota, the members owning most first.
+    let mut kept: BTreeMap<&str, Vec<Tp>> =
+        ids.iter().map(|m| (m.0.as_str(), Vec::new())).collect();
+    for (tp, (_, id)) in &owner {
+        if let Some(v) = kept.get_mut(id) {
+            v.push(tp.clone());
+        }
+    }
+    let mut order: Vec<&str> = kept.keys().copied().collect();
+    order.sort_by_key(|id| std::cmp::Reverse(kept.get(id).map_or(0, Vec::len)));
+    let mut assigned: BTreeMap<&str, Vec<Tp>> = BTreeMap::new();
+    let mut taken: std::collections::BTreeSet<Tp> = std::collections::BTreeSet::new();
+    for id in order {
+        let mine = kept.remove(id).unwrap_or_default();
+        let quota = if mine.len() > min_quota && with_extra > 0 {
+            with_extra -= 1;
+            min_quota + 1
+        } else {
+            min_quota
+        };
+        let keep: Vec<Tp> = mine.into_iter().take(quota).collect();
+        taken.extend(keep.iter().cloned());
+        assigned.insert(id, keep);
+    }
+    // Deal the rest to the subscribed member with the fewest partitions.
+    for tp in all.iter().filter(|tp| !taken.contains(*tp)) {
+        let best = ids
+            .iter()
+            .filter(|m| subscribed(m, &tp.0))
+            .min_by_key(|m| (assigned.get(m.0.as_str()).map_or(0, Vec::len), m.0.as_str()));
+        if let Some(m) = best {
+            assigned.entry(m.0.as_str()).or_default().push(tp.clone());
+        }
+    }
+
+    let mut out: BTreeMap<String, TopicPartitions> = ids
+        .iter()
+        .map(|m| (m.0.clone(), TopicPartitions::new()))
+        .collect();
+    for (id, tps) in assigned {
+        for tp in tps {
+            // KIP-429: a partition some other member still reports owning is
+            // left out this round; it moves in the follow-up rebalance.
+            if cooperative
+                && claimed_by_anyone
+                    .get(&tp)
+                    .is_some_and(|claimants| claimants.iter().any(|c| *c != id))
+            {
+                continue;
+            }
+            out.entry(id.to_string())
+                .or_default()
+                .entry(tp.0)
+                .or_default()
+                .push(tp.1);
+        }
+    }
+    for by_topic in out.values_mut() {
+        for ps in by_topic.values_mut() {
+            ps.sort_unstable();
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -259,7 +487,7 @@ mod tests {
         let rr_meta = Subscription {
             version: 0,
             topics: vec!["a".into()],
-            user_data: Bytes::new(),
+            ..Subscription::default()
         };
         assert_eq!(
             rr_meta.encode().unwrap(),

@@ -1,32 +1,34 @@
-//! Classic consumer-group membership (JoinGroup, SyncGroup, Heartbeat,
-//! LeaveGroup, OffsetCommit), eager rebalancing, on top of [`Consumer`].
+//! [`GroupConsumer`]: a consumer whose partitions a consumer group decides,
+//! under the classic protocol (eager or cooperative) or KIP-848's, with
+//! async rebalance hooks ([`RebalanceListener`]) that the group waits for.
 //!
-//! The decisions (what a JoinGroup or SyncGroup error means, which protocol
-//! the group chose, what the leader assigns) are plain functions, tested
-//! without a broker; the tokio layer sends the requests and runs the
-//! heartbeat task.
+//! The membership itself is a sans-io machine ([`crate::member`]) run by
+//! one driver task ([`crate::driver`]); this module is the application's
+//! side: it applies assignments to the fetcher, runs the hooks, commits.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use franz_client::admin::TopicPartition;
-use franz_client::franz_protocol::messages::{
-    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, SyncGroupRequest,
-    join_group_request, leave_group_request, offset_commit_request, sync_group_request,
-};
+use franz_client::franz_protocol::messages::{OffsetCommitRequest, offset_commit_request};
 use franz_client::{Admin, Client, ClientError, CoordinatorType};
 use franz_protocol::ErrorCode;
 use tokio::task::JoinHandle;
 
-use crate::assignor::{
-    Assignment, Assignor, Member, RangeAssignor, RoundRobinAssignor, Subscription,
-};
+use crate::assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor};
 use crate::config::ConsumerConfig;
 use crate::consumer::Consumer;
-use crate::error::ConsumeError;
+use crate::driver::{DriverSettings, Machine, Shared, drive};
+use crate::error::{ConsumeError, GroupConfigError};
 use crate::fetch::ConsumerRecord;
-use crate::kip848::{HeartbeatOutcome, IdAssignment, Kip848Member};
+use crate::member::classic::ClassicMember;
+use crate::member::kip848::Kip848Member;
+use crate::member::{AppInput, MemberEvent, MemberSettings, Phase};
+
+pub use crate::member::classic::{JoinStep, join_step};
 
 /// Group settings, named after the Java consumer's keys.
 #[derive(Debug, Clone)]
@@ -36,13 +38,31 @@ pub struct GroupConfig {
     /// `session.timeout.ms` (default 45 s): no heartbeat for this long and
     /// the coordinator drops the member.
     pub session_timeout: Duration,
-    /// `max.poll.interval.ms` (default 300 s), sent as the rebalance timeout:
-    /// how long the group waits for members to rejoin.
+    /// The rebalance timeout sent in JoinGroup (Java sends
+    /// `max.poll.interval.ms`; default 300 s): how long the group waits for
+    /// members to rejoin, and so how long a member may take to revoke.
     pub rebalance_timeout: Duration,
-    /// `heartbeat.interval.ms` (default 3 s).
+    /// `heartbeat.interval.ms` (default 3 s; classic only, KIP-848's
+    /// coordinator sets its own, clamped to 50 ms..30 s).
     pub heartbeat_interval: Duration,
-    /// Assignors offered, in preference order (default range, then
-    /// KafkaJS's RoundRobinAssigner). Every member of a group must share one.
+    /// `max.poll.interval.ms` (default 300 s, KIP-62): a member whose
+    /// application has not called `poll` for this long leaves the group, so
+    /// its partitions move to members that make progress. Its next `poll`
+    /// returns [`ConsumeError::PollIntervalExceeded`]; the one after rejoins.
+    pub max_poll_interval: Duration,
+    /// How long the application has to let revoked partitions go (default
+    /// 60 s; must be shorter than `rebalance_timeout`). The revoke step runs
+    /// in `poll`: [`RebalanceListener::on_revoked`], then a commit of the
+    /// offsets marked processed. When the deadline passes first, the
+    /// partitions are released anyway, and offsets for them that arrive
+    /// later are never committed.
+    pub revoke_timeout: Duration,
+    /// Assignors offered, in preference order (classic protocol). Default,
+    /// as Java 4.x: `range`, then `cooperative-sticky`, then KafkaJS's
+    /// `RoundRobinAssigner` (so franz can join NestJS groups). The member
+    /// rebalances cooperatively only when every assignor offered is
+    /// cooperative (`vec![Arc::new(CooperativeStickyAssignor)]`), as Java
+    /// decides; groups shared with KafkaJS/NestJS members stay eager.
     pub assignors: Vec<Arc<dyn Assignor>>,
     /// `group.protocol`: the classic JoinGroup/SyncGroup protocol (default)
     /// or KIP-848's `consumer` protocol, where the coordinator assigns.
@@ -74,100 +94,174 @@ impl GroupConfig {
             session_timeout: Duration::from_secs(45),
             rebalance_timeout: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(3),
-            assignors: vec![Arc::new(RangeAssignor), Arc::new(RoundRobinAssignor)],
+            max_poll_interval: Duration::from_secs(300),
+            revoke_timeout: Duration::from_secs(60),
+            assignors: vec![
+                Arc::new(RangeAssignor),
+                Arc::new(CooperativeStickyAssignor),
+                Arc::new(RoundRobinAssignor),
+            ],
             protocol: GroupProtocol::Classic,
             group_instance_id: None,
         }
     }
-}
 
-/// What to do after a JoinGroup or SyncGroup error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JoinStep {
-    /// Join again as is (a rebalance is under way, or the coordinator moved).
-    Retry,
-    /// Join again with the member id the broker just handed out (KIP-394).
-    RetryWithAssignedId,
-    /// Forget the member id and join as a new member.
-    RetryAsNewMember,
-    /// Look the coordinator up again, then join.
-    FindCoordinator,
-    /// Give up: configuration or authorization is wrong.
-    Fail,
-}
-
-/// The classic protocol's rules for JoinGroup and SyncGroup errors.
-pub fn join_step(code: ErrorCode) -> JoinStep {
-    match code {
-        ErrorCode::MemberIdRequired => JoinStep::RetryWithAssignedId,
-        ErrorCode::UnknownMemberId | ErrorCode::IllegalGeneration => JoinStep::RetryAsNewMember,
-        // Another instance with this group.instance.id took over: two live
-        // members must not share one (as Java, fatal).
-        ErrorCode::FencedInstanceId => JoinStep::Fail,
-        ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable => JoinStep::FindCoordinator,
-        ErrorCode::RebalanceInProgress | ErrorCode::CoordinatorLoadInProgress => JoinStep::Retry,
-        c if c.is_retriable() => JoinStep::Retry,
-        _ => JoinStep::Fail,
+    /// Checks the settings against each other.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use franz_consumer::GroupConfig;
+    /// let mut g = GroupConfig::new("billing");
+    /// assert!(g.validate().is_ok());
+    /// g.revoke_timeout = g.rebalance_timeout;
+    /// assert!(g.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), GroupConfigError> {
+        if self.group_id.is_empty() {
+            return Err(GroupConfigError::EmptyGroupId);
+        }
+        if self.protocol == GroupProtocol::Classic {
+            if self.assignors.is_empty() {
+                return Err(GroupConfigError::NoAssignors);
+            }
+            for (i, a) in self.assignors.iter().enumerate() {
+                if self.assignors[..i].iter().any(|b| b.name() == a.name()) {
+                    return Err(GroupConfigError::DuplicateAssignor(a.name().to_string()));
+                }
+            }
+        }
+        for (name, d) in [
+            ("session_timeout", self.session_timeout),
+            ("rebalance_timeout", self.rebalance_timeout),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("max_poll_interval", self.max_poll_interval),
+            ("revoke_timeout", self.revoke_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(GroupConfigError::Zero(name));
+            }
+            if d.as_millis() > i32::MAX as u128 {
+                return Err(GroupConfigError::TooLong(name));
+            }
+        }
+        if self.heartbeat_interval >= self.session_timeout {
+            return Err(GroupConfigError::HeartbeatNotBelowSession {
+                heartbeat: self.heartbeat_interval,
+                session: self.session_timeout,
+            });
+        }
+        if self.revoke_timeout >= self.rebalance_timeout {
+            return Err(GroupConfigError::RevokeNotBelowRebalance {
+                revoke: self.revoke_timeout,
+                rebalance: self.rebalance_timeout,
+            });
+        }
+        Ok(())
     }
 }
 
-/// The leader's first step: every member's subscription, decoded once (a
-/// member whose metadata does not decode fails the assignment).
-pub fn decode_members(members: &[(String, bytes::Bytes)]) -> Result<Vec<Member>, ConsumeError> {
-    members
-        .iter()
-        .map(|(id, meta)| {
-            Subscription::decode(meta.clone())
-                .map(|s| (id.clone(), s))
-                .map_err(|e| ConsumeError::Protocol(format!("member {id}'s subscription: {e}")))
-        })
-        .collect()
-}
+/// The future a [`RebalanceListener`] hook returns.
+pub type HookFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
-/// The leader's work: run the chosen assignor over the partitions of the
-/// subscribed topics, and encode one assignment per member.
-pub fn leader_assignments(
-    assignor: &dyn Assignor,
-    members: &[Member],
-    partitions: &BTreeMap<String, Vec<i32>>,
-) -> Result<Vec<(String, bytes::Bytes)>, ConsumeError> {
-    let plan = assignor.assign(members, partitions);
-    let mut out = Vec::with_capacity(members.len());
-    for (id, _) in members {
-        let assignment = Assignment {
-            version: assignor.version(),
-            partitions: plan.get(id).cloned().unwrap_or_default(),
-            user_data: bytes::Bytes::new(),
-        };
-        let bytes = assignment
-            .encode()
-            .map_err(|e| ConsumeError::Protocol(format!("assignment for {id}: {e}")))?;
-        out.push((id.clone(), bytes));
-    }
-    Ok(out)
-}
-
-/// Membership shared with the heartbeat task.
-#[derive(Debug, Default)]
-struct Membership {
-    member_id: String,
-    generation: i32,
-    /// Set when the coordinator asks for a rejoin (or forgot us).
-    rejoin: bool,
-    /// KIP-848 state, shared with its heartbeat task.
-    kip848: Kip848Member,
-    /// A KIP-848 assignment the next `poll` applies.
-    pending: Option<IdAssignment>,
-    /// A KIP-848 error retrying cannot fix, reported by the next `poll`.
-    fatal: Option<ErrorCode>,
-}
-
-/// A consumer in a classic consumer group: it subscribes to topics, and
-/// the group decides which partitions it reads.
+/// Async rebalance hooks, the same under every protocol. They run inside
+/// [`GroupConsumer::poll`] (and `close`), on the application's task, and
+/// the group waits for them:
 ///
-/// Offsets are committed only when asked ([`commit`](Self::commit)), so a
-/// caller can commit after its handler succeeds. Partitions start from the
-/// group's committed offsets, or by `auto_offset_reset` when none exist.
+/// - `on_revoked` is awaited before the partitions are released: under
+///   eager rebalancing before the JoinGroup, under cooperative after the
+///   SyncGroup that shows them gone and before the follow-up JoinGroup,
+///   under KIP-848 before the revocation is acknowledged. After it returns,
+///   the offsets marked processed ([`OffsetMarks`]) for those partitions are
+///   committed, and they are fetched no more.
+/// - `on_assigned` runs after new partitions are positioned at their
+///   committed offsets, before records from them are returned.
+/// - `on_lost` runs when partitions were taken without a revoke (the member
+///   was fenced or evicted, or missed `max_poll_interval`): someone else may
+///   own them already, so nothing is committed for them.
+///
+/// Under cooperative rebalancing and KIP-848 a hook gets only the
+/// partitions that change; the ones kept are fetched throughout.
+///
+/// ```
+/// use franz_consumer::{HookFuture, RebalanceListener, TopicPartition};
+/// struct Log;
+/// impl RebalanceListener for Log {
+///     fn on_revoked<'a>(&'a self, partitions: &'a [TopicPartition]) -> HookFuture<'a> {
+///         Box::pin(async move { println!("revoked {partitions:?}") })
+///     }
+/// }
+/// ```
+pub trait RebalanceListener: Send + Sync + 'static {
+    /// New partitions, positioned and about to be fetched.
+    fn on_assigned<'a>(&'a self, partitions: &'a [TopicPartition]) -> HookFuture<'a> {
+        let _ = partitions;
+        Box::pin(async {})
+    }
+    /// Partitions about to be released: finish (or abandon) their work and
+    /// mark what was processed; the group waits up to `revoke_timeout`.
+    fn on_revoked<'a>(&'a self, partitions: &'a [TopicPartition]) -> HookFuture<'a> {
+        let _ = partitions;
+        Box::pin(async {})
+    }
+    /// Partitions already taken away; their results must not be committed.
+    fn on_lost<'a>(&'a self, partitions: &'a [TopicPartition]) -> HookFuture<'a> {
+        let _ = partitions;
+        Box::pin(async {})
+    }
+}
+
+/// Offsets the application has processed (the next offset to read, per
+/// partition), shared with the tasks that do the processing. The revoke
+/// step, [`GroupConsumer::commit_marked`] and `close` commit them; a mark
+/// for a partition the member no longer owns is dropped, never sent.
+#[derive(Debug, Clone, Default)]
+pub struct OffsetMarks {
+    marks: Arc<Mutex<BTreeMap<TopicPartition, i64>>>,
+}
+
+impl OffsetMarks {
+    /// Marks `tp` processed up to `next_offset` (exclusive). Marks never go
+    /// backwards.
+    pub fn mark(&self, tp: &TopicPartition, next_offset: i64) {
+        let mut m = self.lock();
+        let e = m.entry(tp.clone()).or_insert(next_offset);
+        *e = (*e).max(next_offset);
+    }
+
+    /// Marks `record` processed.
+    pub fn mark_record(&self, record: &ConsumerRecord) {
+        self.mark(
+            &TopicPartition::new(&*record.topic, record.partition),
+            record.offset.saturating_add(1),
+        );
+    }
+
+    /// The current marks.
+    pub fn snapshot(&self) -> BTreeMap<TopicPartition, i64> {
+        self.lock().clone()
+    }
+
+    fn take(&self, tps: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
+        let mut m = self.lock();
+        tps.iter()
+            .filter_map(|tp| m.remove(tp).map(|o| (tp.clone(), o)))
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<TopicPartition, i64>> {
+        self.marks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A consumer in a consumer group: it subscribes to topics, and the group
+/// decides which partitions it reads.
+///
+/// Offsets are committed only when asked ([`commit`](Self::commit),
+/// [`commit_offsets`](Self::commit_offsets), marks), so a caller can commit
+/// after its handler succeeds. Partitions start from the group's committed
+/// offsets, or by `auto_offset_reset` when none exist. Heartbeats run in a
+/// background task, so a slow handler stays in the group up to
+/// `max_poll_interval`; rebalances are applied, and hooks run, in `poll`.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), franz_consumer::ConsumeError> {
@@ -188,14 +282,26 @@ struct Membership {
 /// consumer.close().await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct GroupConsumer {
     consumer: Consumer,
     group: GroupConfig,
     topics: Vec<String>,
-    membership: Arc<Mutex<Membership>>,
-    heartbeat: Option<JoinHandle<()>>,
-    joined: bool,
+    shared: Arc<Shared>,
+    driver: Option<JoinHandle<()>>,
+    listener: Option<Arc<dyn RebalanceListener>>,
+    marks: OffsetMarks,
+    /// What this member committed last, per partition.
+    committed: BTreeMap<TopicPartition, i64>,
+}
+
+impl std::fmt::Debug for GroupConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupConsumer")
+            .field("group", &self.group.group_id)
+            .field("topics", &self.topics)
+            .field("assignment", &self.consumer.assignment())
+            .finish_non_exhaustive()
+    }
 }
 
 impl GroupConsumer {
@@ -205,40 +311,75 @@ impl GroupConsumer {
         group: GroupConfig,
         topics: &[&str],
     ) -> Result<Self, ConsumeError> {
-        if group.assignors.is_empty() {
-            return Err(ConsumeError::Client(ClientError::Config(
-                "a group consumer needs at least one assignor".into(),
-            )));
-        }
-        let consumer = Consumer::new(config).await?;
-        let membership = Membership {
-            kip848: Kip848Member {
-                instance_id: group.group_instance_id.clone(),
-                ..Kip848Member::default()
-            },
-            ..Membership::default()
+        group.validate()?;
+        let client = Client::connect(config.client.clone()).await?;
+        Self::with_client(client, config, group, topics)
+    }
+
+    /// A group consumer on an existing client's connections and metadata.
+    pub fn with_client(
+        client: Client,
+        config: ConsumerConfig,
+        group: GroupConfig,
+        topics: &[&str],
+    ) -> Result<Self, ConsumeError> {
+        group.validate()?;
+        let topics: Vec<String> = topics.iter().map(|t| (*t).to_string()).collect();
+        let settings = MemberSettings {
+            group_id: group.group_id.clone(),
+            instance_id: group.group_instance_id.clone(),
+            topics: topics.clone(),
+            session_timeout: group.session_timeout,
+            rebalance_timeout: group.rebalance_timeout,
+            heartbeat_interval: group.heartbeat_interval,
+            max_poll_interval: group.max_poll_interval,
+            revoke_timeout: group.revoke_timeout,
+            retry_backoff: client.config().retry_backoff,
+            rack: client.config().client_rack.clone(),
+        };
+        let machine = match group.protocol {
+            GroupProtocol::Classic => {
+                Machine::Classic(ClassicMember::new(settings, group.assignors.clone()))
+            }
+            GroupProtocol::Consumer => Machine::Kip848(Kip848Member::new(settings)),
         };
         Ok(Self {
-            consumer,
+            consumer: Consumer::with_client(client, config),
             group,
-            topics: topics.iter().map(|t| (*t).to_string()).collect(),
-            membership: Arc::new(Mutex::new(membership)),
-            heartbeat: None,
-            joined: false,
+            topics,
+            shared: Shared::new(machine),
+            driver: None,
+            listener: None,
+            marks: OffsetMarks::default(),
+            committed: BTreeMap::new(),
         })
     }
 
-    /// The partitions the group gave this member.
+    /// Installs the rebalance hooks (before the first `poll`, or they miss
+    /// the first assignment).
+    pub fn set_listener(&mut self, listener: impl RebalanceListener) {
+        self.listener = Some(Arc::new(listener));
+    }
+
+    /// The offset marks the revoke step and [`commit_marked`](Self::commit_marked)
+    /// commit; clone it into the tasks that process records.
+    pub fn offset_marks(&self) -> OffsetMarks {
+        self.marks.clone()
+    }
+
+    /// The partitions this member fetches.
     pub fn assignment(&self) -> Vec<TopicPartition> {
         self.consumer.assignment()
     }
 
-    /// This member's id and generation (empty and -1 before joining).
+    /// This member's id and generation (KIP-848: member epoch); empty and
+    /// -1 before joining.
     pub fn member(&self) -> (String, i32) {
-        let m = lock(&self.membership);
+        let g = self.shared.lock();
+        let joined = matches!(g.machine.phase(), Phase::Stable | Phase::Revoking);
         (
-            m.member_id.clone(),
-            if self.joined { m.generation } else { -1 },
+            g.machine.member_id().to_string(),
+            if joined { g.machine.generation() } else { -1 },
         )
     }
 
@@ -247,25 +388,209 @@ impl GroupConsumer {
         &mut self.consumer
     }
 
-    /// Joins or rejoins when needed, then fetches as [`Consumer::poll`].
-    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ConsumeError> {
-        match self.group.protocol {
-            GroupProtocol::Classic => {
-                if !self.joined || lock(&self.membership).rejoin {
-                    self.join().await?;
-                }
-            }
-            GroupProtocol::Consumer => {
-                if !self.joined {
-                    self.join_kip848().await?;
-                }
-                self.apply_kip848_assignment().await?;
-            }
+    fn start(&mut self) {
+        if self.driver.is_some() {
+            return;
         }
-        self.consumer.poll(timeout).await
+        let settings = DriverSettings {
+            group_id: self.group.group_id.clone(),
+            topics: self.topics.clone(),
+            rebalance_timeout: self.group.rebalance_timeout,
+        };
+        self.driver = Some(tokio::spawn(drive(
+            self.consumer.client().clone(),
+            Arc::clone(&self.shared),
+            settings,
+        )));
     }
 
-    /// Commits the current position of every assigned partition.
+    /// Applies what the group decided (running the hooks), then fetches as
+    /// [`Consumer::poll`] from the partitions the member owns. Returns an
+    /// empty list when nothing came within `timeout`, also while the member
+    /// is still joining.
+    ///
+    /// Cancel safety: dropping the future loses no records (positions move
+    /// only when records are returned), but a hook it was running is cut
+    /// short; the group then waits for the revoke deadline.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ConsumeError> {
+        self.start();
+        let deadline = Instant::now() + timeout;
+        self.shared.input(AppInput::Polled);
+        let shared = Arc::clone(&self.shared);
+        loop {
+            self.apply_events().await?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if self.consumer.assignment().is_empty() {
+                if remaining.is_zero() {
+                    return Ok(Vec::new());
+                }
+                tokio::select! {
+                    () = shared.wake_app.notified() => continue,
+                    () = tokio::time::sleep(remaining) => return Ok(Vec::new()),
+                }
+            }
+            let mut records = tokio::select! {
+                r = self.consumer.poll(remaining) => r?,
+                // A rebalance step is waiting: take it before fetching on.
+                () = shared.wake_app.notified() => continue,
+            };
+            // Partitions the member lost meanwhile (fenced, poll timeout,
+            // revoke deadline) are someone else's: hand out nothing of them.
+            {
+                let g = self.shared.lock();
+                let owned = g.machine.owned();
+                records.retain(|r| {
+                    owned
+                        .iter()
+                        .any(|tp| tp.partition == r.partition && *tp.topic == *r.topic)
+                });
+            }
+            if !records.is_empty() || Instant::now() >= deadline {
+                return Ok(records);
+            }
+        }
+    }
+
+    /// Waits until the member has joined and its assignment is applied
+    /// (`poll` would fetch), up to `timeout`.
+    pub async fn wait_for_assignment(&mut self, timeout: Duration) -> Result<(), ConsumeError> {
+        self.start();
+        let deadline = Instant::now() + timeout;
+        self.shared.input(AppInput::Polled);
+        let shared = Arc::clone(&self.shared);
+        loop {
+            self.apply_events().await?;
+            let stable = {
+                let g = self.shared.lock();
+                g.machine.phase() == Phase::Stable && g.app_events.is_empty()
+            };
+            if stable {
+                return Ok(());
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ConsumeError::Client(ClientError::Timeout {
+                    what: format!("joining group {}", self.group.group_id),
+                    after: timeout,
+                }));
+            }
+            tokio::select! {
+                () = shared.wake_app.notified() => {}
+                () = tokio::time::sleep(remaining.min(Duration::from_millis(20))) => {}
+            }
+        }
+    }
+
+    /// Runs the hooks and fetcher changes the member queued, in order.
+    async fn apply_events(&mut self) -> Result<(), ConsumeError> {
+        loop {
+            let event = {
+                let mut g = self.shared.lock();
+                if let Some(failure) = g.failure.take() {
+                    return Err(failure);
+                }
+                g.app_events.pop_front()
+            };
+            let Some(event) = event else { return Ok(()) };
+            match event {
+                MemberEvent::Assigned(partitions) => {
+                    if let Err(e) = self.take_partitions(&partitions).await {
+                        // Keep the event: the next poll tries again.
+                        self.shared
+                            .lock()
+                            .app_events
+                            .push_front(MemberEvent::Assigned(partitions));
+                        return Err(e);
+                    }
+                    tracing::info!(group = %self.group.group_id, added = ?partitions, "partitions assigned");
+                    if let Some(l) = &self.listener {
+                        l.on_assigned(&partitions).await;
+                    }
+                }
+                MemberEvent::Revoke(partitions) => {
+                    if let Some(l) = &self.listener {
+                        l.on_revoked(&partitions).await;
+                    }
+                    let marked = self.marks.take(&partitions);
+                    if let Err(e) = self.commit_offsets(&marked).await {
+                        tracing::warn!(group = %self.group.group_id, error = %e, "commit while revoking failed");
+                    }
+                    self.drop_partitions(&partitions).await;
+                    tracing::info!(group = %self.group.group_id, revoked = ?partitions, "partitions revoked");
+                    self.shared.input(AppInput::RevokeDone(partitions));
+                }
+                MemberEvent::Lost(partitions) => {
+                    if let Some(l) = &self.listener {
+                        l.on_lost(&partitions).await;
+                    }
+                    self.marks.take(&partitions);
+                    self.drop_partitions(&partitions).await;
+                    tracing::info!(group = %self.group.group_id, lost = ?partitions, "partitions lost");
+                }
+                MemberEvent::PollIntervalExceeded => {
+                    return Err(ConsumeError::PollIntervalExceeded {
+                        group: self.group.group_id.clone(),
+                        after: self.group.max_poll_interval,
+                    });
+                }
+                MemberEvent::Fatal { api, code } => {
+                    return Err(ConsumeError::Group {
+                        group: self.group.group_id.clone(),
+                        api,
+                        code,
+                    });
+                }
+                MemberEvent::CoordinatorLost
+                | MemberEvent::NeedPartitions(_)
+                | MemberEvent::NeedTopicNames(_) => {}
+            }
+        }
+    }
+
+    /// Adds `partitions` to the fetcher, positioned at the committed offsets.
+    async fn take_partitions(&mut self, partitions: &[TopicPartition]) -> Result<(), ConsumeError> {
+        let mut all = self.consumer.assignment();
+        all.extend(
+            partitions
+                .iter()
+                .filter(|tp| !all.contains(tp))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        self.consumer.assign(&all).await?;
+        let committed = Admin::new(self.consumer.client().clone())
+            .list_group_offsets(&self.group.group_id)
+            .await?;
+        for tp in partitions {
+            match committed.get(tp).filter(|o| o.committed >= 0) {
+                Some(o) => {
+                    self.consumer.seek(tp, o.committed)?;
+                    self.committed.insert(tp.clone(), o.committed);
+                }
+                None => {
+                    self.committed.remove(tp);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn drop_partitions(&mut self, partitions: &[TopicPartition]) {
+        let keep: Vec<TopicPartition> = self
+            .consumer
+            .assignment()
+            .into_iter()
+            .filter(|tp| !partitions.contains(tp))
+            .collect();
+        if let Err(e) = self.consumer.assign(&keep).await {
+            tracing::warn!(error = %e, "dropping partitions from the fetcher failed");
+        }
+        for tp in partitions {
+            self.committed.remove(tp);
+        }
+    }
+
+    /// Commits the current position of every partition the member owns.
     pub async fn commit(&mut self) -> Result<(), ConsumeError> {
         let offsets: Vec<(TopicPartition, i64)> = self
             .consumer
@@ -276,23 +601,56 @@ impl GroupConsumer {
         self.commit_offsets(&offsets).await
     }
 
+    /// Commits the offsets marked in [`offset_marks`](Self::offset_marks).
+    pub async fn commit_marked(&mut self) -> Result<(), ConsumeError> {
+        let offsets: Vec<(TopicPartition, i64)> = self.marks.snapshot().into_iter().collect();
+        self.commit_offsets(&offsets).await
+    }
+
     /// Commits `offsets` (the next offset to read, per partition) under this
-    /// member's generation. A rebalance in the meantime fails the commit
-    /// with [`ConsumeError::CommitFailed`] and schedules a rejoin.
+    /// member's generation (KIP-848: member epoch). Offsets for partitions
+    /// the member does not own are never sent: they fail the call with
+    /// [`ConsumeError::NotAssigned`] after the owned ones are committed. A
+    /// rebalance in the meantime fails the commit with
+    /// [`ConsumeError::CommitFailed`], and the member rejoins.
+    ///
+    /// Cancel safety: if dropped after the request went out, the commit may
+    /// or may not have happened; committing again is harmless.
     pub async fn commit_offsets(
         &mut self,
         offsets: &[(TopicPartition, i64)],
     ) -> Result<(), ConsumeError> {
-        if offsets.is_empty() {
-            return Ok(());
+        let (identity, owned, not_owned) = {
+            let g = self.shared.lock();
+            let owned_now = g.machine.owned();
+            let (owned, not_owned): (Vec<_>, Vec<_>) = offsets
+                .iter()
+                .cloned()
+                .partition(|(tp, _)| owned_now.contains(tp));
+            (g.machine.commit_identity(), owned, not_owned)
+        };
+        let not_owned_error = not_owned.first().map(|(tp, _)| ConsumeError::NotAssigned {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+        });
+        let owned: Vec<(TopicPartition, i64)> = owned
+            .into_iter()
+            .filter(|(tp, o)| self.committed.get(tp) != Some(o))
+            .collect();
+        if owned.is_empty() {
+            return not_owned_error.map_or(Ok(()), Err);
         }
-        let (member_id, generation) = {
-            let m = lock(&self.membership);
-            (m.member_id.clone(), m.generation)
+        let Some((member_id, generation)) = identity else {
+            let (tp, _) = &owned[0];
+            return Err(ConsumeError::CommitFailed {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                code: ErrorCode::RebalanceInProgress,
+            });
         };
         let mut topics: BTreeMap<&str, Vec<offset_commit_request::OffsetCommitRequestPartition>> =
             BTreeMap::new();
-        for (tp, offset) in offsets {
+        for (tp, offset) in &owned {
             topics.entry(tp.topic.as_str()).or_default().push(
                 offset_commit_request::OffsetCommitRequestPartition {
                     partition_index: tp.partition,
@@ -355,11 +713,15 @@ impl GroupConsumer {
             for p in t.partitions {
                 let code = ErrorCode::from_code(p.error_code);
                 if code == ErrorCode::None {
+                    if let Some((tp, o)) = owned
+                        .iter()
+                        .find(|(tp, _)| tp.partition == p.partition_index && tp.topic == t.name)
+                    {
+                        self.committed.insert(tp.clone(), *o);
+                    }
                     continue;
                 }
-                if join_step(code) != JoinStep::Fail {
-                    lock(&self.membership).rejoin = true;
-                }
+                self.shared.input(AppInput::CommitRefused(code));
                 return Err(ConsumeError::CommitFailed {
                     topic: t.name,
                     partition: p.partition_index,
@@ -367,10 +729,11 @@ impl GroupConsumer {
                 });
             }
         }
-        Ok(())
+        not_owned_error.map_or(Ok(()), Err)
     }
 
-    /// Stops heartbeating and leaves the group, so its partitions move to
+    /// Revokes the member's partitions (running `on_revoked` and committing
+    /// the marked offsets), then leaves the group, so its partitions move to
     /// the other members at once rather than after the session timeout.
     ///
     /// A static member (`group_instance_id`) does not leave: under the
@@ -378,566 +741,34 @@ impl GroupConsumer {
     /// with epoch -2, which keeps its partitions for its next instance. Either
     /// way they move only if no instance returns within the session timeout.
     pub async fn close(mut self) -> Result<(), ConsumeError> {
-        self.stop_heartbeat();
-        if !self.joined {
-            return Ok(());
-        }
-        if self.group.group_instance_id.is_some() && self.group.protocol == GroupProtocol::Classic {
-            return Ok(());
-        }
-        if self.group.protocol == GroupProtocol::Consumer {
-            let req = lock(&self.membership)
-                .kip848
-                .leave_request(&self.group.group_id);
-            let conn = self
-                .consumer
-                .client()
-                .coordinator_connection(CoordinatorType::Group, &self.group.group_id)
-                .await?;
-            conn.send(&req).await?;
-            return Ok(());
-        }
-        let member_id = lock(&self.membership).member_id.clone();
-        let client = self.consumer.client();
-        let conn = client
-            .coordinator_connection(CoordinatorType::Group, &self.group.group_id)
-            .await?;
-        // v0-2 name the member at the top level, v3+ in a batch of members.
-        let batched = conn.version_of::<LeaveGroupRequest>()? >= 3;
-        let req = LeaveGroupRequest {
-            group_id: self.group.group_id.clone(),
-            member_id: if batched {
-                String::new()
-            } else {
-                member_id.clone()
-            },
-            members: if batched {
-                vec![leave_group_request::MemberIdentity {
-                    member_id,
-                    group_instance_id: self.group.group_instance_id.clone(),
-                    reason: Some("the consumer is closing".into()),
-                    ..Default::default()
-                }]
-            } else {
-                Vec::new()
-            },
-            ..Default::default()
-        };
-        conn.send(&req).await?;
-        Ok(())
-    }
-
-    fn stop_heartbeat(&mut self) {
-        if let Some(h) = self.heartbeat.take() {
-            h.abort();
-        }
-    }
-
-    /// The eager rebalance: JoinGroup, SyncGroup (the leader assigns), then
-    /// assign the fetcher and start from the committed offsets.
-    async fn join(&mut self) -> Result<(), ConsumeError> {
-        self.stop_heartbeat();
-        self.joined = false;
-        let client = self.consumer.client().clone();
-        let group_id = self.group.group_id.clone();
-        let deadline =
-            Instant::now() + self.group.rebalance_timeout + client.config().request_timeout;
-        let protocols = self
-            .group
-            .assignors
-            .iter()
-            .map(|a| {
-                let subscription = Subscription {
-                    version: a.version(),
-                    topics: self.topics.clone(),
-                    user_data: bytes::Bytes::new(),
-                };
-                subscription
-                    .encode()
-                    .map(|metadata| join_group_request::JoinGroupRequestProtocol {
-                        name: a.name().to_string(),
-                        metadata,
-                        ..Default::default()
-                    })
-                    .map_err(|e| ConsumeError::Protocol(format!("subscription: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        loop {
-            if Instant::now() >= deadline {
-                return Err(ConsumeError::Client(ClientError::Timeout {
-                    what: format!("joining group {group_id}"),
-                    after: self.group.rebalance_timeout,
-                }));
-            }
-            let member_id = lock(&self.membership).member_id.clone();
-            let join = JoinGroupRequest {
-                group_id: group_id.clone(),
-                session_timeout_ms: millis(self.group.session_timeout),
-                rebalance_timeout_ms: millis(self.group.rebalance_timeout),
-                member_id: member_id.clone(),
-                group_instance_id: self.group.group_instance_id.clone(),
-                protocol_type: "consumer".into(),
-                protocols: protocols.clone(),
-                ..Default::default()
-            };
-            // The coordinator holds JoinGroup until every member rejoins.
-            let Some(resp) = self
-                .rebalance_call(&client, &join, "JoinGroup", |r| {
-                    (r.error_code, r.member_id.clone())
-                })
-                .await?
-            else {
-                continue;
-            };
-            {
-                let mut m = lock(&self.membership);
-                m.member_id.clone_from(&resp.member_id);
-                m.generation = resp.generation_id;
-                m.rejoin = false;
-            }
-            let protocol = resp.protocol_name.clone().unwrap_or_default();
-            // A static leader that rejoined a stable group is told to skip
-            // the assignment (v9+): the group keeps the one it has.
-            let assignments = if resp.leader == resp.member_id && !resp.skip_assignment {
-                let assignor = self
-                    .group
-                    .assignors
-                    .iter()
-                    .find(|a| a.name() == protocol)
-                    .ok_or_else(|| {
-                        ConsumeError::Protocol(format!(
-                            "the group chose assignor {protocol}, which this member does not have"
-                        ))
-                    })?;
-                let raw: Vec<(String, bytes::Bytes)> = resp
-                    .members
-                    .iter()
-                    .map(|m| (m.member_id.clone(), m.metadata.clone()))
-                    .collect();
-                let members = decode_members(&raw)?;
-                let mut topics: Vec<String> = members
-                    .iter()
-                    .flat_map(|(_, s)| s.topics.iter().cloned())
-                    .collect();
-                topics.sort();
-                topics.dedup();
-                let mut partitions = BTreeMap::new();
-                for t in topics {
-                    // A member may subscribe to a topic that does not exist
-                    // (yet): it simply gets none of it.
-                    if let Ok(md) = client.topic_metadata(&t).await {
-                        let mut ps: Vec<i32> = md.partitions.iter().map(|p| p.partition).collect();
-                        ps.sort_unstable();
-                        partitions.insert(t, ps);
-                    }
-                }
-                leader_assignments(assignor.as_ref(), &members, &partitions)?
-                    .into_iter()
-                    .map(
-                        |(member_id, assignment)| sync_group_request::SyncGroupRequestAssignment {
-                            member_id,
-                            assignment,
-                            ..Default::default()
-                        },
-                    )
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let sync = SyncGroupRequest {
-                group_id: group_id.clone(),
-                generation_id: resp.generation_id,
-                member_id: resp.member_id.clone(),
-                group_instance_id: self.group.group_instance_id.clone(),
-                protocol_type: Some("consumer".into()),
-                protocol_name: Some(protocol),
-                assignments,
-                ..Default::default()
-            };
-            let Some(sync_resp) = self
-                .rebalance_call(&client, &sync, "SyncGroup", |r| {
-                    (r.error_code, resp.member_id.clone())
-                })
-                .await?
-            else {
-                continue;
-            };
-            let assignment = Assignment::decode(sync_resp.assignment)
-                .map_err(|e| ConsumeError::Protocol(format!("assignment: {e}")))?;
-            let tps: Vec<TopicPartition> = assignment
-                .partitions
-                .iter()
-                .flat_map(|(t, ps)| ps.iter().map(move |p| TopicPartition::new(t.as_str(), *p)))
-                .collect();
-            self.consumer.assign(&tps).await?;
-            self.start_from_committed(&tps).await?;
-            self.joined = true;
-            self.start_heartbeat();
-            tracing::info!(group = %group_id, generation = resp.generation_id, partitions = tps.len(), "joined group");
-            return Ok(());
-        }
-    }
-
-    /// A group error retrying will not fix, naming the request and group.
-    fn group_error(&self, what: &str, code: ErrorCode) -> ConsumeError {
-        ConsumeError::Client(ClientError::Broker {
-            context: format!("{what} {}", self.group.group_id),
-            code,
-            message: None,
-        })
-    }
-
-    /// KIP-848 join: heartbeat with epoch 0 until the coordinator accepts the
-    /// member, then keep heartbeating from a task.
-    async fn join_kip848(&mut self) -> Result<(), ConsumeError> {
-        let client = self.consumer.client().clone();
-        let deadline = Instant::now() + self.group.rebalance_timeout;
-        loop {
-            let outcome =
-                kip848_heartbeat(&client, &self.group, &self.topics, &self.membership).await;
-            match outcome {
-                Ok(HeartbeatOutcome::Steady | HeartbeatOutcome::Assign(_)) => break,
-                Ok(HeartbeatOutcome::Fatal(code)) => {
-                    return Err(self.group_error("ConsumerGroupHeartbeat", code));
-                }
-                Ok(HeartbeatOutcome::Fenced(_) | HeartbeatOutcome::Retry(_)) => {}
-                Err(e) if e.is_retriable() => {}
-                Err(e) => return Err(e.into()),
-            }
-            if Instant::now() >= deadline {
-                return Err(ConsumeError::Client(ClientError::Timeout {
-                    what: format!("joining group {}", self.group.group_id),
-                    after: self.group.rebalance_timeout,
-                }));
-            }
-            tokio::time::sleep(client.config().retry_backoff).await;
-        }
-        self.joined = true;
-        let (client, group, topics, membership) = (
-            client,
-            self.group.clone(),
-            self.topics.clone(),
-            Arc::clone(&self.membership),
-        );
-        self.heartbeat = Some(tokio::spawn(async move {
-            loop {
-                let interval = lock(&membership).kip848.heartbeat_interval_ms;
-                tokio::time::sleep(Duration::from_millis(
-                    u64::try_from(interval).unwrap_or(3000),
-                ))
-                .await;
-                match kip848_heartbeat(&client, &group, &topics, &membership).await {
-                    Ok(HeartbeatOutcome::Fatal(code)) => {
-                        lock(&membership).fatal = Some(code);
-                        return;
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!(error = %e, "heartbeat failed; retrying"),
-                }
-            }
-        }));
-        Ok(())
-    }
-
-    /// Applies the coordinator's latest assignment to the fetcher: kept
-    /// partitions keep their positions, new ones start from the committed
-    /// offsets.
-    async fn apply_kip848_assignment(&mut self) -> Result<(), ConsumeError> {
-        let (pending, fatal) = {
-            let mut m = lock(&self.membership);
-            (m.pending.take(), m.fatal.take())
-        };
-        if let Some(code) = fatal {
-            return Err(self.group_error("ConsumerGroupHeartbeat", code));
-        }
-        let Some(target) = pending else {
+        let Some(driver) = self.driver.take() else {
             return Ok(());
         };
-        let client = self.consumer.client().clone();
-        let mut md = client.metadata();
-        if target.keys().any(|id| md.topic_name(id).is_none()) {
-            md = client.refresh_metadata_for(&self.topics).await?;
-        }
-        let mut tps = Vec::new();
-        for (id, parts) in &target {
-            let Some(name) = md.topic_name(id) else {
-                tracing::warn!(?id, "assigned a topic id the metadata does not know");
-                continue;
-            };
-            tps.extend(parts.iter().map(|p| TopicPartition::new(name, *p)));
-        }
-        let before: Vec<TopicPartition> = self.consumer.assignment();
-        self.consumer.assign(&tps).await?;
-        let fresh: Vec<TopicPartition> =
-            tps.into_iter().filter(|tp| !before.contains(tp)).collect();
-        self.start_from_committed(&fresh).await?;
-        tracing::info!(group = %self.group.group_id, partitions = self.consumer.assignment().len(), "assignment applied");
-        Ok(())
-    }
-
-    /// Sends a JoinGroup or SyncGroup to the coordinator, which may hold it
-    /// for up to the rebalance timeout. `None` means go round again: after a
-    /// retriable failure (the coordinator is looked up again, after a
-    /// backoff) or an error code `after_error` dealt with. `error_of` gives
-    /// the response's code and the member id it offers.
-    async fn rebalance_call<R: franz_protocol::Request>(
-        &self,
-        client: &Client,
-        req: &R,
-        what: &str,
-        error_of: impl Fn(&R::Response) -> (i16, String),
-    ) -> Result<Option<R::Response>, ConsumeError> {
-        let group_id = &self.group.group_id;
-        let sent = async {
-            let conn = client
-                .coordinator_connection(CoordinatorType::Group, group_id)
-                .await?;
-            conn.send_timeout(
-                req,
-                self.group.rebalance_timeout + client.config().request_timeout,
-            )
-            .await
-        }
-        .await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) if e.is_retriable() => {
-                client.invalidate_coordinator(CoordinatorType::Group, group_id);
-                tokio::time::sleep(client.config().retry_backoff).await;
-                return Ok(None);
+        let owned: Vec<TopicPartition> = self.shared.lock().machine.owned().to_vec();
+        if !owned.is_empty() {
+            if let Some(l) = &self.listener {
+                l.on_revoked(&owned).await;
             }
-            Err(e) => return Err(e.into()),
-        };
-        let (code, offered_id) = error_of(&resp);
-        let code = ErrorCode::from_code(code);
-        if code != ErrorCode::None {
-            self.after_error(client, code, &offered_id, what).await?;
-            return Ok(None);
-        }
-        Ok(Some(resp))
-    }
-
-    async fn after_error(
-        &self,
-        client: &Client,
-        code: ErrorCode,
-        offered_id: &str,
-        what: &str,
-    ) -> Result<(), ConsumeError> {
-        match join_step(code) {
-            JoinStep::RetryWithAssignedId => {
-                lock(&self.membership).member_id = offered_id.to_string()
-            }
-            JoinStep::RetryAsNewMember => lock(&self.membership).member_id.clear(),
-            JoinStep::FindCoordinator => {
-                client.invalidate_coordinator(CoordinatorType::Group, &self.group.group_id);
-                tokio::time::sleep(client.config().retry_backoff).await;
-            }
-            JoinStep::Retry => tokio::time::sleep(client.config().retry_backoff).await,
-            JoinStep::Fail => return Err(self.group_error(what, code)),
-        }
-        Ok(())
-    }
-
-    /// Seeks every assigned partition to the group's committed offset; the
-    /// rest keep no position, so `auto_offset_reset` decides.
-    async fn start_from_committed(&mut self, tps: &[TopicPartition]) -> Result<(), ConsumeError> {
-        if tps.is_empty() {
-            return Ok(());
-        }
-        let committed = Admin::new(self.consumer.client().clone())
-            .list_group_offsets(&self.group.group_id)
-            .await?;
-        for tp in tps {
-            if let Some(o) = committed.get(tp).filter(|o| o.committed >= 0) {
-                self.consumer.seek(tp, o.committed)?;
+            let marked = self.marks.take(&owned);
+            if let Err(e) = self.commit_offsets(&marked).await {
+                tracing::warn!(group = %self.group.group_id, error = %e, "commit on close failed");
             }
         }
-        Ok(())
-    }
-
-    fn start_heartbeat(&mut self) {
-        let client = self.consumer.client().clone();
-        let group_id = self.group.group_id.clone();
-        let interval = self.group.heartbeat_interval;
-        let instance_id = self.group.group_instance_id.clone();
-        let membership = Arc::clone(&self.membership);
-        self.heartbeat = Some(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(interval).await;
-                let (member_id, generation) = {
-                    let m = lock(&membership);
-                    (m.member_id.clone(), m.generation)
-                };
-                let req = HeartbeatRequest {
-                    group_id: group_id.clone(),
-                    generation_id: generation,
-                    member_id,
-                    group_instance_id: instance_id.clone(),
-                    ..Default::default()
-                };
-                let sent = async {
-                    let conn = client
-                        .coordinator_connection(CoordinatorType::Group, &group_id)
-                        .await?;
-                    conn.send(&req).await
-                }
-                .await;
-                let code = match sent {
-                    Ok(r) => ErrorCode::from_code(r.error_code),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "heartbeat failed; finding the coordinator again");
-                        client.invalidate_coordinator(CoordinatorType::Group, &group_id);
-                        continue;
-                    }
-                };
-                match join_step(code) {
-                    _ if code == ErrorCode::None => {}
-                    JoinStep::FindCoordinator => {
-                        client.invalidate_coordinator(CoordinatorType::Group, &group_id)
-                    }
-                    step => {
-                        let mut m = lock(&membership);
-                        if step == JoinStep::RetryAsNewMember {
-                            m.member_id.clear();
-                        }
-                        m.rejoin = true;
-                        tracing::info!(group = %group_id, %code, "rejoin needed");
-                        return;
-                    }
-                }
-            }
-        }));
-    }
-}
-
-/// One KIP-848 heartbeat round trip against the shared state.
-async fn kip848_heartbeat(
-    client: &Client,
-    group: &GroupConfig,
-    topics: &[String],
-    membership: &Mutex<Membership>,
-) -> Result<HeartbeatOutcome, ClientError> {
-    let req = lock(membership).kip848.request(
-        &group.group_id,
-        topics,
-        millis(group.rebalance_timeout),
-        client.config().client_rack.as_deref(),
-    );
-    let conn = client
-        .coordinator_connection(CoordinatorType::Group, &group.group_id)
-        .await;
-    let resp = match conn {
-        Ok(c) => c.send(&req).await,
-        Err(e) => Err(e),
-    };
-    let resp = match resp {
-        Ok(r) => r,
-        Err(e) => {
-            client.invalidate_coordinator(CoordinatorType::Group, &group.group_id);
-            return Err(e);
+        self.shared.input(AppInput::Leave);
+        let wait = self.consumer.client().config().request_timeout;
+        let abort = driver.abort_handle();
+        if tokio::time::timeout(wait, driver).await.is_err() {
+            abort.abort();
         }
-    };
-    let mut guard = lock(membership);
-    let m = &mut *guard;
-    let outcome = m.kip848.on_response(&resp);
-    m.member_id.clone_from(&m.kip848.member_id);
-    m.generation = m.kip848.epoch;
-    match &outcome {
-        HeartbeatOutcome::Assign(target) => m.pending = Some(target.clone()),
-        HeartbeatOutcome::Fenced(code) => {
-            tracing::info!(group = %group.group_id, %code, "fenced; rejoining");
-            m.pending = Some(IdAssignment::new());
-        }
-        HeartbeatOutcome::Retry(ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable) => {
-            client.invalidate_coordinator(CoordinatorType::Group, &group.group_id);
-        }
-        _ => {}
+        let failure = self.shared.lock().failure.take();
+        failure.map_or(Ok(()), Err)
     }
-    Ok(outcome)
 }
 
 impl Drop for GroupConsumer {
     fn drop(&mut self) {
-        self.stop_heartbeat();
-    }
-}
-
-fn lock(m: &Mutex<Membership>) -> MutexGuard<'_, Membership> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn millis(d: Duration) -> i32 {
-    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    #[test]
-    fn join_errors_map_to_the_classic_protocol_steps() {
-        assert_eq!(
-            join_step(ErrorCode::MemberIdRequired),
-            JoinStep::RetryWithAssignedId
-        );
-        assert_eq!(
-            join_step(ErrorCode::UnknownMemberId),
-            JoinStep::RetryAsNewMember
-        );
-        assert_eq!(
-            join_step(ErrorCode::IllegalGeneration),
-            JoinStep::RetryAsNewMember
-        );
-        assert_eq!(join_step(ErrorCode::RebalanceInProgress), JoinStep::Retry);
-        assert_eq!(
-            join_step(ErrorCode::NotCoordinator),
-            JoinStep::FindCoordinator
-        );
-        assert_eq!(
-            join_step(ErrorCode::InconsistentGroupProtocol),
-            JoinStep::Fail
-        );
-        assert_eq!(
-            join_step(ErrorCode::GroupAuthorizationFailed),
-            JoinStep::Fail
-        );
-        assert_eq!(join_step(ErrorCode::FencedInstanceId), JoinStep::Fail);
-    }
-
-    #[test]
-    fn the_leader_encodes_one_assignment_per_member() {
-        let sub = |topics: &[&str]| {
-            Subscription {
-                topics: topics.iter().map(|t| (*t).to_string()).collect(),
-                ..Subscription::default()
-            }
-            .encode()
-            .unwrap()
-        };
-        let members = vec![
-            ("m2".to_string(), sub(&["t"])),
-            ("m1".to_string(), sub(&["t"])),
-        ];
-        let partitions: BTreeMap<String, Vec<i32>> = [("t".to_string(), vec![0, 1, 2, 3])].into();
-        let out = leader_assignments(
-            &RoundRobinAssignor,
-            &decode_members(&members).unwrap(),
-            &partitions,
-        )
-        .unwrap();
-        let decoded: BTreeMap<String, Assignment> = out
-            .into_iter()
-            .map(|(id, b)| (id, Assignment::decode(b).unwrap()))
-            .collect();
-        assert_eq!(decoded["m1"].partitions["t"], vec![0, 2]);
-        assert_eq!(decoded["m2"].partitions["t"], vec![1, 3]);
-        let bad = vec![("m1".to_string(), bytes::Bytes::from_static(b"\x00"))];
-        assert!(matches!(
-            decode_members(&bad),
-            Err(ConsumeError::Protocol(_))
-        ));
+        if let Some(d) = self.driver.take() {
+            d.abort();
+        }
     }
 }

@@ -40,14 +40,17 @@
 pub mod assignor;
 mod config;
 mod consumer;
+mod driver;
 mod error;
 pub mod fetch;
 pub mod group;
-pub mod kip848;
+pub mod member;
 
 pub use config::{ConsumerConfig, IsolationLevel, OffsetReset};
 pub use consumer::Consumer;
-pub use error::ConsumeError;
+pub use error::{ConsumeError, GroupConfigError};
 pub use fetch::ConsumerRecord;
 pub use franz_client::admin::TopicPartition;
-pub use group::{GroupConfig, GroupConsumer, GroupProtocol};
+pub use group::{
+    GroupConfig, GroupConsumer, GroupProtocol, HookFuture, OffsetMarks, RebalanceListener,
+};

@@ -59,6 +59,7 @@ async fn franz_and_kafkajs_split_a_round_robin_group() {
     g.session_timeout = Duration::from_secs(10);
     g.heartbeat_interval = Duration::from_millis(500);
     g.rebalance_timeout = Duration::from_secs(30);
+    g.revoke_timeout = Duration::from_secs(15);
     g.assignors = vec![Arc::new(RoundRobinAssignor)];
     let mut franz = GroupConsumer::new(config, g, &[topic.as_str()])
         .await

@@ -218,6 +218,25 @@ impl KafkaDistribution {
             })
         }
     }
+
+    /// Starts `main_class` from `classes` (see [`compile_java`](Self::compile_java))
+    /// in the background with `args`, stdin and stdout piped and stderr
+    /// inherited, and returns the running child; the caller reads its stdout,
+    /// writes its stdin, and waits for (or kills) it.
+    pub fn spawn_java(
+        &self,
+        classes: &Path,
+        main_class: &str,
+        args: &[&str],
+    ) -> Result<std::process::Child, HarnessError> {
+        let cp = format!("{}:{}", classes.display(), self.classpath);
+        let mut cmd = self.java_command(main_class, &cp);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        cmd.spawn().ctx(|| format!("starting {main_class}"))
+    }
 }
 
 /// What a finished child process printed.

@@ -214,7 +214,10 @@ impl TransportServerBuilder {
             .clone_from(&config.group_instance_id);
         let mut consumer = GroupConsumer::new(config.consumer.clone(), group, &patterns).await?;
         // Join now, so that `start` returning means the server is serving.
-        consumer.poll(Duration::ZERO).await?;
+        // As long as a JoinGroup may take: the rebalance timeout and a request.
+        consumer
+            .wait_for_assignment(GroupConfig::new("").rebalance_timeout + Duration::from_secs(30))
+            .await?;
         let stop = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             config,

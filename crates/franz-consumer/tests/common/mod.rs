@@ -78,6 +78,7 @@ pub(crate) async fn static_member(
     g.session_timeout = Duration::from_secs(6);
     g.heartbeat_interval = Duration::from_millis(300);
     g.rebalance_timeout = Duration::from_secs(20);
+    g.revoke_timeout = Duration::from_secs(10);
     g.assignors = vec![Arc::new(RoundRobinAssignor)];
     g.protocol = protocol;
     g.group_instance_id = instance.map(str::to_string);

@@ -1,0 +1,318 @@
+//! The one tokio driver that runs either group member: it sends what the
+//! member asks for, feeds back answers and timer expiries, looks up what
+//! the member needs (partition counts for a leader, topic names for
+//! KIP-848 ids), and hands application events to the [`GroupConsumer`]
+//! side.
+//!
+//! The member lives in a mutex shared with the consumer; neither side holds
+//! it across an await. Requests run as tasks of their own, so a JoinGroup
+//! the coordinator holds for the rebalance timeout never stops the timers.
+//!
+//! [`GroupConsumer`]: crate::GroupConsumer
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use franz_client::admin::TopicPartition;
+use franz_client::franz_protocol::messages::{LeaveGroupRequest, leave_group_request};
+use franz_client::{Client, ClientError, CoordinatorType};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::assignor::TopicPartitions;
+use crate::error::ConsumeError;
+use crate::member::classic::ClassicMember;
+use crate::member::kip848::Kip848Member;
+use crate::member::{AppInput, Inbound, MemberEvent, Outbound, Phase};
+
+/// Either member, behind one surface.
+#[derive(Debug)]
+pub(crate) enum Machine {
+    Classic(ClassicMember),
+    Kip848(Kip848Member),
+}
+
+macro_rules! each {
+    ($self:expr, $m:ident => $body:expr) => {
+        match $self {
+            Machine::Classic($m) => $body,
+            Machine::Kip848($m) => $body,
+        }
+    };
+}
+
+impl Machine {
+    pub(crate) fn handle_app(&mut self, input: AppInput, now: Instant) {
+        each!(self, m => m.handle_app(input, now));
+    }
+    fn handle_response(&mut self, inbound: Inbound, now: Instant) {
+        each!(self, m => m.handle_response(inbound, now));
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        each!(self, m => m.handle_timeout(now));
+    }
+    fn poll_request(&mut self, now: Instant) -> Option<Outbound> {
+        each!(self, m => m.poll_request(now))
+    }
+    fn poll_event(&mut self) -> Option<MemberEvent> {
+        each!(self, m => m.poll_event())
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        each!(self, m => m.poll_timeout())
+    }
+    fn is_finished(&self) -> bool {
+        each!(self, m => m.is_finished())
+    }
+    pub(crate) fn phase(&self) -> Phase {
+        each!(self, m => m.phase())
+    }
+    pub(crate) fn owned(&self) -> &[TopicPartition] {
+        each!(self, m => m.owned())
+    }
+    pub(crate) fn commit_identity(&self) -> Option<(String, i32)> {
+        each!(self, m => m.commit_identity())
+    }
+    pub(crate) fn member_id(&self) -> &str {
+        each!(self, m => m.member_id())
+    }
+    /// The classic generation or the KIP-848 epoch.
+    pub(crate) fn generation(&self) -> i32 {
+        match self {
+            Machine::Classic(m) => m.generation(),
+            Machine::Kip848(m) => m.epoch(),
+        }
+    }
+    fn fail(&mut self) {
+        // Stop sending: a Leave is as final as it gets without a request.
+        self.handle_app(AppInput::Leave, Instant::now());
+    }
+}
+
+/// What the driver and the consumer share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+    /// The consumer gave the member an input.
+    pub(crate) wake_driver: Notify,
+    /// The driver queued an application event.
+    pub(crate) wake_app: Notify,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) machine: Machine,
+    /// Events for the consumer side, in order.
+    pub(crate) app_events: VecDeque<MemberEvent>,
+    /// A failure of the driver itself (TLS, authentication), reported once.
+    pub(crate) failure: Option<ConsumeError>,
+}
+
+impl Shared {
+    pub(crate) fn new(machine: Machine) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                machine,
+                app_events: VecDeque::new(),
+                failure: None,
+            }),
+            wake_driver: Notify::new(),
+            wake_app: Notify::new(),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives the member an application input and wakes the driver.
+    pub(crate) fn input(&self, input: AppInput) {
+        self.lock().machine.handle_app(input, Instant::now());
+        self.wake_driver.notify_one();
+    }
+}
+
+/// Settings the driver needs beyond the member's.
+#[derive(Debug, Clone)]
+pub(crate) struct DriverSettings {
+    pub(crate) group_id: String,
+    pub(crate) topics: Vec<String>,
+    pub(crate) rebalance_timeout: Duration,
+}
+
+/// Runs the member until it is finished (left or failed).
+pub(crate) async fn drive(client: Client, shared: Arc<Shared>, settings: DriverSettings) {
+    let mut in_flight: JoinSet<Result<Inbound, ClientError>> = JoinSet::new();
+    loop {
+        let now = Instant::now();
+        let mut driver_events = Vec::new();
+        let (requests, deadline, finished) = {
+            let mut g = shared.lock();
+            let inner = &mut *g;
+            inner.machine.handle_timeout(now);
+            let mut requests = Vec::new();
+            while let Some(r) = inner.machine.poll_request(now) {
+                requests.push(r);
+            }
+            let mut woke_app = false;
+            while let Some(ev) = inner.machine.poll_event() {
+                match ev {
+                    MemberEvent::CoordinatorLost
+                    | MemberEvent::NeedPartitions(_)
+                    | MemberEvent::NeedTopicNames(_) => driver_events.push(ev),
+                    app => {
+                        inner.app_events.push_back(app);
+                        woke_app = true;
+                    }
+                }
+            }
+            if woke_app {
+                shared.wake_app.notify_one();
+            }
+            (
+                requests,
+                inner.machine.poll_timeout(),
+                inner.machine.is_finished(),
+            )
+        };
+        for request in requests {
+            let (client, group_id, rebalance_timeout) = (
+                client.clone(),
+                settings.group_id.clone(),
+                settings.rebalance_timeout,
+            );
+            in_flight
+                .spawn(async move { send(&client, &group_id, request, rebalance_timeout).await });
+        }
+        if !driver_events.is_empty() {
+            for ev in driver_events {
+                serve(&client, &shared, &settings, ev).await;
+            }
+            continue;
+        }
+        if finished && in_flight.is_empty() {
+            // Wake a consumer waiting for the end.
+            shared.wake_app.notify_one();
+            return;
+        }
+        let sleep = deadline.map(|d| tokio::time::Instant::from_std(d));
+        tokio::select! {
+            Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                let inbound = match joined {
+                    Ok(Ok(inbound)) => inbound,
+                    Ok(Err(e)) if e.is_retriable() => {
+                        tracing::debug!(group = %settings.group_id, error = %e, "group request failed; retrying");
+                        Inbound::Failed
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(group = %settings.group_id, error = %e, "group request failed for good");
+                        let mut g = shared.lock();
+                        g.failure = Some(e.into());
+                        g.machine.fail();
+                        drop(g);
+                        shared.wake_app.notify_one();
+                        continue;
+                    }
+                    Err(_) => Inbound::Failed, // the task panicked or was cancelled
+                };
+                shared.lock().machine.handle_response(inbound, Instant::now());
+            }
+            () = async {
+                match sleep {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+            () = shared.wake_driver.notified() => {}
+        }
+    }
+}
+
+/// Does the lookups the member asked for.
+async fn serve(client: &Client, shared: &Shared, settings: &DriverSettings, event: MemberEvent) {
+    match event {
+        MemberEvent::CoordinatorLost => {
+            client.invalidate_coordinator(CoordinatorType::Group, &settings.group_id);
+        }
+        MemberEvent::NeedPartitions(topics) => {
+            let mut partitions = TopicPartitions::new();
+            for t in topics {
+                // A member may subscribe to a topic that does not exist
+                // (yet): it simply gets none of it.
+                if let Ok(md) = client.topic_metadata(&t).await {
+                    let mut ps: Vec<i32> = md.partitions.iter().map(|p| p.partition).collect();
+                    ps.sort_unstable();
+                    partitions.insert(t, ps);
+                }
+            }
+            if let Machine::Classic(m) = &mut shared.lock().machine {
+                m.handle_topic_partitions(&partitions, Instant::now());
+            }
+        }
+        MemberEvent::NeedTopicNames(ids) => {
+            let mut md = client.metadata();
+            if ids.iter().any(|id| md.topic_name(id).is_none()) {
+                match client.refresh_metadata_for(&settings.topics).await {
+                    Ok(fresh) => md = fresh,
+                    Err(e) => tracing::debug!(error = %e, "metadata refresh for topic ids failed"),
+                }
+            }
+            let names: BTreeMap<franz_protocol::Uuid, String> = ids
+                .iter()
+                .filter_map(|id| md.topic_name(id).map(|n| (*id, n.to_string())))
+                .collect();
+            if let Machine::Kip848(m) = &mut shared.lock().machine {
+                m.handle_topic_names(&names, Instant::now());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Sends one request on the group coordinator's connection.
+async fn send(
+    client: &Client,
+    group_id: &str,
+    request: Outbound,
+    rebalance_timeout: Duration,
+) -> Result<Inbound, ClientError> {
+    let conn = client
+        .coordinator_connection(CoordinatorType::Group, group_id)
+        .await?;
+    // The coordinator holds JoinGroup (and a follower's SyncGroup) until
+    // the round completes, up to the rebalance timeout.
+    let held = rebalance_timeout + client.config().request_timeout;
+    Ok(match request {
+        Outbound::Join(r) => Inbound::Join(conn.send_timeout(&r, held).await?),
+        Outbound::Sync(r) => Inbound::Sync(conn.send_timeout(&r, held).await?),
+        Outbound::Heartbeat(r) => Inbound::Heartbeat(conn.send(&r).await?),
+        Outbound::ConsumerHeartbeat(r) => Inbound::ConsumerHeartbeat(conn.send(&r).await?),
+        Outbound::Leave {
+            member_id,
+            instance_id,
+        } => {
+            // v0-2 name the member at the top level, v3+ in a batch.
+            let batched = conn.version_of::<LeaveGroupRequest>()? >= 3;
+            let req = if batched {
+                LeaveGroupRequest {
+                    group_id: group_id.to_string(),
+                    members: vec![leave_group_request::MemberIdentity {
+                        member_id,
+                        group_instance_id: instance_id,
+                        reason: Some("the consumer is leaving".into()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }
+            } else {
+                LeaveGroupRequest {
+                    group_id: group_id.to_string(),
+                    member_id,
+                    ..Default::default()
+                }
+            };
+            conn.send(&req).await?;
+            Inbound::Left
+        }
+    })
+}

@@ -1,0 +1,1035 @@
+//! Membership churn: three group members consume 300,000 records while
+//! members are SIGKILLed (no LeaveGroup, no last commit) and restarted.
+//!
+//! A member is a subprocess: this test binary re-executed to run only
+//! [`churn_member_process`], which (with `FRANZ_CHURN_MEMBER` set) polls
+//! forever and reports on stdout, one flushed line per event:
+//! - `H <partition> <offset>`: a record handed out by `poll`, before it is
+//!   handled;
+//! - `C <partition> <next_offset>`: a commit of that offset succeeded (the
+//!   member commits, after handling a poll's records, each partition's last
+//!   handled offset + 1);
+//! - `A <partitions, comma separated>`: after a poll that changed the
+//!   assignment;
+//! - `E <error>`: a poll failed (the member keeps polling);
+//! - `R <error>`: a commit was refused (around a rebalance; nothing of it
+//!   was committed).
+//!
+//! The parent reads every line, tagged with the incarnation that wrote it
+//! (`m<slot>.<restart>`), and checks at-least-once delivery with a bounded
+//! number of duplicates:
+//! - nothing is skipped: every produced record is handed out;
+//! - every duplicate is explained: the previous handout of that offset was
+//!   in an uncommitted tail, i.e. its incarnation never committed past the
+//!   offset before losing the partition (an `A` line without it, its death)
+//!   or before handing the offset out again itself (a rewind to the
+//!   committed offset, as after an eager rebalance that kept the partition);
+//! - the duplicates are at most the sum of those tails (the bound);
+//! - an incarnation's commits of a partition never go backwards, and once
+//!   the last members are idle the group's committed offsets are the log
+//!   end offsets.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+
+mod common;
+
+use common::{bootstrap, create_topic};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write as _};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use franz_client::admin::OffsetSpec;
+use franz_consumer::assignor::RangeAssignor;
+use franz_consumer::{
+    ConsumerConfig, GroupConfig, GroupConsumer, GroupProtocol, OffsetReset, TopicPartition,
+};
+use franz_producer::{Producer, ProducerConfig, ProducerRecord};
+use franz_testkit::{unique_group, unique_topic};
+
+const PARTITIONS: i32 = 6;
+const RECORDS: u32 = 300_000;
+/// Records produced per burst, with a pause after each: production lasts
+/// about 30 s, so the first kills land while records keep arriving.
+const CHUNK: u32 = 10_000;
+const CHUNK_PAUSE: Duration = Duration::from_secs(1);
+const MEMBERS: usize = 3;
+const KILLS: usize = 4;
+/// Longer than the session timeout (6 s) plus a rebalance: each kill's
+/// rebalance completes before the next kill.
+const KILL_EVERY: Duration = Duration::from_secs(12);
+const RESTART_AFTER: Duration = Duration::from_millis(500);
+const PRODUCE_DEADLINE: Duration = Duration::from_secs(120);
+const CONSUME_DEADLINE: Duration = Duration::from_secs(180);
+const COMMIT_DEADLINE: Duration = Duration::from_secs(60);
+/// How long the last members run idle before the group's offsets are read.
+const IDLE: Duration = Duration::from_secs(2);
+const CHECK_EVERY: Duration = Duration::from_millis(200);
+/// Lines of each member's stderr and unparsed stdout kept for reports.
+const TAIL: usize = 12;
+/// A member exits on its own after this long, in case nobody kills it.
+const MEMBER_MAX_LIFETIME: Duration = Duration::from_secs(600);
+
+/// The two protocols' runs share two cores: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_classic_members_lose_nothing() {
+    churn(GroupProtocol::Classic).await;
+}
+
+/// The same with KIP-848's protocol: the coordinator assigns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_kip848_members_lose_nothing() {
+    churn(GroupProtocol::Consumer).await;
+}
+
+// ---------------------------------------------------------------------------
+// The member subprocess.
+
+/// One group member, when run by [`churn`] (`FRANZ_CHURN_MEMBER` set): polls
+/// and commits until it is killed. Otherwise passes at once.
+#[test]
+fn churn_member_process() {
+    let Some(label) = std::env::var_os("FRANZ_CHURN_MEMBER") else {
+        return;
+    };
+    let label = label.to_string_lossy().into_owned();
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
+    let (bootstrap, group, topic) = (
+        var("FRANZ_CHURN_BOOTSTRAP"),
+        var("FRANZ_CHURN_GROUP"),
+        var("FRANZ_CHURN_TOPIC"),
+    );
+    let protocol = match var("FRANZ_CHURN_PROTOCOL").as_str() {
+        "classic" => GroupProtocol::Classic,
+        "consumer" => GroupProtocol::Consumer,
+        other => panic!("FRANZ_CHURN_PROTOCOL={other}: expected classic or consumer"),
+    };
+    // The parent holds our stdin open: end of input means it is gone (it
+    // died without killing us), so stop rather than consume forever.
+    std::thread::spawn(|| {
+        let mut buf = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => std::process::exit(0),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => std::process::exit(0),
+            }
+        }
+    });
+    std::thread::spawn(|| {
+        std::thread::sleep(MEMBER_MAX_LIFETIME);
+        std::process::exit(0);
+    });
+    // libtest has printed `test churn_member_process ... ` without a line
+    // end: end that line so that ours start on their own.
+    emit(&mut std::io::stdout().lock(), format_args!(""));
+    eprintln!("member {label} starting ({protocol:?}, group {group}, topic {topic})");
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(member(&bootstrap, &group, &topic, protocol));
+}
+
+/// Writes one line and flushes it, so that whatever the member did before
+/// a SIGKILL is in the pipe. A closed pipe means the parent is gone.
+fn emit(out: &mut impl std::io::Write, line: std::fmt::Arguments<'_>) {
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        std::process::exit(0);
+    }
+}
+
+async fn member(bootstrap: &str, group: &str, topic: &str, protocol: GroupProtocol) {
+    let mut config = ConsumerConfig::new(bootstrap);
+    config.auto_offset_reset = OffsetReset::Earliest;
+    config.fetch_max_wait = Duration::from_millis(200);
+    let mut g = GroupConfig::new(group);
+    g.session_timeout = Duration::from_secs(6);
+    g.heartbeat_interval = Duration::from_millis(300);
+    g.rebalance_timeout = Duration::from_secs(15);
+    g.max_poll_interval = Duration::from_secs(30);
+    g.revoke_timeout = Duration::from_secs(5);
+    g.protocol = protocol;
+    if protocol == GroupProtocol::Classic {
+        g.assignors = vec![Arc::new(RangeAssignor)];
+    }
+    let mut consumer = loop {
+        match GroupConsumer::new(config.clone(), g.clone(), &[topic]).await {
+            Ok(c) => break c,
+            Err(e) => {
+                emit(&mut std::io::stdout().lock(), format_args!("E {e}"));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let mut assignment: Option<BTreeSet<i32>> = None;
+    loop {
+        let polled = consumer.poll(Duration::from_millis(300)).await;
+        let now: BTreeSet<i32> = consumer
+            .assignment()
+            .into_iter()
+            .filter(|tp| tp.topic == topic)
+            .map(|tp| tp.partition)
+            .collect();
+        if assignment.as_ref() != Some(&now) {
+            let list: Vec<String> = now.iter().map(i32::to_string).collect();
+            emit(
+                &mut std::io::stdout().lock(),
+                format_args!("A {}", list.join(",")),
+            );
+            assignment = Some(now);
+        }
+        let records = match polled {
+            Ok(records) => records,
+            Err(e) => {
+                emit(&mut std::io::stdout().lock(), format_args!("E {e}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // "Handling" a record is announcing it.
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        {
+            let mut out = std::io::stdout().lock();
+            for r in &records {
+                emit(&mut out, format_args!("H {} {}", r.partition, r.offset));
+                let n = next.entry(r.partition).or_insert(0);
+                *n = (*n).max(r.offset + 1);
+            }
+        }
+        if next.is_empty() {
+            continue;
+        }
+        let offsets: Vec<(TopicPartition, i64)> = next
+            .iter()
+            .map(|(p, n)| (TopicPartition::new(topic, *p), *n))
+            .collect();
+        match consumer.commit_offsets(&offsets).await {
+            Ok(()) => {
+                let mut out = std::io::stdout().lock();
+                for (p, n) in &next {
+                    emit(&mut out, format_args!("C {p} {n}"));
+                }
+            }
+            // Refused (CommitFailed around a rebalance): nothing was
+            // committed; the records may be handed out again, and the
+            // bound counts them.
+            Err(e) => {
+                emit(&mut std::io::stdout().lock(), format_args!("R {e}"));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The parent: members' output.
+
+/// One line a member wrote.
+#[derive(Debug, Clone)]
+enum Event {
+    Assigned(BTreeSet<i32>),
+    Handed { partition: i32, offset: i64 },
+    Committed { partition: i32, next: i64 },
+    PollError(String),
+    CommitRefused(String),
+}
+
+fn parse(line: &str) -> Option<Event> {
+    let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let pair = |rest: &str| -> Option<(i32, i64)> {
+        let (p, o) = rest.trim().split_once(' ')?;
+        Some((p.parse::<i32>().ok()?, o.parse::<i64>().ok()?))
+    };
+    match tag {
+        "H" => pair(rest).map(|(partition, offset)| Event::Handed { partition, offset }),
+        "C" => pair(rest).map(|(partition, next)| Event::Committed { partition, next }),
+        "A" => rest
+            .trim()
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<i32>().ok())
+            .collect::<Option<BTreeSet<i32>>>()
+            .map(Event::Assigned),
+        "E" => Some(Event::PollError(rest.to_string())),
+        "R" => Some(Event::CommitRefused(rest.to_string())),
+        _ => None,
+    }
+}
+
+/// One member process, from start to death.
+struct Incarnation {
+    label: String,
+    /// Since the members started.
+    started: Duration,
+    /// Every parsed line, with when the parent read it.
+    events: Vec<(Instant, Event)>,
+    /// The last stdout lines that are not events (libtest's).
+    other: VecDeque<String>,
+    stderr: VecDeque<String>,
+    /// How it ended, once it has.
+    fate: Option<String>,
+    /// Its stdout reached end of file.
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    incarnations: Vec<Incarnation>,
+    /// Per partition, which offsets some member handed out.
+    handled: BTreeMap<i32, Vec<bool>>,
+    /// Per partition, how many leading offsets are known handed out.
+    prefix: BTreeMap<i32, usize>,
+    /// Per partition, the highest offset a `C` line reported.
+    committed: BTreeMap<i32, i64>,
+}
+
+impl Shared {
+    fn record(&mut self, incarnation: usize, at: Instant, event: Event) {
+        match &event {
+            Event::Handed { partition, offset } => {
+                if let Ok(o) = usize::try_from(*offset) {
+                    let bits = self.handled.entry(*partition).or_default();
+                    if bits.len() <= o {
+                        bits.resize(o + 1, false);
+                    }
+                    bits[o] = true;
+                }
+            }
+            Event::Committed { partition, next } => {
+                let c = self.committed.entry(*partition).or_insert(0);
+                *c = (*c).max(*next);
+            }
+            _ => {}
+        }
+        self.incarnations[incarnation].events.push((at, event));
+    }
+
+    /// Whether every offset below `ends` has been handed out.
+    fn all_handled(&mut self, ends: &BTreeMap<i32, i64>) -> bool {
+        let mut complete = true;
+        for (&p, &end) in ends {
+            let bits = self.handled.get(&p).map(Vec::as_slice).unwrap_or_default();
+            let prefix = self.prefix.entry(p).or_insert(0);
+            while *prefix < bits.len() && bits[*prefix] {
+                *prefix += 1;
+            }
+            complete &= *prefix >= usize::try_from(end).unwrap_or(0);
+        }
+        complete
+    }
+
+    fn describe_missing(&self, ends: &BTreeMap<i32, i64>) -> String {
+        let mut out = String::new();
+        for (&p, &end) in ends {
+            let bits = self.handled.get(&p).map(Vec::as_slice).unwrap_or_default();
+            let missing: Vec<i64> = (0..end)
+                .filter(|&o| !usize::try_from(o).is_ok_and(|o| bits.get(o) == Some(&true)))
+                .collect();
+            if !missing.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  partition {p}: {} of {end} offsets never handed out: {}",
+                    missing.len(),
+                    ranges(missing)
+                );
+            }
+        }
+        out
+    }
+
+    /// Every incarnation's state and last lines, for failure messages.
+    fn describe(&self) -> String {
+        let mut out = String::new();
+        for inc in &self.incarnations {
+            let (mut handed, mut commits, mut refused, mut errors) = (0, 0, 0, 0);
+            let mut assignment = None;
+            let mut last_errors = VecDeque::new();
+            for (_, e) in &inc.events {
+                match e {
+                    Event::Assigned(set) => assignment = Some(set),
+                    Event::Handed { .. } => handed += 1,
+                    Event::Committed { .. } => commits += 1,
+                    Event::CommitRefused(e) => {
+                        refused += 1;
+                        push_tail(&mut last_errors, &format!("commit: {e}"));
+                    }
+                    Event::PollError(e) => {
+                        errors += 1;
+                        push_tail(&mut last_errors, &format!("poll: {e}"));
+                    }
+                }
+            }
+            let _ = writeln!(
+                out,
+                "  {} (started at +{:.1}s, {}{}): {handed} handed out, {commits} commits, \
+                 {refused} refused, {errors} poll errors, last assignment {assignment:?}",
+                inc.label,
+                inc.started.as_secs_f64(),
+                inc.fate.as_deref().unwrap_or("running"),
+                if inc.closed { ", stdout closed" } else { "" },
+            );
+            for e in last_errors {
+                let _ = writeln!(out, "    error: {e}");
+            }
+            for l in &inc.other {
+                let _ = writeln!(out, "    stdout: {l}");
+            }
+            for l in &inc.stderr {
+                let _ = writeln!(out, "    stderr: {l}");
+            }
+        }
+        out
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn push_tail(tail: &mut VecDeque<String>, line: &str) {
+    if tail.len() >= TAIL {
+        tail.pop_front();
+    }
+    tail.push_back(line.to_string());
+}
+
+/// Calls `each` with every line of `stream` until end of file.
+fn read_lines(stream: impl Read, mut each: impl FnMut(&str)) {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => each(String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r'])),
+        }
+    }
+}
+
+/// `3-10, 15, 20-30`, at most eight spans.
+fn ranges(sorted: impl IntoIterator<Item = i64>) -> String {
+    let mut spans: Vec<(i64, i64)> = Vec::new();
+    for o in sorted {
+        match spans.last_mut() {
+            Some((_, hi)) if *hi + 1 == o => *hi = o,
+            _ => spans.push((o, o)),
+        }
+    }
+    let shown: Vec<String> = spans
+        .iter()
+        .take(8)
+        .map(|&(lo, hi)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        })
+        .collect();
+    match spans.len().saturating_sub(8) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more spans", shown.join(", ")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The parent: member processes.
+
+struct Running {
+    incarnation: usize,
+    child: Child,
+    /// Held open: the member exits when it closes.
+    _stdin: Option<ChildStdin>,
+}
+
+/// The member processes. Dropping it (a panic included) SIGKILLs them all.
+struct Members {
+    shared: Arc<Mutex<Shared>>,
+    bootstrap: String,
+    group: String,
+    topic: String,
+    protocol: &'static str,
+    t0: Instant,
+    running: Vec<Option<Running>>,
+    restarts: Vec<usize>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Members {
+    fn new(
+        shared: Arc<Mutex<Shared>>,
+        bootstrap: &str,
+        group: &str,
+        topic: &str,
+        protocol: &'static str,
+    ) -> Self {
+        Self {
+            shared,
+            bootstrap: bootstrap.to_string(),
+            group: group.to_string(),
+            topic: topic.to_string(),
+            protocol,
+            t0: Instant::now(),
+            running: (0..MEMBERS).map(|_| None).collect(),
+            restarts: vec![0; MEMBERS],
+            readers: Vec::new(),
+        }
+    }
+
+    /// Starts the next incarnation of `slot`.
+    fn start(&mut self, slot: usize) {
+        assert!(self.running[slot].is_none(), "slot {slot} is running");
+        let label = format!("m{slot}.{}", self.restarts[slot]);
+        self.restarts[slot] += 1;
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let mut child = Command::new(exe)
+            .args([
+                "churn_member_process",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("FRANZ_CHURN_MEMBER", &label)
+            .env("FRANZ_CHURN_BOOTSTRAP", &self.bootstrap)
+            .env("FRANZ_CHURN_GROUP", &self.group)
+            .env("FRANZ_CHURN_TOPIC", &self.topic)
+            .env("FRANZ_CHURN_PROTOCOL", self.protocol)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting member {label}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let incarnation = {
+            let mut s = lock(&self.shared);
+            s.incarnations.push(Incarnation {
+                label,
+                started: self.t0.elapsed(),
+                events: Vec::new(),
+                other: VecDeque::new(),
+                stderr: VecDeque::new(),
+                fate: None,
+                closed: false,
+            });
+            s.incarnations.len() - 1
+        };
+        let shared = Arc::clone(&self.shared);
+        self.readers.push(std::thread::spawn(move || {
+            read_lines(stdout, |line| {
+                let at = Instant::now();
+                let event = parse(line);
+                let mut s = lock(&shared);
+                match event {
+                    Some(event) => s.record(incarnation, at, event),
+                    None if line.trim().is_empty() => {}
+                    None => push_tail(&mut s.incarnations[incarnation].other, line),
+                }
+            });
+            lock(&shared).incarnations[incarnation].closed = true;
+        }));
+        let shared = Arc::clone(&self.shared);
+        self.readers.push(std::thread::spawn(move || {
+            read_lines(stderr, |line| {
+                push_tail(&mut lock(&shared).incarnations[incarnation].stderr, line);
+            });
+        }));
+        self.running[slot] = Some(Running {
+            incarnation,
+            _stdin: child.stdin.take(),
+            child,
+        });
+    }
+
+    /// SIGKILLs `slot`'s member and reaps it.
+    fn kill(&mut self, slot: usize, why: &str) {
+        self.check_alive();
+        let Some(mut r) = self.running[slot].take() else {
+            return;
+        };
+        let _ = r.child.kill();
+        let status = r
+            .child
+            .wait()
+            .map_or_else(|e| format!("wait failed: {e}"), |s| s.to_string());
+        lock(&self.shared).incarnations[r.incarnation].fate = Some(format!(
+            "{why} at +{:.1}s ({status})",
+            self.t0.elapsed().as_secs_f64()
+        ));
+    }
+
+    fn kill_all(&mut self, why: &str) {
+        for slot in 0..self.running.len() {
+            self.kill(slot, why);
+        }
+    }
+
+    /// Panics if a member exited without being killed.
+    fn check_alive(&mut self) {
+        let mut dead = Vec::new();
+        for r in self.running.iter_mut().flatten() {
+            if let Ok(Some(status)) = r.child.try_wait() {
+                dead.push((r.incarnation, status));
+            }
+        }
+        if dead.is_empty() {
+            return;
+        }
+        let labels: Vec<String> = {
+            let mut s = lock(&self.shared);
+            dead.iter()
+                .map(|(i, status)| {
+                    s.incarnations[*i].fate = Some(format!(
+                        "exited on its own at +{:.1}s: {status}",
+                        self.t0.elapsed().as_secs_f64()
+                    ));
+                    s.incarnations[*i].label.clone()
+                })
+                .collect()
+        };
+        // Let the readers collect the last lines it wrote.
+        std::thread::sleep(Duration::from_millis(300));
+        let state = lock(&self.shared).describe();
+        panic!(
+            "{}: member {} exited without being killed:\n{state}",
+            self.protocol,
+            labels.join(", ")
+        );
+    }
+
+    /// Waits until every reader has read its stream to the end (every
+    /// member is dead by then).
+    async fn join_readers(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.readers.iter().any(|r| !r.is_finished()) {
+            if Instant::now() >= deadline {
+                let state = lock(&self.shared).describe();
+                panic!(
+                    "{}: the members' output did not end within 10 s of their death:\n{state}",
+                    self.protocol
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for r in self.readers.drain(..) {
+            r.join().expect("a reader thread panicked");
+        }
+    }
+
+    /// Sleeps until `until`, checking that no member died on its own.
+    async fn watch(&mut self, until: Instant) {
+        loop {
+            self.check_alive();
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            tokio::time::sleep(CHECK_EVERY.min(until - now)).await;
+        }
+    }
+}
+
+impl Drop for Members {
+    fn drop(&mut self) {
+        for r in self.running.iter_mut().filter_map(Option::take) {
+            let mut child = r.child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The parent: the test.
+
+/// Produces `RECORDS` records over many keys in bursts of `CHUNK`; returns
+/// where each landed.
+async fn produce_in_chunks(bootstrap: String, topic: String) -> Vec<(i32, i64)> {
+    let producer = Producer::new(ProducerConfig::new(&bootstrap))
+        .await
+        .unwrap();
+    let topic: Arc<str> = Arc::from(topic.as_str());
+    let mut acked = Vec::with_capacity(RECORDS as usize);
+    let mut start = 0;
+    while start < RECORDS {
+        let end = (start + CHUNK).min(RECORDS);
+        let mut acks = Vec::with_capacity(CHUNK as usize);
+        for i in start..end {
+            let record =
+                ProducerRecord::new(Arc::clone(&topic), format!("v{i}")).with_key(format!("k{i}"));
+            acks.push(producer.send(record).await.unwrap());
+        }
+        for a in acks {
+            let m = a.await.unwrap();
+            acked.push((m.partition, m.offset));
+        }
+        start = end;
+        if start < RECORDS {
+            tokio::time::sleep(CHUNK_PAUSE).await;
+        }
+    }
+    producer.close(Duration::from_secs(10)).await.unwrap();
+    acked
+}
+
+async fn churn(protocol: GroupProtocol) {
+    let _one_at_a_time = SERIAL.lock().await;
+    let name = match protocol {
+        GroupProtocol::Classic => "classic",
+        GroupProtocol::Consumer => "consumer",
+    };
+    let b = bootstrap().await;
+    let tag = format!("churn-{name}");
+    let (topic, group) = (unique_topic(&tag), unique_group(&tag));
+    create_topic(&b, &topic, PARTITIONS).await;
+
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let mut members = Members::new(Arc::clone(&shared), &b, &group, &topic, name);
+    let t0 = members.t0;
+    let producer = tokio::spawn(produce_in_chunks(b.clone(), topic.clone()));
+    for slot in 0..MEMBERS {
+        members.start(slot);
+    }
+
+    // Kill one member every KILL_EVERY, rotating slots; its replacement
+    // starts RESTART_AFTER later.
+    for k in 0..KILLS {
+        members.watch(t0 + KILL_EVERY * (k as u32 + 1)).await;
+        let slot = k % MEMBERS;
+        members.kill(slot, "SIGKILLed");
+        members.watch(Instant::now() + RESTART_AFTER).await;
+        members.start(slot);
+    }
+
+    let produce_deadline = Instant::now() + PRODUCE_DEADLINE;
+    while !producer.is_finished() {
+        if Instant::now() >= produce_deadline {
+            panic!(
+                "{name}: the {RECORDS} records were not all acknowledged within {PRODUCE_DEADLINE:?} \
+                 of the last kill"
+            );
+        }
+        members.watch(Instant::now() + CHECK_EVERY).await;
+    }
+    let acked = producer.await.expect("the producer failed");
+    let produced_at = t0.elapsed();
+
+    // Where the records are: offsets 0..end of every partition, each once.
+    let mut by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for &(p, o) in &acked {
+        by_partition.entry(p).or_default().push(o);
+    }
+    let mut ends: BTreeMap<i32, i64> = (0..PARTITIONS).map(|p| (p, 0)).collect();
+    for (p, offsets) in &mut by_partition {
+        offsets.sort_unstable();
+        let n = offsets.len() as i64;
+        assert!(
+            offsets.iter().copied().eq(0..n),
+            "{name}: partition {p}'s acknowledged offsets are not 0..{n} (first {:?}, last {:?})",
+            offsets.first(),
+            offsets.last()
+        );
+        ends.insert(*p, n);
+    }
+    assert_eq!(acked.len(), RECORDS as usize);
+    let admin = common::admin(&b).await;
+    let specs: Vec<(TopicPartition, OffsetSpec)> = (0..PARTITIONS)
+        .map(|p| (TopicPartition::new(topic.as_str(), p), OffsetSpec::Latest))
+        .collect();
+    for (tp, listed) in admin.list_offsets(&specs).await.unwrap() {
+        assert_eq!(
+            listed.unwrap().offset,
+            ends[&tp.partition],
+            "{name}: partition {}'s end offset is not what the producer's acks say",
+            tp.partition
+        );
+    }
+
+    // Every record is handed out at least once.
+    let deadline = Instant::now() + CONSUME_DEADLINE;
+    loop {
+        if lock(&shared).all_handled(&ends) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let s = lock(&shared);
+            let (missing, state) = (s.describe_missing(&ends), s.describe());
+            drop(s);
+            panic!(
+                "{name}: {CONSUME_DEADLINE:?} after the last kill, records were never handed out:\n\
+                 {missing}members:\n{state}"
+            );
+        }
+        members.watch(Instant::now() + CHECK_EVERY).await;
+    }
+    let handled_at = t0.elapsed();
+
+    // The last members commit up to the end of every partition.
+    let deadline = Instant::now() + COMMIT_DEADLINE;
+    loop {
+        let behind: Vec<String> = {
+            let s = lock(&shared);
+            ends.iter()
+                .filter(|&(p, end)| s.committed.get(p).copied().unwrap_or(0) < *end)
+                .map(|(p, end)| {
+                    format!("partition {p}: committed {:?} of {end}", s.committed.get(p))
+                })
+                .collect()
+        };
+        if behind.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let state = lock(&shared).describe();
+            panic!(
+                "{name}: every record was handed out, but {COMMIT_DEADLINE:?} later the members' \
+                 commits had not reached the end offsets: {}\nmembers:\n{state}",
+                behind.join("; ")
+            );
+        }
+        members.watch(Instant::now() + CHECK_EVERY).await;
+    }
+    let committed_at = t0.elapsed();
+
+    // Idle for a while, then the group's offsets are the end offsets.
+    members.watch(Instant::now() + IDLE).await;
+    let committed = admin.list_group_offsets(&group).await.unwrap();
+    let wrong: Vec<String> = ends
+        .iter()
+        .filter_map(|(p, end)| {
+            let got = committed
+                .get(&TopicPartition::new(topic.as_str(), *p))
+                .map(|o| o.committed);
+            (got != Some(*end)).then(|| format!("partition {p}: {got:?}, end {end}"))
+        })
+        .collect();
+    if !wrong.is_empty() {
+        let state = lock(&shared).describe();
+        panic!(
+            "{name}: the group's committed offsets are not the end offsets: {}\nmembers:\n{state}",
+            wrong.join("; ")
+        );
+    }
+
+    members.kill_all("killed at the end");
+    members.join_readers().await;
+    let incarnations = std::mem::take(&mut lock(&shared).incarnations);
+    let a = analyse(&incarnations, &ends);
+
+    println!(
+        "churn {name}: {RECORDS} records on {PARTITIONS} partitions, {MEMBERS} members, \
+         {KILLS} SIGKILLs ({} incarnations): {} handed out, {} duplicates \
+         ({} offsets, {} by the same incarnation), bound {}; {} commits refused, \
+         {} poll errors, {} handed out outside the assignment; produced by +{:.1}s, \
+         all handed out by +{:.1}s, committed by +{:.1}s",
+        incarnations.len(),
+        a.handed,
+        a.duplicates,
+        a.duplicated_offsets,
+        a.same_incarnation_duplicates,
+        a.bound,
+        a.refused_commits,
+        a.poll_errors,
+        a.outside_assignment,
+        produced_at.as_secs_f64(),
+        handled_at.as_secs_f64(),
+        committed_at.as_secs_f64(),
+    );
+
+    assert!(
+        a.skipped.is_empty(),
+        "{name}: records never handed out:\n{}",
+        a.skipped.join("\n")
+    );
+    assert!(
+        a.backwards.is_empty(),
+        "{name}: an incarnation's commits went backwards:\n{}",
+        a.backwards.join("\n")
+    );
+    assert!(
+        a.unexplained_count == 0,
+        "{name}: {} of {} duplicates are not explained by an uncommitted tail \
+         (the earlier handout was committed before the partition was lost), e.g.:\n{}",
+        a.unexplained_count,
+        a.duplicates,
+        a.unexplained.join("\n")
+    );
+    assert!(
+        a.duplicates <= a.bound,
+        "{name}: {} duplicates, more than the {} records handed out after their \
+         incarnation's last commit",
+        a.duplicates,
+        a.bound
+    );
+}
+
+#[derive(Default)]
+struct Analysis {
+    handed: usize,
+    /// Handouts beyond the first of each (partition, offset).
+    duplicates: usize,
+    /// (partition, offset) handed out more than once.
+    duplicated_offsets: usize,
+    /// Duplicates whose previous handout was by the same incarnation.
+    same_incarnation_duplicates: usize,
+    /// Records handed out and not covered by their incarnation's later
+    /// commit before it lost the partition, rewound, or died.
+    bound: usize,
+    unexplained_count: usize,
+    /// The first unexplained duplicates, described.
+    unexplained: Vec<String>,
+    backwards: Vec<String>,
+    skipped: Vec<String>,
+    outside_assignment: usize,
+    refused_commits: usize,
+    poll_errors: usize,
+}
+
+fn analyse(incarnations: &[Incarnation], ends: &BTreeMap<i32, i64>) -> Analysis {
+    let mut a = Analysis::default();
+    // (partition, offset) -> every handout: when read, incarnation, line.
+    let mut handouts: HashMap<(i32, i64), Vec<(Instant, usize, usize)>> = HashMap::new();
+    // Per incarnation and partition: its successful commits (line, next
+    // offset) and the lines where it did not own the partition (A lines).
+    let mut commits: Vec<BTreeMap<i32, Vec<(usize, i64)>>> = Vec::new();
+    let mut losses: Vec<BTreeMap<i32, Vec<usize>>> = Vec::new();
+
+    for (i, inc) in incarnations.iter().enumerate() {
+        let mut c: BTreeMap<i32, Vec<(usize, i64)>> = BTreeMap::new();
+        let mut l: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+        let mut assigned: Option<&BTreeSet<i32>> = None;
+        // Per partition, uncommitted handouts: offset -> how many times.
+        let mut pending: BTreeMap<i32, BTreeMap<i64, usize>> = BTreeMap::new();
+        for (line, (at, event)) in inc.events.iter().enumerate() {
+            match event {
+                Event::Assigned(set) => {
+                    for p in 0..PARTITIONS {
+                        if !set.contains(&p) {
+                            l.entry(p).or_default().push(line);
+                        }
+                    }
+                    // Losing a partition ends its uncommitted tail.
+                    pending.retain(|p, offsets| {
+                        if set.contains(p) {
+                            true
+                        } else {
+                            a.bound += offsets.values().sum::<usize>();
+                            false
+                        }
+                    });
+                    assigned = Some(set);
+                }
+                Event::Handed { partition, offset } => {
+                    a.handed += 1;
+                    if !assigned.is_some_and(|s| s.contains(partition)) {
+                        a.outside_assignment += 1;
+                    }
+                    handouts
+                        .entry((*partition, *offset))
+                        .or_default()
+                        .push((*at, i, line));
+                    let offsets = pending.entry(*partition).or_default();
+                    // A rewind (back to the committed offset): the tail
+                    // handed out since then may come again.
+                    let rewound = offsets.split_off(offset);
+                    a.bound += rewound.values().sum::<usize>();
+                    *offsets.entry(*offset).or_default() += 1;
+                }
+                Event::Committed { partition, next } => {
+                    let list = c.entry(*partition).or_default();
+                    if let Some(&(before, previous)) = list.last()
+                        && *next < previous
+                        && a.backwards.len() < 20
+                    {
+                        a.backwards.push(format!(
+                            "{} committed partition {partition} at {previous} (line {before}), \
+                             then at {next} (line {line})",
+                            inc.label
+                        ));
+                    }
+                    list.push((line, *next));
+                    if let Some(offsets) = pending.get_mut(partition) {
+                        *offsets = offsets.split_off(next);
+                    }
+                }
+                Event::CommitRefused(_) => a.refused_commits += 1,
+                Event::PollError(_) => a.poll_errors += 1,
+            }
+        }
+        // Death ends every tail.
+        a.bound += pending.values().flat_map(BTreeMap::values).sum::<usize>();
+        commits.push(c);
+        losses.push(l);
+    }
+
+    // Nothing skipped.
+    for (&p, &end) in ends {
+        let missing: Vec<i64> = (0..end)
+            .filter(|o| !handouts.contains_key(&(p, *o)))
+            .collect();
+        if !missing.is_empty() {
+            a.skipped.push(format!(
+                "  partition {p}: {} of {end}: {}",
+                missing.len(),
+                ranges(missing)
+            ));
+        }
+    }
+
+    // The commit by incarnation `i` of partition `p` past `offset`, after
+    // its handout at `line` and before it lost the partition (and before
+    // `limit`), if there is one.
+    let covering =
+        |i: usize, p: i32, offset: i64, line: usize, limit: usize| -> Option<(usize, i64)> {
+            let lost = losses[i]
+                .get(&p)
+                .and_then(|l| l.get(l.partition_point(|&x| x <= line)).copied())
+                .unwrap_or(usize::MAX);
+            let end = lost.min(limit);
+            let list = commits[i].get(&p)?;
+            let from = list.partition_point(|&(at, _)| at <= line);
+            list[from..]
+                .iter()
+                .take_while(|&&(at, _)| at < end)
+                .find(|&&(_, next)| next > offset)
+                .copied()
+        };
+    let mut duplicated: Vec<((i32, i64), Vec<(Instant, usize, usize)>)> =
+        handouts.into_iter().filter(|(_, h)| h.len() > 1).collect();
+    duplicated.sort_unstable_by_key(|(key, _)| *key);
+    a.duplicated_offsets = duplicated.len();
+    for ((p, offset), mut hs) in duplicated {
+        // Across processes, the order the parent read the lines in: the
+        // handouts of one offset by two members are a rebalance apart.
+        hs.sort_unstable();
+        for pair in hs.windows(2) {
+            let ((_, prev, prev_line), (_, cur, cur_line)) = (pair[0], pair[1]);
+            a.duplicates += 1;
+            let limit = if prev == cur {
+                a.same_incarnation_duplicates += 1;
+                cur_line
+            } else {
+                usize::MAX
+            };
+            if let Some((commit_line, next)) = covering(prev, p, offset, prev_line, limit) {
+                a.unexplained_count += 1;
+                if a.unexplained.len() < 20 {
+                    a.unexplained.push(format!(
+                        "  {p}@{offset}: handed out by {} (line {prev_line}), which committed \
+                         {next} (line {commit_line}) while still owning the partition, then \
+                         again by {} (line {cur_line})",
+                        incarnations[prev].label, incarnations[cur].label
+                    ));
+                }
+            }
+        }
+    }
+    a
+}
