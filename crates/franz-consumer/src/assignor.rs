@@ -590,4 +590,157 @@ mod tests {
         assert_eq!(out["b"]["t"], vec![3, 4]);
         assert_eq!(out["c"]["t"], vec![5, 6]);
     }
+
+    /// Bytes from Java 4.1's `ConsumerProtocol.serializeSubscription` and
+    /// `serializeAssignment` (topic `t`, owned 1 and 0, generation 7, rack
+    /// `r1`, the cooperative-sticky user data for generation 7).
+    #[test]
+    fn subscriptions_v1_to_v3_match_java() {
+        let v3 = hex(
+            "0003 00000001 0001 74 00000004 00000007 00000001 0001 74 00000002 00000000 00000001 00000007 0002 7231",
+        );
+        let s = Subscription::decode(v3.clone()).unwrap();
+        assert_eq!(s.version, 3);
+        assert_eq!(
+            s.owned_partitions,
+            Some([("t".to_string(), vec![0, 1])].into())
+        );
+        assert_eq!((s.generation, s.rack_id.as_deref()), (Some(7), Some("r1")));
+        assert_eq!(s.effective_generation(), 7);
+        assert_eq!(s.encode().unwrap(), v3, "franz writes what Java writes");
+        assert_eq!(
+            Subscription {
+                version: 3,
+                topics: vec!["t".into()],
+                user_data: CooperativeStickyAssignor.user_data(7),
+                owned_partitions: Some([("t".to_string(), vec![0, 1])].into()),
+                generation: Some(7),
+                rack_id: Some("r1".into()),
+            }
+            .encode()
+            .unwrap(),
+            v3
+        );
+        // v1: owned partitions, no generation; the generation is read from
+        // the cooperative-sticky user data, as Java's assignor does.
+        let v1 = hex(
+            "0001 00000001 0001 74 00000004 00000007 00000001 0001 74 00000002 00000000 00000001",
+        );
+        let s = Subscription::decode(v1.clone()).unwrap();
+        assert_eq!((s.generation, s.effective_generation()), (None, 7));
+        assert_eq!(s.owned_partitions.as_ref().unwrap()["t"], vec![0, 1]);
+        assert_eq!(s.encode().unwrap(), v1);
+        // Nulls: user data, rack; generation -1.
+        let nulls = hex("0003 00000001 0001 74 ffffffff 00000000 ffffffff ffff");
+        let s = Subscription::decode(nulls).unwrap();
+        assert!(s.user_data.is_empty());
+        assert_eq!((s.generation, s.rack_id.clone()), (Some(-1), None));
+        assert_eq!(s.owned_partitions, Some(TopicPartitions::new()));
+        let a =
+            Assignment::decode(hex("0003 00000001 0001 74 00000001 00000002 ffffffff")).unwrap();
+        assert_eq!((a.version, a.partitions["t"].clone()), (3, vec![2]));
+        // A hostile owned-partition count is an error, not an allocation.
+        assert!(Subscription::decode(hex("0001 00000000 00000000 7fffffff")).is_err());
+    }
+
+    fn owning(id: &str, generation: i32, owned: &[i32]) -> Member {
+        (
+            id.to_string(),
+            Subscription {
+                version: 3,
+                topics: vec!["t".into()],
+                owned_partitions: Some([("t".to_string(), owned.to_vec())].into()),
+                generation: Some(generation),
+                ..Subscription::default()
+            },
+        )
+    }
+
+    fn given(out: &BTreeMap<String, TopicPartitions>, id: &str) -> Vec<i32> {
+        out.get(id)
+            .and_then(|t| t.get("t"))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The KIP-429 invariant: nothing is given to one member while another
+    /// still reports owning it.
+    fn assert_no_transfer_in_round(members: &[Member], out: &BTreeMap<String, TopicPartitions>) {
+        for (id, by_topic) in out {
+            for p in by_topic.get("t").into_iter().flatten() {
+                for (other, s) in members {
+                    let claims = s
+                        .owned_partitions
+                        .as_ref()
+                        .and_then(|o| o.get("t"))
+                        .is_some_and(|ps| ps.contains(p));
+                    assert!(
+                        !(claims && other != id),
+                        "t-{p} given to {id} while {other} owns it"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cooperative_sticky_keeps_owners_and_moves_partitions_in_two_rounds() {
+        let parts: TopicPartitions = [("t".to_string(), (0..6).collect())].into();
+        let a = CooperativeStickyAssignor;
+        // A fresh group: balanced.
+        let fresh = a.assign(
+            &members(&[("a", &["t"]), ("b", &["t"]), ("c", &["t"])]),
+            &parts,
+        );
+        assert!(fresh.values().all(|t| t["t"].len() == 2), "{fresh:?}");
+        // A fourth member joins: in this round it gets nothing that is
+        // owned, and nobody loses what it keeps.
+        let round1 = vec![
+            owning("a", 1, &[0, 1]),
+            owning("b", 1, &[2, 3]),
+            owning("c", 1, &[4, 5]),
+            owning("d", -1, &[]),
+        ];
+        let out1 = a.assign(&round1, &parts);
+        assert_no_transfer_in_round(&round1, &out1);
+        assert!(given(&out1, "d").is_empty());
+        let total1: usize = out1.values().map(|t| t.get("t").map_or(0, Vec::len)).sum();
+        assert_eq!(total1, 5, "one partition is being revoked: {out1:?}");
+        // The follow-up round: the freed partitions go to the new member.
+        let round2: Vec<Member> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|id| owning(id, 2, &given(&out1, id)))
+            .collect();
+        let out2 = a.assign(&round2, &parts);
+        assert_no_transfer_in_round(&round2, &out2);
+        let mut sizes: Vec<usize> = out2.values().map(|t| t["t"].len()).collect();
+        sizes.sort_unstable();
+        assert_eq!(sizes, vec![1, 1, 2, 2]);
+        for id in ["a", "b", "c"] {
+            assert!(
+                given(&out1, id)
+                    .iter()
+                    .all(|p| given(&out2, id).contains(p)),
+                "{id} keeps what it kept"
+            );
+        }
+        assert_eq!(given(&out2, "d").len(), 1);
+    }
+
+    #[test]
+    fn cooperative_sticky_trusts_the_newest_generation_and_withholds_double_claims() {
+        let parts: TopicPartitions = [("t".to_string(), vec![0, 1])].into();
+        // b's claim on 0 is stale (generation 3 < 5): a stays its owner,
+        // but while b still reports it, nobody is given it this round.
+        let round = vec![owning("a", 5, &[0]), owning("b", 3, &[0, 1])];
+        let out = CooperativeStickyAssignor.assign(&round, &parts);
+        assert_no_transfer_in_round(&round, &out);
+        assert_eq!(given(&out, "b"), vec![1]);
+        assert!(given(&out, "a").is_empty());
+        // A partition that no longer exists, or of a topic no longer
+        // subscribed, is not kept.
+        let gone = vec![owning("a", 1, &[0, 7])];
+        let out = CooperativeStickyAssignor.assign(&gone, &parts);
+        assert_eq!(given(&out, "a"), vec![0, 1]);
+    }
 }

@@ -36,7 +36,7 @@ mod common;
 use common::{bootstrap, create_topic};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write as _};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -207,6 +207,9 @@ async fn member(bootstrap: &str, group: &str, topic: &str, protocol: GroupProtoc
         if next.is_empty() {
             continue;
         }
+        // The handling takes a while, so that kills land between handing
+        // records out and committing them.
+        tokio::time::sleep(Duration::from_millis(150)).await;
         let offsets: Vec<(TopicPartition, i64)> = next
             .iter()
             .map(|(p, n)| (TopicPartition::new(topic, *p), *n))
