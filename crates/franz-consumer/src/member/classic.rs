@@ -1002,7 +1002,7 @@ mod tests {
     fn heartbeat_errors_lose_fail_or_retry() {
         let t0 = Instant::now();
         let hb_at = t0 + Duration::from_secs(1);
-        let mut answer = |code: ErrorCode| {
+        let answer = |code: ErrorCode| {
             let mut m = eager();
             join_as_follower(&mut m, t0, 1, &[0]);
             events(&mut m);
