@@ -24,7 +24,11 @@ use franz_testkit::{unique_group, unique_topic};
 
 /// Every timeout set explicitly: session 6 s, heartbeat 300 ms, rebalance
 /// 20 s, revoke 15 s, poll interval as given.
-fn group_config(group: &str, protocol: GroupProtocol, assignors: Vec<Arc<dyn Assignor>>) -> GroupConfig {
+fn group_config(
+    group: &str,
+    protocol: GroupProtocol,
+    assignors: Vec<Arc<dyn Assignor>>,
+) -> GroupConfig {
     let mut g = GroupConfig::new(group);
     g.session_timeout = Duration::from_secs(6);
     g.heartbeat_interval = Duration::from_millis(300);
@@ -138,7 +142,8 @@ fn run(name: &'static str, mut c: GroupConsumer, per_record: Duration) -> Member
                         continue;
                     }
                 };
-                *assignment.lock().unwrap() = c.assignment().iter().map(|tp| tp.partition).collect();
+                *assignment.lock().unwrap() =
+                    c.assignment().iter().map(|tp| tp.partition).collect();
                 for r in &records {
                     let start = Instant::now();
                     tokio::time::sleep(per_record).await;
@@ -168,10 +173,14 @@ fn run(name: &'static str, mut c: GroupConsumer, per_record: Duration) -> Member
 
 async fn produce(b: &str, topic: &str, partitions: i32, per_partition: u32) {
     let t = topic.to_string();
-    common::produce(b, 0..(per_partition * u32::try_from(partitions).unwrap()), move |i| {
-        ProducerRecord::new(t.as_str(), format!("v{i}"))
-            .with_partition(i32::try_from(i).unwrap() % partitions)
-    })
+    common::produce(
+        b,
+        0..(per_partition * u32::try_from(partitions).unwrap()),
+        move |i| {
+            ProducerRecord::new(t.as_str(), format!("v{i}"))
+                .with_partition(i32::try_from(i).unwrap() % partitions)
+        },
+    )
     .await;
 }
 
@@ -196,9 +205,8 @@ async fn no_double_handling(protocol: GroupProtocol) {
     let group = unique_group("no-double");
     create_topic(&b, &topic, 2).await;
     produce(&b, &topic, 2, 30).await;
-    let assignors = || -> Vec<Arc<dyn Assignor>> {
-        vec![Arc::new(franz_consumer::assignor::RangeAssignor)]
-    };
+    let assignors =
+        || -> Vec<Arc<dyn Assignor>> { vec![Arc::new(franz_consumer::assignor::RangeAssignor)] };
 
     // The committed offsets, watched throughout.
     let watching = Arc::new(AtomicBool::new(true));
@@ -236,7 +244,10 @@ async fn no_double_handling(protocol: GroupProtocol) {
         consumer(&b, group_config(&group, protocol, assignors()), &topic).await,
         per_record,
     );
-    wait_until("A handles records", || !a.handled.lock().unwrap().is_empty()).await;
+    wait_until("A handles records", || {
+        !a.handled.lock().unwrap().is_empty()
+    })
+    .await;
     let bm = run(
         "b",
         consumer(&b, group_config(&group, protocol, assignors()), &topic).await,
@@ -261,7 +272,10 @@ async fn no_double_handling(protocol: GroupProtocol) {
     let mut all: Vec<Handled> = a.handled.lock().unwrap().clone();
     all.extend(bm.handled.lock().unwrap().iter().cloned());
     let moved_to_b: BTreeSet<i32> = bm.owns();
-    let errors = (a.errors.lock().unwrap().clone(), bm.errors.lock().unwrap().clone());
+    let errors = (
+        a.errors.lock().unwrap().clone(),
+        bm.errors.lock().unwrap().clone(),
+    );
     a.stop().await;
     bm.stop().await;
 
@@ -269,7 +283,10 @@ async fn no_double_handling(protocol: GroupProtocol) {
     let mut twice = Vec::new();
     let mut by_offset: BTreeMap<(i32, i64), Vec<&Handled>> = BTreeMap::new();
     for h in &all {
-        by_offset.entry((h.partition, h.offset)).or_default().push(h);
+        by_offset
+            .entry((h.partition, h.offset))
+            .or_default()
+            .push(h);
     }
     for ((p, o), hs) in &by_offset {
         if hs.len() > 1 {
@@ -286,7 +303,10 @@ async fn no_double_handling(protocol: GroupProtocol) {
     // Handling of one partition by both members at once, at any offsets.
     let mut concurrent = Vec::new();
     for x in all.iter().filter(|h| h.member == "a") {
-        for y in all.iter().filter(|h| h.member == "b" && h.partition == x.partition) {
+        for y in all
+            .iter()
+            .filter(|h| h.member == "b" && h.partition == x.partition)
+        {
             if x.start < y.end && y.start < x.end {
                 concurrent.push((x.partition, x.offset, y.offset));
             }
@@ -354,19 +374,28 @@ async fn cooperative_sticky_hooks_fire_only_for_partitions_that_move() {
         let sets: Vec<BTreeSet<i32>> = members.iter().map(|m| m.owns()).collect();
         let union: BTreeSet<i32> = sets.iter().flatten().copied().collect();
         let total: usize = sets.iter().map(BTreeSet::len).sum();
-        members.len() == n && union.len() == 6 && total == 6 && sets.iter().all(|s| s.len() >= 6 / n)
+        members.len() == n
+            && union.len() == 6
+            && total == 6
+            && sets.iter().all(|s| s.len() >= 6 / n)
     };
     let a = start("a").await;
     let bm = start("b").await;
     let c = start("c").await;
-    wait_until("three members split 6 partitions", || settled(&[&a, &bm, &c], 3)).await;
+    wait_until("three members split 6 partitions", || {
+        settled(&[&a, &bm, &c], 3)
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before: BTreeMap<&str, BTreeSet<i32>> =
         [("a", a.owns()), ("b", bm.owns()), ("c", c.owns())].into();
     let mark1 = seq.load(Ordering::SeqCst);
 
     let d = start("d").await;
-    wait_until("four members split 6 partitions", || settled(&[&a, &bm, &c, &d], 4)).await;
+    wait_until("four members split 6 partitions", || {
+        settled(&[&a, &bm, &c, &d], 4)
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after: BTreeMap<&str, BTreeSet<i32>> = [
         ("a", a.owns()),
@@ -376,16 +405,38 @@ async fn cooperative_sticky_hooks_fire_only_for_partitions_that_move() {
     ]
     .into();
     let mark2 = seq.load(Ordering::SeqCst);
-    check_moves("a fourth member joins", &log.lock().unwrap(), mark1, mark2, &before, &after);
+    check_moves(
+        "a fourth member joins",
+        &log.lock().unwrap(),
+        mark1,
+        mark2,
+        &before,
+        &after,
+    );
 
     // One leaves (close revokes its partitions and leaves the group).
     a.stop().await;
-    wait_until("three members split 6 partitions again", || settled(&[&bm, &c, &d], 3)).await;
+    wait_until("three members split 6 partitions again", || {
+        settled(&[&bm, &c, &d], 3)
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after_leave: BTreeMap<&str, BTreeSet<i32>> =
-        [("a", BTreeSet::new()), ("b", bm.owns()), ("c", c.owns()), ("d", d.owns())].into();
+    let after_leave: BTreeMap<&str, BTreeSet<i32>> = [
+        ("a", BTreeSet::new()),
+        ("b", bm.owns()),
+        ("c", c.owns()),
+        ("d", d.owns()),
+    ]
+    .into();
     let mark3 = seq.load(Ordering::SeqCst);
-    check_moves("a member leaves", &log.lock().unwrap(), mark2, mark3, &after, &after_leave);
+    check_moves(
+        "a member leaves",
+        &log.lock().unwrap(),
+        mark2,
+        mark3,
+        &after,
+        &after_leave,
+    );
     let hooks = log.lock().unwrap().clone();
     println!(
         "cooperative hooks: {} calls: {:?}",
@@ -395,7 +446,10 @@ async fn cooperative_sticky_hooks_fire_only_for_partitions_that_move() {
             .map(|h| format!("{}:{}{:?}", h.member, h.kind, h.partitions))
             .collect::<Vec<_>>()
     );
-    assert!(hooks.iter().all(|h| h.kind != "lost"), "nothing is lost: {hooks:?}");
+    assert!(
+        hooks.iter().all(|h| h.kind != "lost"),
+        "nothing is lost: {hooks:?}"
+    );
     for m in [bm, c, d] {
         m.stop().await;
     }
@@ -410,7 +464,10 @@ fn check_moves(
     before: &BTreeMap<&str, BTreeSet<i32>>,
     after: &BTreeMap<&str, BTreeSet<i32>>,
 ) {
-    let window: Vec<&Hook> = hooks.iter().filter(|h| h.seq >= from && h.seq < to).collect();
+    let window: Vec<&Hook> = hooks
+        .iter()
+        .filter(|h| h.seq >= from && h.seq < to)
+        .collect();
     let empty = BTreeSet::new();
     for (member, owned_before) in before {
         let owned_after = after.get(member).unwrap_or(&empty);
@@ -435,7 +492,9 @@ fn check_moves(
             let assigned = window
                 .iter()
                 .find(|h| h.member == *member && h.kind == "assigned" && h.partitions.contains(p))
-                .unwrap_or_else(|| panic!("{what}: {member} was never told it got {p}: {window:?}"));
+                .unwrap_or_else(|| {
+                    panic!("{what}: {member} was never told it got {p}: {window:?}")
+                });
             if let Some(revoke) = window
                 .iter()
                 .find(|h| h.kind == "revoked" && h.member != *member && h.partitions.contains(p))
@@ -470,8 +529,10 @@ async fn a_slow_handler_stays_in_the_group_through_a_rebalance_kip848() {
     slow_handler_survives(GroupProtocol::Consumer).await;
 }
 
-/// A handler runs for 9 s, past the 6 s session timeout but within the
-/// 20 s rebalance timeout, while a new member joins. The member keeps its
+/// A handler runs for 12 s, past the session timeout (the member's 6 s
+/// classic one; the test broker's `group.consumer.session.timeout.ms` of
+/// 10 s under KIP-848) but within the 20 s rebalance timeout, while a new
+/// member joins. The member keeps its
 /// member id (DescribeGroups lists it), its generation goes up, and it
 /// loses nothing.
 async fn slow_handler_survives(protocol: GroupProtocol) {
@@ -482,7 +543,11 @@ async fn slow_handler_survives(protocol: GroupProtocol) {
     produce(&b, &topic, 2, 1).await;
     let log = Arc::new(Mutex::new(Vec::<Hook>::new()));
     let seq = Arc::new(AtomicU64::new(0));
-    let g = group_config(&group, protocol, vec![Arc::new(franz_consumer::assignor::RangeAssignor)]);
+    let g = group_config(
+        &group,
+        protocol,
+        vec![Arc::new(franz_consumer::assignor::RangeAssignor)],
+    );
     let mut a = consumer(&b, g.clone(), &topic).await;
     a.set_listener(Recorder {
         member: "a",
@@ -509,11 +574,14 @@ async fn slow_handler_survives(protocol: GroupProtocol) {
             bm
         })
     };
-    tokio::time::sleep(Duration::from_secs(9)).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
     a.commit().await.ok();
     let deadline = Instant::now() + Duration::from_secs(60);
     while a.assignment().len() != 1 {
-        assert!(Instant::now() < deadline, "A never settled at one partition");
+        assert!(
+            Instant::now() < deadline,
+            "A never settled at one partition"
+        );
         a.poll(Duration::from_millis(200)).await.unwrap();
     }
     let bm = joiner.await.unwrap();
@@ -521,13 +589,26 @@ async fn slow_handler_survives(protocol: GroupProtocol) {
     let hooks = log.lock().unwrap().clone();
     println!(
         "slow handler {protocol:?}: member {id_before} generation {generation_before} -> {id_after} generation {generation_after}; hooks {:?}",
-        hooks.iter().map(|h| format!("{}{:?}", h.kind, h.partitions)).collect::<Vec<_>>()
+        hooks
+            .iter()
+            .map(|h| format!("{}{:?}", h.kind, h.partitions))
+            .collect::<Vec<_>>()
     );
     assert_eq!(id_after, id_before, "not evicted: the same member id");
-    assert!(generation_after > generation_before, "the generation went up");
-    assert!(hooks.iter().all(|h| h.kind != "lost"), "nothing lost: {hooks:?}");
+    assert!(
+        generation_after > generation_before,
+        "the generation went up"
+    );
+    assert!(
+        hooks.iter().all(|h| h.kind != "lost"),
+        "nothing lost: {hooks:?}"
+    );
     if protocol == GroupProtocol::Classic {
-        let described = admin(&b).await.describe_groups(&[group.as_str()]).await.unwrap();
+        let described = admin(&b)
+            .await
+            .describe_groups(&[group.as_str()])
+            .await
+            .unwrap();
         let members: Vec<String> = described[0]
             .1
             .as_ref()
@@ -536,7 +617,10 @@ async fn slow_handler_survives(protocol: GroupProtocol) {
             .iter()
             .map(|m| m.member_id.clone())
             .collect();
-        assert!(members.contains(&id_before), "DescribeGroups lists {id_before}: {members:?}");
+        assert!(
+            members.contains(&id_before),
+            "DescribeGroups lists {id_before}: {members:?}"
+        );
         assert_eq!(members.len(), 2);
     }
     a.close().await.unwrap();
@@ -561,7 +645,11 @@ async fn stops_polling(protocol: GroupProtocol) {
     let topic = unique_topic("poll-interval");
     let group = unique_group("poll-interval");
     create_topic(&b, &topic, 2).await;
-    let mut g = group_config(&group, protocol, vec![Arc::new(franz_consumer::assignor::RangeAssignor)]);
+    let mut g = group_config(
+        &group,
+        protocol,
+        vec![Arc::new(franz_consumer::assignor::RangeAssignor)],
+    );
     g.max_poll_interval = Duration::from_secs(3);
     let log = Arc::new(Mutex::new(Vec::<Hook>::new()));
     let seq = Arc::new(AtomicU64::new(0));
@@ -598,7 +686,10 @@ async fn stops_polling(protocol: GroupProtocol) {
     wait_until("B gives a partition back", || bm.owns().len() == 1).await;
     println!(
         "poll interval {protocol:?}: {err}; A hooks {:?}",
-        hooks.iter().map(|h| format!("{}{:?}", h.kind, h.partitions)).collect::<Vec<_>>()
+        hooks
+            .iter()
+            .map(|h| format!("{}{:?}", h.kind, h.partitions))
+            .collect::<Vec<_>>()
     );
     a.close().await.unwrap();
     bm.stop().await;
