@@ -79,8 +79,8 @@ impl Machine {
     /// The classic generation or the KIP-848 epoch.
     pub(crate) fn generation(&self) -> i32 {
         match self {
-            Machine::Classic(m) => m.generation(),
-            Machine::Kip848(m) => m.epoch(),
+            Self::Classic(m) => m.generation(),
+            Self::Kip848(m) => m.epoch(),
         }
     }
     fn fail(&mut self) {
@@ -195,7 +195,7 @@ pub(crate) async fn drive(client: Client, shared: Arc<Shared>, settings: DriverS
             shared.wake_app.notify_one();
             return;
         }
-        let sleep = deadline.map(|d| tokio::time::Instant::from_std(d));
+        let sleep = deadline.map(tokio::time::Instant::from_std);
         tokio::select! {
             Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
                 let inbound = match joined {

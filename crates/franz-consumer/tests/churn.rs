@@ -111,16 +111,10 @@ fn churn_member_process() {
     // The parent holds our stdin open: end of input means it is gone (it
     // died without killing us), so stop rather than consume forever.
     std::thread::spawn(|| {
-        let mut buf = [0u8; 64];
-        let mut stdin = std::io::stdin();
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) => std::process::exit(0),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => std::process::exit(0),
-            }
-        }
+        // Read to the end (the parent never writes); EOF or an error
+        // means the parent is gone.
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
     });
     std::thread::spawn(|| {
         std::thread::sleep(MEMBER_MAX_LIFETIME);
@@ -895,10 +889,14 @@ struct Analysis {
     poll_errors: usize,
 }
 
+/// One handout of an offset: when the parent read it, by which
+/// incarnation, at which of its lines.
+type Handout = (Instant, usize, usize);
+
 fn analyse(incarnations: &[Incarnation], ends: &BTreeMap<i32, i64>) -> Analysis {
     let mut a = Analysis::default();
     // (partition, offset) -> every handout: when read, incarnation, line.
-    let mut handouts: HashMap<(i32, i64), Vec<(Instant, usize, usize)>> = HashMap::new();
+    let mut handouts: HashMap<(i32, i64), Vec<Handout>> = HashMap::new();
     // Per incarnation and partition: its successful commits (line, next
     // offset) and the lines where it did not own the partition (A lines).
     let mut commits: Vec<BTreeMap<i32, Vec<(usize, i64)>>> = Vec::new();
@@ -1004,7 +1002,7 @@ fn analyse(incarnations: &[Incarnation], ends: &BTreeMap<i32, i64>) -> Analysis 
                 .find(|&&(_, next)| next > offset)
                 .copied()
         };
-    let mut duplicated: Vec<((i32, i64), Vec<(Instant, usize, usize)>)> =
+    let mut duplicated: Vec<((i32, i64), Vec<Handout>)> =
         handouts.into_iter().filter(|(_, h)| h.len() > 1).collect();
     duplicated.sort_unstable_by_key(|(key, _)| *key);
     a.duplicated_offsets = duplicated.len();

@@ -80,9 +80,9 @@ impl Assignors {
         match self {
             Self::Range => vec![
                 Arc::new(RangeAssignor),
-                Arc::new(CooperativeStickyAssignor::default()),
+                Arc::new(CooperativeStickyAssignor),
             ],
-            Self::Cooperative => vec![Arc::new(CooperativeStickyAssignor::default())],
+            Self::Cooperative => vec![Arc::new(CooperativeStickyAssignor)],
         }
     }
 

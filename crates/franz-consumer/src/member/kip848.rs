@@ -294,12 +294,10 @@ impl Kip848Member {
                 }
                 self.answered(&resp, now);
             }
-            Inbound::Failed => {
-                if self.in_flight {
-                    self.in_flight = false;
-                    self.events.push_back(MemberEvent::CoordinatorLost);
-                    self.retry_later(now);
-                }
+            Inbound::Failed if self.in_flight => {
+                self.in_flight = false;
+                self.events.push_back(MemberEvent::CoordinatorLost);
+                self.retry_later(now);
             }
             _ => {}
         }

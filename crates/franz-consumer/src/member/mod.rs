@@ -44,11 +44,11 @@ pub enum Timer {
 }
 
 impl Timer {
-    const ALL: [Timer; 4] = [
-        Timer::Heartbeat,
-        Timer::PollInterval,
-        Timer::Revoke,
-        Timer::Backoff,
+    const ALL: [Self; 4] = [
+        Self::Heartbeat,
+        Self::PollInterval,
+        Self::Revoke,
+        Self::Backoff,
     ];
 
     fn index(self) -> usize {
