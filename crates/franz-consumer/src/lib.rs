@@ -2,21 +2,28 @@
 //!
 //! The consumer: fetching, positions, offset resets and read-committed
 //! filtering for explicitly assigned partitions ([`Consumer`]), and
-//! consumer-group membership on top of it ([`GroupConsumer`]): the classic
-//! protocol, or KIP-848's (`GroupProtocol::Consumer`, driven by the sans-io
-//! [`kip848::Kip848Member`]).
+//! consumer-group membership on top of it ([`GroupConsumer`]) under the
+//! classic protocol (eager or cooperative) or KIP-848's, with async
+//! rebalance hooks ([`RebalanceListener`]) that the group waits for.
 //!
 //! ## Main types
 //! - [`Consumer`]: assign, seek, poll.
-//! - [`GroupConsumer`]: subscribe, poll (joins and rejoins), commit, close.
-//!   Eager rebalancing; the leader runs an [`assignor::Assignor`]
-//!   (`range` as Java, `RoundRobinAssigner` as KafkaJS, so franz members
-//!   can share groups with NestJS servers).
-//! - [`ConsumerConfig`]: the Java consumer's settings in snake_case.
-//! - [`ConsumerRecord`]: one record; key, value and headers are `Bytes`
-//!   slices of the fetched buffer.
-//! - [`ConsumeError`]: typed failures (unknown topic, out of range with no
-//!   reset policy, corrupt data, broker codes).
+//! - [`GroupConsumer`]: subscribe, poll (rebalances are applied and hooks
+//!   run here), commit, close. Built with [`GroupConsumer::new`] or on an
+//!   existing client with [`GroupConsumer::with_client`].
+//! - [`GroupConfig`]: the group settings, checked by
+//!   [`GroupConfig::validate`] ([`GroupConfigError`]).
+//! - [`RebalanceListener`]: `on_assigned`, `on_revoked`, `on_lost`, async.
+//! - [`OffsetMarks`]: offsets the application has processed, shared with
+//!   the tasks that process; committed in the revoke step.
+//! - [`member`]: the sans-io members, [`member::classic::ClassicMember`]
+//!   and [`member::kip848::Kip848Member`], and their [`member::TimerTable`].
+//! - [`assignor`]: the ConsumerProtocol layout and the leader's assignors:
+//!   `range` and `cooperative-sticky` as Java, `RoundRobinAssigner` as
+//!   KafkaJS.
+//! - [`ConsumerConfig`], [`ConsumerRecord`] (key, value and headers are
+//!   `Bytes` slices of the fetched buffer), [`ConsumeError`] (typed,
+//!   `#[non_exhaustive]`, with `is_retriable`).
 //!
 //! ## How data flows
 //! `poll` → group assigned partitions by the broker to fetch from (the leader,
@@ -30,12 +37,70 @@
 //! through ListOffsets; a batch that fails to decode stops that partition at
 //! the batch and is reported on the next `poll`, after the records before it.
 //!
-//! A [`GroupConsumer`] joins on its first `poll` (JoinGroup; the leader
-//! decodes every subscription and assigns; SyncGroup), assigns the fetcher,
-//! seeks to the group's committed offsets, and heartbeats from a task. A
-//! heartbeat that reports a rebalance makes the next `poll` rejoin. Commits
-//! carry the generation, so a commit after a rebalance is refused, never
-//! silently applied to partitions the member no longer owns.
+//! A [`GroupConsumer`] starts its member on the first `poll`. The member is
+//! a sans-io machine (`handle_response`, `handle_timeout`, `handle_app` in;
+//! `poll_request`, `poll_event`, `poll_timeout` out; it never reads the
+//! clock) run by one tokio driver task, which sends its requests to the
+//! group coordinator, fires its timers (heartbeat, poll interval, revoke
+//! deadline, backoff) and queues its events. `poll` takes those events in
+//! order: it adds assigned partitions to the fetcher at their committed
+//! offsets, runs the hooks, and performs revokes. Heartbeats therefore go
+//! on while the application handles records, through rebalances, up to
+//! `max_poll_interval` (KIP-62): a member whose application stops polling
+//! leaves the group, and its next `poll` says so.
+//!
+//! ## Rebalance sequences
+//! In every protocol a partition is released only after the application
+//! has let it go: `on_revoked` returned, the offsets marked processed for
+//! it were committed (never for a partition the member no longer owns),
+//! and it is fetched no more. Because revokes run in `poll`, "let go" also
+//! means the application came back for more records. If that takes longer
+//! than `revoke_timeout` (shorter than the rebalance timeout, so the
+//! coordinator does not evict the member first), the partitions are
+//! released anyway, and results for them that arrive later are not
+//! committed.
+//!
+//! - **Classic, eager** (any offered assignor is eager; the default
+//!   `[range, cooperative-sticky, RoundRobinAssigner]` is, as Java's
+//!   `[range, cooperative-sticky]` is): a heartbeat answers
+//!   REBALANCE_IN_PROGRESS (or a commit is refused) → `on_revoked(all)` and
+//!   the commit, while heartbeats continue → JoinGroup (the coordinator
+//!   holds it until every member rejoins) → the leader decodes every
+//!   subscription, fetches partition counts and runs the chosen assignor →
+//!   SyncGroup → `on_assigned(all)`.
+//! - **Classic, cooperative** (KIP-429; every assignor cooperative, e.g.
+//!   `vec![Arc::new(CooperativeStickyAssignor)]`): JoinGroup at once, the
+//!   subscription (ConsumerProtocol v3) carrying the owned partitions and
+//!   generation → SyncGroup → `on_assigned(added)`, and `on_revoked(gone)`
+//!   → follow-up JoinGroup, in which the leader may hand the revoked
+//!   partitions on. Kept partitions are fetched throughout, and no hook
+//!   fires for them. The cooperative-sticky leader never gives a partition
+//!   to a new owner in the round its owner still reports it.
+//! - **KIP-848** (`GroupProtocol::Consumer`): a heartbeat brings a new
+//!   target → its topic ids are resolved → `on_revoked(gone)` and the
+//!   commit; heartbeats meanwhile still report them owned → `on_assigned
+//!   (added)` → the next heartbeat, sent at once, acknowledges the new set,
+//!   and only then may the coordinator give the revoked partitions away.
+//! - **Lost** (fenced, evicted, or `max_poll_interval` missed): `on_lost`,
+//!   no commit, and the records of those partitions still being fetched are
+//!   dropped.
+//!
+//! Which to use: groups shared with NestJS/KafkaJS members must stay
+//! classic and eager with `RoundRobinAssigner` (KafkaJS knows no other);
+//! cooperative-sticky and KIP-848 are for groups without KafkaJS members.
+//! A Java consumer can share a group under either classic setting.
+//!
+//! ## Cancel safety
+//! - [`GroupConsumer::poll`] and [`Consumer::poll`]: dropping the future
+//!   loses no records: positions move only when records are returned. A
+//!   hook it was running is cut short, and a revoke it was performing is
+//!   then finished by the revoke deadline.
+//! - [`GroupConsumer::commit_offsets`] (and `commit`, `commit_marked`):
+//!   once the request is out, a dropped call may or may not have committed;
+//!   committing again is harmless.
+//! - [`GroupConsumer::close`]: dropped, the member stops without leaving
+//!   (as a crash would); the coordinator frees its partitions after the
+//!   session timeout. Dropping a `GroupConsumer` stops its driver task.
 
 pub mod assignor;
 mod config;

@@ -194,6 +194,7 @@ impl ClassicMember {
             match timer {
                 Timer::Heartbeat => self.heartbeat_due = true,
                 Timer::Backoff => {}
+                Timer::Session => self.session_expired(),
                 Timer::PollInterval => self.poll_interval_expired(),
                 Timer::Revoke => {
                     if self.phase == Phase::Revoking {
@@ -484,6 +485,8 @@ impl ClassicMember {
         self.heartbeat_due = false;
         self.timers
             .set(Timer::Heartbeat, now + self.settings.heartbeat_interval);
+        self.timers
+            .set(Timer::Session, now + self.settings.session_timeout);
         if !revoked.is_empty() {
             // Only cooperatively: an eager member revoked everything before
             // joining.
@@ -498,6 +501,11 @@ impl ClassicMember {
     fn heartbeat_answered(&mut self, code: ErrorCode, now: Instant) {
         if !matches!(self.phase, Phase::Stable | Phase::Revoking) {
             return;
+        }
+        if matches!(code, ErrorCode::None | ErrorCode::RebalanceInProgress) {
+            // The coordinator still counts the member in.
+            self.timers
+                .set(Timer::Session, now + self.settings.session_timeout);
         }
         match code {
             ErrorCode::None => {}
@@ -628,6 +636,22 @@ impl ClassicMember {
         self.phase = Phase::Joining;
     }
 
+    /// No heartbeat was answered for a whole session timeout (the
+    /// coordinator is down or unreachable): by now it has dropped the
+    /// member, so its partitions are lost; it rejoins with its id, and the
+    /// coordinator says whether it still knows it.
+    fn session_expired(&mut self) {
+        if !matches!(self.phase, Phase::Stable | Phase::Revoking) {
+            return;
+        }
+        tracing::warn!(group = %self.settings.group_id, after = ?self.settings.session_timeout, "no heartbeat answered for the session timeout; the partitions are lost");
+        self.events.push_back(MemberEvent::CoordinatorLost);
+        self.generation = -1;
+        self.lose_partitions();
+        self.phase = Phase::Joining;
+        self.rejoin = false;
+    }
+
     fn poll_interval_expired(&mut self) {
         if matches!(
             self.phase,
@@ -700,7 +724,7 @@ mod tests {
             group_id: "g".into(),
             instance_id: instance.map(str::to_string),
             topics: vec!["t".into()],
-            session_timeout: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(30),
             rebalance_timeout: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(1),
             max_poll_interval: Duration::from_secs(60),
@@ -1151,5 +1175,55 @@ mod tests {
             })
         );
         assert!(d.is_finished());
+    }
+    #[test]
+    fn a_silent_coordinator_for_a_session_timeout_means_the_partitions_are_lost() {
+        let t0 = Instant::now();
+        let mut m = eager();
+        join_as_follower(&mut m, t0, 1, &[0, 1]);
+        events(&mut m);
+        // Every heartbeat fails (the coordinator is down or unreachable).
+        let mut t = t0;
+        while t < t0 + Duration::from_secs(29) {
+            t += Duration::from_secs(1);
+            m.handle_timeout(t);
+            if let Some(Outbound::Heartbeat(_)) = m.poll_request(t) {
+                m.handle_response(Inbound::Failed, t);
+            }
+        }
+        assert!(
+            !events(&mut m).iter().any(|e| matches!(e, MemberEvent::Lost(_))),
+            "within the session timeout nothing is lost"
+        );
+        let expiry = t0 + Duration::from_secs(30);
+        m.handle_timeout(expiry);
+        let ev = events(&mut m);
+        assert!(ev.contains(&MemberEvent::Lost(tps(&[0, 1]))), "{ev:?}");
+        assert_eq!(m.commit_identity(), None);
+        // It rejoins under its id; the coordinator tells whether it knows it.
+        assert_eq!(expect_join(&mut m, expiry).member_id, "m1");
+    }
+
+    #[test]
+    fn a_static_leader_told_to_skip_the_assignment_keeps_the_groups() {
+        let t0 = Instant::now();
+        let mut m = ClassicMember::new(settings(Some("billing-1")), vec![Arc::new(RangeAssignor)]);
+        expect_join(&mut m, t0);
+        m.handle_response(
+            Inbound::Join(JoinGroupResponse {
+                member_id: "m1".into(),
+                leader: "m1".into(),
+                generation_id: 5,
+                skip_assignment: true,
+                protocol_name: Some("range".into()),
+                ..Default::default()
+            }),
+            t0,
+        );
+        assert!(events(&mut m).is_empty(), "no partition lookup");
+        let sync = expect_sync(&mut m, t0);
+        assert!(sync.assignments.is_empty());
+        m.handle_response(sync_ok(&[0, 1]), t0);
+        assert_eq!(events(&mut m), vec![MemberEvent::Assigned(tps(&[0, 1]))]);
     }
 }

@@ -138,6 +138,15 @@ impl Kip848Member {
             match timer {
                 Timer::Heartbeat => self.heartbeat_due = true,
                 Timer::Backoff => {}
+                Timer::Session => {
+                    if matches!(self.phase, Phase::Stable | Phase::Revoking) {
+                        tracing::warn!(group = %self.settings.group_id, after = ?self.settings.session_timeout, "no heartbeat answered for the session timeout; the partitions are lost");
+                        self.events.push_back(MemberEvent::CoordinatorLost);
+                        self.epoch = 0;
+                        self.lose_partitions();
+                        self.phase = Phase::Joining;
+                    }
+                }
                 Timer::PollInterval => self.poll_interval_expired(),
                 Timer::Revoke => {
                     if self.phase == Phase::Revoking {
@@ -344,6 +353,8 @@ impl Kip848Member {
         }
         self.timers
             .set(Timer::Heartbeat, now + self.heartbeat_interval);
+        self.timers
+            .set(Timer::Session, now + self.settings.session_timeout);
         if let Some(a) = &resp.assignment {
             let target: IdAssignment = a
                 .topic_partitions
@@ -498,7 +509,7 @@ mod tests {
             group_id: "g".into(),
             instance_id: instance.map(str::to_string),
             topics: vec!["t".into()],
-            session_timeout: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(30),
             rebalance_timeout: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(3),
             max_poll_interval: Duration::from_secs(60),
@@ -739,6 +750,15 @@ mod tests {
 
         let mut p = joined(&[0], t0);
         p.handle_app(AppInput::Polled, t0);
+        // Heartbeats are answered, but the application never polls.
+        let mut t = t0;
+        while t < t0 + Duration::from_millis(59_500) {
+            t += Duration::from_millis(500);
+            p.handle_timeout(t);
+            if p.poll_request(t).is_some() {
+                p.handle_response(response(ErrorCode::None, 1, 500, None), t);
+            }
+        }
         let expiry = t0 + Duration::from_secs(60);
         p.handle_timeout(expiry);
         assert_eq!(
@@ -753,5 +773,23 @@ mod tests {
         p.handle_app(AppInput::Polled, expiry);
         let rejoin = expect_heartbeat(&mut p, expiry);
         assert_eq!((rejoin.member_epoch, rejoin.member_id.as_str()), (0, ""));
+    }
+    #[test]
+    fn a_silent_coordinator_for_a_session_timeout_means_the_partitions_are_lost() {
+        let t0 = Instant::now();
+        let mut m = joined(&[0], t0);
+        let mut t = t0;
+        while t < t0 + Duration::from_secs(29) {
+            t += Duration::from_millis(500);
+            m.handle_timeout(t);
+            if m.poll_request(t).is_some() {
+                m.handle_response(Inbound::Failed, t);
+            }
+        }
+        assert!(!events(&mut m).iter().any(|e| matches!(e, MemberEvent::Lost(_))));
+        m.handle_timeout(t0 + Duration::from_secs(30));
+        assert!(events(&mut m).contains(&MemberEvent::Lost(tps(&[0]))));
+        let rejoin = expect_heartbeat(&mut m, t0 + Duration::from_secs(30));
+        assert_eq!((rejoin.member_epoch, rejoin.member_id.as_str()), (0, "m-1"));
     }
 }

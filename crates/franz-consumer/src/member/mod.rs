@@ -41,14 +41,18 @@ pub enum Timer {
     Revoke,
     /// A retry after an error waits until then.
     Backoff,
+    /// No heartbeat answer for the session timeout: the coordinator has
+    /// most likely dropped the member and handed its partitions on.
+    Session,
 }
 
 impl Timer {
-    const ALL: [Self; 4] = [
+    const ALL: [Self; 5] = [
         Self::Heartbeat,
         Self::PollInterval,
         Self::Revoke,
         Self::Backoff,
+        Self::Session,
     ];
 
     fn index(self) -> usize {
@@ -59,7 +63,7 @@ impl Timer {
 /// One optional deadline per [`Timer`], as quinn-proto's `TimerTable`.
 #[derive(Debug, Clone, Default)]
 pub struct TimerTable {
-    deadlines: [Option<Instant>; 4],
+    deadlines: [Option<Instant>; 5],
 }
 
 impl TimerTable {
@@ -153,7 +157,8 @@ pub enum MemberEvent {
     /// stop fetching them, then send [`AppInput::RevokeDone`].
     Revoke(Vec<TopicPartition>),
     /// These partitions were taken away without a revoke (fenced, evicted,
-    /// poll timeout): run `on_lost`, commit nothing for them.
+    /// poll timeout, no heartbeat answer for the session timeout): run
+    /// `on_lost`, commit nothing for them.
     Lost(Vec<TopicPartition>),
     /// The member left the group because the application did not poll for
     /// `max_poll_interval`; the next `poll` reports it, the one after rejoins.
