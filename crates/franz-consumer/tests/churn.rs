@@ -43,9 +43,7 @@ use std::time::{Duration, Instant};
 
 use franz_client::admin::OffsetSpec;
 use franz_consumer::assignor::RangeAssignor;
-use franz_consumer::{
-    ConsumerConfig, GroupConfig, GroupConsumer, GroupProtocol, OffsetReset, TopicPartition,
-};
+use franz_consumer::{GroupConsumer, GroupProtocol, TopicPartition};
 use franz_producer::{Producer, ProducerConfig, ProducerRecord};
 use franz_testkit::{unique_group, unique_topic};
 
@@ -141,19 +139,8 @@ fn emit(out: &mut impl std::io::Write, line: std::fmt::Arguments<'_>) {
 }
 
 async fn member(bootstrap: &str, group: &str, topic: &str, protocol: GroupProtocol) {
-    let mut config = ConsumerConfig::new(bootstrap);
-    config.auto_offset_reset = OffsetReset::Earliest;
-    config.fetch_max_wait = Duration::from_millis(200);
-    let mut g = GroupConfig::new(group);
-    g.session_timeout = Duration::from_secs(6);
-    g.heartbeat_interval = Duration::from_millis(300);
-    g.rebalance_timeout = Duration::from_secs(15);
-    g.max_poll_interval = Duration::from_secs(30);
-    g.revoke_timeout = Duration::from_secs(5);
-    g.protocol = protocol;
-    if protocol == GroupProtocol::Classic {
-        g.assignors = vec![Arc::new(RangeAssignor)];
-    }
+    let config = common::earliest(bootstrap);
+    let g = common::group_config(group, protocol, vec![Arc::new(RangeAssignor)]);
     let mut consumer = loop {
         match GroupConsumer::new(config.clone(), g.clone(), &[topic]).await {
             Ok(c) => break c,

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use franz_consumer::assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor};
-use franz_consumer::{ConsumerConfig, GroupConfig, GroupConsumer, GroupProtocol, OffsetReset};
+use franz_consumer::{GroupConsumer, GroupProtocol};
 use franz_producer::{Producer, ProducerConfig, ProducerRecord};
 use franz_testkit::{KafkaDistribution, unique_group, unique_topic};
 
@@ -78,10 +78,7 @@ impl Assignors {
 
     fn franz(self) -> Vec<Arc<dyn Assignor>> {
         match self {
-            Self::Range => vec![
-                Arc::new(RangeAssignor),
-                Arc::new(CooperativeStickyAssignor),
-            ],
+            Self::Range => vec![Arc::new(RangeAssignor), Arc::new(CooperativeStickyAssignor)],
             Self::Cooperative => vec![Arc::new(CooperativeStickyAssignor)],
         }
     }
@@ -486,17 +483,10 @@ impl FranzMember {
         topic: &str,
         assignors: Assignors,
     ) -> Self {
-        let mut config = ConsumerConfig::new(bootstrap);
-        config.auto_offset_reset = OffsetReset::Earliest;
-        config.fetch_max_wait = Duration::from_millis(200);
-        let mut g = GroupConfig::new(group_id);
-        g.session_timeout = Duration::from_secs(6);
-        g.heartbeat_interval = Duration::from_millis(300);
-        g.rebalance_timeout = Duration::from_secs(20);
-        g.revoke_timeout = Duration::from_secs(10);
-        g.assignors = assignors.franz();
-        g.protocol = GroupProtocol::Classic;
-        let consumer = GroupConsumer::new(config, g, &[topic]).await.unwrap();
+        let g = common::group_config(group_id, GroupProtocol::Classic, assignors.franz());
+        let consumer = GroupConsumer::new(common::earliest(bootstrap), g, &[topic])
+            .await
+            .unwrap();
         let state = Arc::new(Mutex::new(FranzState::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let task = run_franz(consumer, Arc::clone(&state), Arc::clone(&stop));

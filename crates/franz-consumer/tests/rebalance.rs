@@ -13,38 +13,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{admin, bootstrap, create_topic, wait_until};
+use common::{admin, bootstrap, create_topic, earliest, group_config, wait_until};
 use franz_consumer::assignor::{Assignor, CooperativeStickyAssignor};
 use franz_consumer::{
-    ConsumeError, ConsumerConfig, GroupConfig, GroupConsumer, GroupProtocol, HookFuture,
-    OffsetReset, RebalanceListener, TopicPartition,
+    ConsumeError, GroupConfig, GroupConsumer, GroupProtocol, HookFuture, RebalanceListener,
+    TopicPartition,
 };
 use franz_producer::ProducerRecord;
 use franz_testkit::{unique_group, unique_topic};
 
-/// Every timeout set explicitly: session 6 s, heartbeat 300 ms, rebalance
-/// 20 s, revoke 15 s, poll interval as given.
-fn group_config(
-    group: &str,
-    protocol: GroupProtocol,
-    assignors: Vec<Arc<dyn Assignor>>,
-) -> GroupConfig {
-    let mut g = GroupConfig::new(group);
-    g.session_timeout = Duration::from_secs(6);
-    g.heartbeat_interval = Duration::from_millis(300);
-    g.rebalance_timeout = Duration::from_secs(20);
-    g.revoke_timeout = Duration::from_secs(15);
-    g.max_poll_interval = Duration::from_secs(60);
-    g.protocol = protocol;
-    g.assignors = assignors;
-    g
-}
-
 async fn consumer(b: &str, g: GroupConfig, topic: &str) -> GroupConsumer {
-    let mut config = ConsumerConfig::new(b);
-    config.auto_offset_reset = OffsetReset::Earliest;
-    config.fetch_max_wait = Duration::from_millis(200);
-    GroupConsumer::new(config, g, &[topic]).await.unwrap()
+    GroupConsumer::new(earliest(b), g, &[topic]).await.unwrap()
 }
 
 /// One hook call, in global order.

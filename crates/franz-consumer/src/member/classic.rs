@@ -20,7 +20,6 @@
 //! with [`MemberEvent::NeedPartitions`] and runs the assignor when they come
 //! ([`ClassicMember::handle_topic_partitions`]).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,8 +32,8 @@ use franz_client::franz_protocol::messages::{
 use franz_protocol::ErrorCode;
 
 use super::{
-    AppInput, Inbound, MemberEvent, MemberSettings, Outbound, Phase, Timer, TimerTable, flatten,
-    millis, minus,
+    AppInput, Core, Inbound, MemberEvent, MemberSettings, Outbound, Phase, Timer, flatten, millis,
+    minus,
 };
 use crate::assignor::{Assignment, Assignor, Member, Subscription, TopicPartitions};
 
@@ -88,17 +87,12 @@ enum InFlight {
 /// A classic consumer-group member. See the module docs for the sequences.
 #[derive(Debug)]
 pub struct ClassicMember {
-    settings: MemberSettings,
+    core: Core,
     assignors: Vec<Arc<dyn Assignor>>,
     cooperative: bool,
-    phase: Phase,
     member_id: String,
     generation: i32,
     protocol: Option<String>,
-    /// Partitions the member owns, sorted (those being revoked included).
-    owned: Vec<TopicPartition>,
-    /// The partitions of the pending [`MemberEvent::Revoke`].
-    revoking: Vec<TopicPartition>,
     /// A rebalance is wanted once the current step ends.
     rejoin: bool,
     in_flight: Option<InFlight>,
@@ -106,8 +100,6 @@ pub struct ClassicMember {
     pending_sync: Option<SyncGroupRequest>,
     heartbeat_due: bool,
     leave_pending: bool,
-    events: VecDeque<MemberEvent>,
-    timers: TimerTable,
 }
 
 impl ClassicMember {
@@ -116,29 +108,24 @@ impl ClassicMember {
     pub fn new(settings: MemberSettings, assignors: Vec<Arc<dyn Assignor>>) -> Self {
         let cooperative = !assignors.is_empty() && assignors.iter().all(|a| a.cooperative());
         Self {
-            settings,
+            core: Core::new(settings),
             assignors,
             cooperative,
-            phase: Phase::Joining,
             member_id: String::new(),
             generation: -1,
             protocol: None,
-            owned: Vec::new(),
-            revoking: Vec::new(),
             rejoin: false,
             in_flight: None,
             leading: None,
             pending_sync: None,
             heartbeat_due: false,
             leave_pending: false,
-            events: VecDeque::new(),
-            timers: TimerTable::default(),
         }
     }
 
     /// The current phase.
     pub fn phase(&self) -> Phase {
-        self.phase
+        self.core.phase
     }
 
     /// The member id (empty before the first JoinGroup answer).
@@ -163,7 +150,7 @@ impl ClassicMember {
 
     /// The partitions the member owns, sorted.
     pub fn owned(&self) -> &[TopicPartition] {
-        &self.owned
+        &self.core.owned
     }
 
     /// The member id and generation a commit carries, while the member has
@@ -175,35 +162,35 @@ impl ClassicMember {
 
     /// Whether the member will send nothing more.
     pub fn is_finished(&self) -> bool {
-        matches!(self.phase, Phase::Left | Phase::Failed) && !self.leave_pending
+        matches!(self.core.phase, Phase::Left | Phase::Failed) && !self.leave_pending
     }
 
     /// The next application or driver event.
     pub fn poll_event(&mut self) -> Option<MemberEvent> {
-        self.events.pop_front()
+        self.core.events.pop_front()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        self.core.timers.next()
     }
 
     /// Fires the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for timer in self.timers.expire(now) {
+        for timer in self.core.timers.expire(now) {
             match timer {
                 Timer::Heartbeat => self.heartbeat_due = true,
                 Timer::Backoff => {}
-                Timer::Session => self.session_expired(),
+                Timer::Session => {
+                    if self.core.session_expired() {
+                        self.generation = -1;
+                        self.rejoin = false;
+                    }
+                }
                 Timer::PollInterval => self.poll_interval_expired(),
                 Timer::Revoke => {
-                    if self.phase == Phase::Revoking {
-                        tracing::warn!(
-                            group = %self.settings.group_id,
-                            partitions = ?self.revoking,
-                            "the revoke deadline passed; releasing the partitions anyway (later results for them are not committed)"
-                        );
-                        self.finish_revoke(now);
+                    if self.core.revoke_deadline_passed() {
+                        self.finish_revoke();
                     }
                 }
             }
@@ -214,18 +201,13 @@ impl ClassicMember {
     pub fn handle_app(&mut self, input: AppInput, now: Instant) {
         match input {
             AppInput::Polled => {
-                if matches!(self.phase, Phase::Left | Phase::Failed) {
-                    return;
-                }
-                self.timers
-                    .set(Timer::PollInterval, now + self.settings.max_poll_interval);
-                if self.phase == Phase::PollTimedOut {
-                    self.phase = Phase::Joining;
+                if self.core.polled(now) {
+                    self.core.phase = Phase::Joining;
                 }
             }
             AppInput::RevokeDone(partitions) => {
-                if self.phase == Phase::Revoking && partitions == self.revoking {
-                    self.finish_revoke(now);
+                if self.core.is_revoke_answer(&partitions) {
+                    self.finish_revoke();
                 }
             }
             AppInput::CommitRefused(code) => self.commit_refused(code, now),
@@ -239,7 +221,7 @@ impl ClassicMember {
         let Some(leading) = self.leading.take() else {
             return;
         };
-        if self.phase != Phase::Rebalancing {
+        if self.core.phase != Phase::Rebalancing {
             return;
         }
         let Some(assignor) = self
@@ -282,9 +264,9 @@ impl ClassicMember {
             self.leave_pending = false;
             let leave = Outbound::Leave {
                 member_id: self.member_id.clone(),
-                instance_id: self.settings.instance_id.clone(),
+                instance_id: self.core.settings.instance_id.clone(),
             };
-            if self.phase == Phase::PollTimedOut {
+            if self.core.phase == Phase::PollTimedOut {
                 // The coordinator forgets the member: rejoin as a new one.
                 self.member_id.clear();
             }
@@ -294,9 +276,9 @@ impl ClassicMember {
         if self.in_flight.is_some() {
             return None;
         }
-        match self.phase {
-            Phase::Joining if self.timers.get(Timer::Backoff).is_none() => {
-                self.phase = Phase::Rebalancing;
+        match self.core.phase {
+            Phase::Joining if self.core.timers.get(Timer::Backoff).is_none() => {
+                self.core.phase = Phase::Rebalancing;
                 self.in_flight = Some(InFlight::Join);
                 Some(Outbound::Join(self.join_request()))
             }
@@ -308,13 +290,15 @@ impl ClassicMember {
             Phase::Stable | Phase::Revoking if self.heartbeat_due => {
                 self.heartbeat_due = false;
                 self.in_flight = Some(InFlight::Heartbeat);
-                self.timers
-                    .set(Timer::Heartbeat, now + self.settings.heartbeat_interval);
+                self.core.timers.set(
+                    Timer::Heartbeat,
+                    now + self.core.settings.heartbeat_interval,
+                );
                 Some(Outbound::Heartbeat(HeartbeatRequest {
-                    group_id: self.settings.group_id.clone(),
+                    group_id: self.core.settings.group_id.clone(),
                     generation_id: self.generation,
                     member_id: self.member_id.clone(),
-                    group_instance_id: self.settings.instance_id.clone(),
+                    group_instance_id: self.core.settings.instance_id.clone(),
                     ..Default::default()
                 }))
             }
@@ -328,7 +312,7 @@ impl ClassicMember {
             Inbound::Join(resp) => {
                 if self.in_flight == Some(InFlight::Join) {
                     self.in_flight = None;
-                    if self.phase == Phase::Rebalancing {
+                    if self.core.phase == Phase::Rebalancing {
                         self.joined(resp, now);
                     }
                 }
@@ -336,7 +320,7 @@ impl ClassicMember {
             Inbound::Sync(resp) => {
                 if self.in_flight == Some(InFlight::Sync) {
                     self.in_flight = None;
-                    if self.phase == Phase::Rebalancing {
+                    if self.core.phase == Phase::Rebalancing {
                         self.synced(resp, now);
                     }
                 }
@@ -349,13 +333,13 @@ impl ClassicMember {
             }
             Inbound::Failed => match self.in_flight.take() {
                 Some(InFlight::Join | InFlight::Sync) => {
-                    self.events.push_back(MemberEvent::CoordinatorLost);
-                    if self.phase == Phase::Rebalancing {
+                    self.core.events.push_back(MemberEvent::CoordinatorLost);
+                    if self.core.phase == Phase::Rebalancing {
                         self.retry_join(now, true);
                     }
                 }
                 Some(InFlight::Heartbeat) => {
-                    self.events.push_back(MemberEvent::CoordinatorLost);
+                    self.core.events.push_back(MemberEvent::CoordinatorLost);
                     self.heartbeat_later(now);
                 }
                 None => {}
@@ -365,7 +349,7 @@ impl ClassicMember {
     }
 
     fn join_request(&self) -> JoinGroupRequest {
-        let owned: TopicPartitions = by_topic(&self.owned);
+        let owned: TopicPartitions = by_topic(&self.core.owned);
         let protocols = self
             .assignors
             .iter()
@@ -373,11 +357,11 @@ impl ClassicMember {
                 let version = a.version();
                 let subscription = Subscription {
                     version,
-                    topics: self.settings.topics.clone(),
+                    topics: self.core.settings.topics.clone(),
                     user_data: a.user_data(self.generation),
                     owned_partitions: (version >= 1).then(|| owned.clone()),
                     generation: (version >= 2).then_some(self.generation),
-                    rack_id: self.settings.rack.clone(),
+                    rack_id: self.core.settings.rack.clone(),
                 };
                 match subscription.encode() {
                     Ok(metadata) => Some(join_group_request::JoinGroupRequestProtocol {
@@ -393,11 +377,11 @@ impl ClassicMember {
             })
             .collect();
         JoinGroupRequest {
-            group_id: self.settings.group_id.clone(),
-            session_timeout_ms: millis(self.settings.session_timeout),
-            rebalance_timeout_ms: millis(self.settings.rebalance_timeout),
+            group_id: self.core.settings.group_id.clone(),
+            session_timeout_ms: millis(self.core.settings.session_timeout),
+            rebalance_timeout_ms: millis(self.core.settings.rebalance_timeout),
             member_id: self.member_id.clone(),
-            group_instance_id: self.settings.instance_id.clone(),
+            group_instance_id: self.core.settings.instance_id.clone(),
             protocol_type: "consumer".into(),
             protocols,
             ..Default::default()
@@ -409,10 +393,10 @@ impl ClassicMember {
         assignments: Vec<sync_group_request::SyncGroupRequestAssignment>,
     ) -> SyncGroupRequest {
         SyncGroupRequest {
-            group_id: self.settings.group_id.clone(),
+            group_id: self.core.settings.group_id.clone(),
             generation_id: self.generation,
             member_id: self.member_id.clone(),
-            group_instance_id: self.settings.instance_id.clone(),
+            group_instance_id: self.core.settings.instance_id.clone(),
             protocol_type: Some("consumer".into()),
             protocol_name: self.protocol.clone(),
             assignments,
@@ -455,7 +439,9 @@ impl ClassicMember {
                 protocol: resp.protocol_name.unwrap_or_default(),
                 members,
             });
-            self.events.push_back(MemberEvent::NeedPartitions(topics));
+            self.core
+                .events
+                .push_back(MemberEvent::NeedPartitions(topics));
         } else {
             self.pending_sync = Some(self.sync_request(Vec::new()));
         }
@@ -476,36 +462,40 @@ impl ClassicMember {
             }
         };
         let mut given = flatten(&assignment.partitions);
-        given.retain(|tp| self.settings.topics.contains(&tp.topic));
-        let revoked = minus(&self.owned, &given);
-        let added = minus(&given, &self.owned);
-        self.owned.extend(added.iter().cloned());
-        self.owned.sort();
-        self.phase = Phase::Stable;
+        given.retain(|tp| self.core.settings.topics.contains(&tp.topic));
+        let revoked = minus(&self.core.owned, &given);
+        let added = minus(&given, &self.core.owned);
+        self.core.owned.extend(added.iter().cloned());
+        self.core.owned.sort();
+        self.core.phase = Phase::Stable;
         self.heartbeat_due = false;
-        self.timers
-            .set(Timer::Heartbeat, now + self.settings.heartbeat_interval);
-        self.timers
-            .set(Timer::Session, now + self.settings.session_timeout);
+        self.core.timers.set(
+            Timer::Heartbeat,
+            now + self.core.settings.heartbeat_interval,
+        );
+        self.core
+            .timers
+            .set(Timer::Session, now + self.core.settings.session_timeout);
         if !revoked.is_empty() {
             // Only cooperatively: an eager member revoked everything before
             // joining.
-            self.begin_revoke(revoked, now);
+            self.core.begin_revoke(revoked, now);
         }
         if !added.is_empty() {
-            self.events.push_back(MemberEvent::Assigned(added));
+            self.core.events.push_back(MemberEvent::Assigned(added));
         }
-        tracing::info!(group = %self.settings.group_id, generation = self.generation, partitions = self.owned.len(), "joined group");
+        tracing::info!(group = %self.core.settings.group_id, generation = self.generation, partitions = self.core.owned.len(), "joined group");
     }
 
     fn heartbeat_answered(&mut self, code: ErrorCode, now: Instant) {
-        if !matches!(self.phase, Phase::Stable | Phase::Revoking) {
+        if !matches!(self.core.phase, Phase::Stable | Phase::Revoking) {
             return;
         }
         if matches!(code, ErrorCode::None | ErrorCode::RebalanceInProgress) {
             // The coordinator still counts the member in.
-            self.timers
-                .set(Timer::Session, now + self.settings.session_timeout);
+            self.core
+                .timers
+                .set(Timer::Session, now + self.core.settings.session_timeout);
         }
         match code {
             ErrorCode::None => {}
@@ -516,7 +506,7 @@ impl ClassicMember {
             c => match join_step(c) {
                 JoinStep::RetryAsNewMember => self.lose_membership(c),
                 JoinStep::FindCoordinator => {
-                    self.events.push_back(MemberEvent::CoordinatorLost);
+                    self.core.events.push_back(MemberEvent::CoordinatorLost);
                     self.heartbeat_later(now);
                 }
                 JoinStep::Fail => self.fail("Heartbeat", c),
@@ -531,7 +521,9 @@ impl ClassicMember {
                 self.rejoin = true;
                 self.maybe_rebalance(now);
             }
-            JoinStep::RetryAsNewMember if matches!(self.phase, Phase::Stable | Phase::Revoking) => {
+            JoinStep::RetryAsNewMember
+                if matches!(self.core.phase, Phase::Stable | Phase::Revoking) =>
+            {
                 self.lose_membership(code);
             }
             JoinStep::Fail if code == ErrorCode::FencedInstanceId => {
@@ -551,7 +543,7 @@ impl ClassicMember {
                 self.lose_membership(code);
             }
             JoinStep::FindCoordinator => {
-                self.events.push_back(MemberEvent::CoordinatorLost);
+                self.core.events.push_back(MemberEvent::CoordinatorLost);
                 self.retry_join(now, true);
             }
             // A rebalance began while syncing: join the new round at once.
@@ -566,135 +558,89 @@ impl ClassicMember {
     /// The member id or generation is gone: whatever it owned may already
     /// be someone else's.
     fn lose_membership(&mut self, code: ErrorCode) {
-        tracing::info!(group = %self.settings.group_id, %code, "membership lost; rejoining as a new member");
+        tracing::info!(group = %self.core.settings.group_id, %code, "membership lost; rejoining as a new member");
         if code == ErrorCode::UnknownMemberId || code == ErrorCode::IllegalGeneration {
             self.member_id.clear();
         }
         self.generation = -1;
-        self.lose_partitions();
-        self.phase = Phase::Joining;
+        self.core.lose_partitions();
+        self.core.phase = Phase::Joining;
         self.leading = None;
         self.pending_sync = None;
         self.rejoin = false;
     }
 
-    fn lose_partitions(&mut self) {
-        self.revoking.clear();
-        self.timers.stop(Timer::Revoke);
-        if !self.owned.is_empty() {
-            self.events
-                .push_back(MemberEvent::Lost(std::mem::take(&mut self.owned)));
-        }
-    }
-
     fn retry_join(&mut self, now: Instant, backoff: bool) {
-        self.phase = Phase::Joining;
+        self.core.phase = Phase::Joining;
         self.leading = None;
         self.pending_sync = None;
         if backoff {
-            self.timers
-                .set(Timer::Backoff, now + self.settings.retry_backoff);
+            self.core
+                .timers
+                .set(Timer::Backoff, now + self.core.settings.retry_backoff);
         }
     }
 
     fn heartbeat_later(&mut self, now: Instant) {
         self.heartbeat_due = false;
-        self.timers
-            .set(Timer::Heartbeat, now + self.settings.retry_backoff);
+        self.core
+            .timers
+            .set(Timer::Heartbeat, now + self.core.settings.retry_backoff);
     }
 
     /// Starts the rebalance a heartbeat or commit asked for, once the
     /// member is stable: an eager member first revokes everything.
     fn maybe_rebalance(&mut self, now: Instant) {
-        if !self.rejoin || self.phase != Phase::Stable {
+        if !self.rejoin || self.core.phase != Phase::Stable {
             return;
         }
         self.rejoin = false;
-        if !self.cooperative && !self.owned.is_empty() {
-            self.begin_revoke(self.owned.clone(), now);
+        if !self.cooperative && !self.core.owned.is_empty() {
+            self.core.begin_revoke(self.core.owned.clone(), now);
         } else {
-            self.phase = Phase::Joining;
+            self.core.phase = Phase::Joining;
         }
-    }
-
-    fn begin_revoke(&mut self, partitions: Vec<TopicPartition>, now: Instant) {
-        self.revoking = partitions.clone();
-        self.phase = Phase::Revoking;
-        self.timers
-            .set(Timer::Revoke, now + self.settings.revoke_timeout);
-        self.events.push_back(MemberEvent::Revoke(partitions));
     }
 
     /// The application let go (or ran out of time): the partitions are
     /// released, and the member joins (again).
-    fn finish_revoke(&mut self, now: Instant) {
-        let _ = now;
-        self.timers.stop(Timer::Revoke);
-        let revoked = std::mem::take(&mut self.revoking);
-        self.owned.retain(|tp| !revoked.contains(tp));
+    fn finish_revoke(&mut self) {
+        self.core.end_revoke();
         self.rejoin = false;
-        self.phase = Phase::Joining;
-    }
-
-    /// No heartbeat was answered for a whole session timeout (the
-    /// coordinator is down or unreachable): by now it has dropped the
-    /// member, so its partitions are lost; it rejoins with its id, and the
-    /// coordinator says whether it still knows it.
-    fn session_expired(&mut self) {
-        if !matches!(self.phase, Phase::Stable | Phase::Revoking) {
-            return;
-        }
-        tracing::warn!(group = %self.settings.group_id, after = ?self.settings.session_timeout, "no heartbeat answered for the session timeout; the partitions are lost");
-        self.events.push_back(MemberEvent::CoordinatorLost);
-        self.generation = -1;
-        self.lose_partitions();
-        self.phase = Phase::Joining;
-        self.rejoin = false;
+        self.core.phase = Phase::Joining;
     }
 
     fn poll_interval_expired(&mut self) {
-        if matches!(
-            self.phase,
-            Phase::Left | Phase::Failed | Phase::PollTimedOut
-        ) {
+        if !self.core.poll_timed_out() {
             return;
         }
-        tracing::warn!(group = %self.settings.group_id, after = ?self.settings.max_poll_interval, "the application did not poll within max_poll_interval; leaving the group");
-        self.lose_partitions();
         // Java: a static member does not send LeaveGroup; its session
         // timeout frees the partitions.
-        self.leave_pending = self.settings.instance_id.is_none();
-        self.phase = Phase::PollTimedOut;
+        let dynamic = self.core.settings.instance_id.is_none();
+        self.leave_pending = dynamic;
         self.leading = None;
         self.pending_sync = None;
         self.rejoin = false;
-        self.events.push_back(MemberEvent::PollIntervalExceeded);
-        if self.settings.instance_id.is_none() {
+        if dynamic {
             // The member id leaves with the member.
             self.generation = -1;
         }
     }
 
     fn leave(&mut self) {
-        if matches!(self.phase, Phase::Left | Phase::Failed) {
+        if self.core.is_over() {
             return;
         }
         // A static member does not leave (as Java): its next instance takes
         // its partitions back within the session timeout.
         self.leave_pending =
-            self.settings.instance_id.is_none() && self.phase != Phase::PollTimedOut;
-        self.phase = Phase::Left;
-        self.timers = TimerTable::default();
-        self.owned.clear();
-        self.revoking.clear();
+            self.core.settings.instance_id.is_none() && self.core.phase != Phase::PollTimedOut;
+        self.core.leave();
     }
 
     fn fail(&mut self, api: &'static str, code: ErrorCode) {
-        tracing::error!(group = %self.settings.group_id, api, %code, "group membership failed");
-        self.phase = Phase::Failed;
-        self.timers = TimerTable::default();
         self.leave_pending = false;
-        self.events.push_back(MemberEvent::Fatal { api, code });
+        self.core.fail(api, code);
     }
 }
 
@@ -1192,7 +1138,9 @@ mod tests {
             }
         }
         assert!(
-            !events(&mut m).iter().any(|e| matches!(e, MemberEvent::Lost(_))),
+            !events(&mut m)
+                .iter()
+                .any(|e| matches!(e, MemberEvent::Lost(_))),
             "within the session timeout nothing is lost"
         );
         let expiry = t0 + Duration::from_secs(30);

@@ -16,7 +16,7 @@
 //! members handle one partition at once (Java's order: commit, revoke
 //! callback, then acknowledge).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use franz_client::admin::TopicPartition;
@@ -26,7 +26,7 @@ use franz_client::franz_protocol::messages::{
 use franz_protocol::{ErrorCode, Uuid};
 
 use super::{
-    AppInput, Inbound, MemberEvent, MemberSettings, Outbound, Phase, Timer, TimerTable,
+    AppInput, Core, Inbound, MemberEvent, MemberSettings, Outbound, Phase, Timer,
     clamp_heartbeat_interval, millis, minus,
 };
 
@@ -42,25 +42,19 @@ const STATIC_LEAVE_EPOCH: i32 = -2;
 /// One KIP-848 member. See the module docs for the sequence.
 #[derive(Debug)]
 pub struct Kip848Member {
-    settings: MemberSettings,
-    phase: Phase,
+    core: Core,
     member_id: String,
     epoch: i32,
     /// Owned partitions, by topic id as acknowledged to the coordinator.
     owned_ids: IdAssignment,
-    /// The same, by name, sorted.
-    owned: Vec<TopicPartition>,
     /// The coordinator's latest target, until reconciled.
     target: Option<IdAssignment>,
     names: BTreeMap<Uuid, String>,
     names_asked: bool,
-    revoking: Vec<TopicPartition>,
     heartbeat_interval: Duration,
     heartbeat_due: bool,
     in_flight: bool,
     leave_pending: Option<i32>,
-    events: VecDeque<MemberEvent>,
-    timers: TimerTable,
 }
 
 impl Kip848Member {
@@ -68,28 +62,23 @@ impl Kip848Member {
     pub fn new(settings: MemberSettings) -> Self {
         let heartbeat_interval = clamp_heartbeat_interval(settings.heartbeat_interval);
         Self {
-            settings,
-            phase: Phase::Joining,
+            core: Core::new(settings),
             member_id: String::new(),
             epoch: 0,
             owned_ids: IdAssignment::new(),
-            owned: Vec::new(),
             target: None,
             names: BTreeMap::new(),
             names_asked: false,
-            revoking: Vec::new(),
             heartbeat_interval,
             heartbeat_due: false,
             in_flight: false,
             leave_pending: None,
-            events: VecDeque::new(),
-            timers: TimerTable::default(),
         }
     }
 
     /// The current phase.
     pub fn phase(&self) -> Phase {
-        self.phase
+        self.core.phase
     }
 
     /// The member id (assigned by the coordinator on the first heartbeat).
@@ -104,7 +93,7 @@ impl Kip848Member {
 
     /// The partitions the member owns, sorted.
     pub fn owned(&self) -> &[TopicPartition] {
-        &self.owned
+        &self.core.owned
     }
 
     /// The heartbeat interval in use (the coordinator's, clamped).
@@ -119,42 +108,34 @@ impl Kip848Member {
 
     /// Whether the member will send nothing more.
     pub fn is_finished(&self) -> bool {
-        matches!(self.phase, Phase::Left | Phase::Failed) && self.leave_pending.is_none()
+        matches!(self.core.phase, Phase::Left | Phase::Failed) && self.leave_pending.is_none()
     }
 
     /// The next application or driver event.
     pub fn poll_event(&mut self) -> Option<MemberEvent> {
-        self.events.pop_front()
+        self.core.events.pop_front()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        self.core.timers.next()
     }
 
     /// Fires the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for timer in self.timers.expire(now) {
+        for timer in self.core.timers.expire(now) {
             match timer {
                 Timer::Heartbeat => self.heartbeat_due = true,
                 Timer::Backoff => {}
                 Timer::Session => {
-                    if matches!(self.phase, Phase::Stable | Phase::Revoking) {
-                        tracing::warn!(group = %self.settings.group_id, after = ?self.settings.session_timeout, "no heartbeat answered for the session timeout; the partitions are lost");
-                        self.events.push_back(MemberEvent::CoordinatorLost);
+                    if self.core.session_expired() {
                         self.epoch = 0;
-                        self.lose_partitions();
-                        self.phase = Phase::Joining;
+                        self.forget_assignment();
                     }
                 }
                 Timer::PollInterval => self.poll_interval_expired(),
                 Timer::Revoke => {
-                    if self.phase == Phase::Revoking {
-                        tracing::warn!(
-                            group = %self.settings.group_id,
-                            partitions = ?self.revoking,
-                            "the revoke deadline passed; releasing the partitions anyway (later results for them are not committed)"
-                        );
+                    if self.core.revoke_deadline_passed() {
                         self.finish_revoke(now);
                     }
                 }
@@ -166,17 +147,12 @@ impl Kip848Member {
     pub fn handle_app(&mut self, input: AppInput, now: Instant) {
         match input {
             AppInput::Polled => {
-                if matches!(self.phase, Phase::Left | Phase::Failed) {
-                    return;
-                }
-                self.timers
-                    .set(Timer::PollInterval, now + self.settings.max_poll_interval);
-                if self.phase == Phase::PollTimedOut && self.leave_pending.is_none() {
-                    self.phase = Phase::Joining;
+                if self.core.polled(now) && self.leave_pending.is_none() {
+                    self.core.phase = Phase::Joining;
                 }
             }
             AppInput::RevokeDone(partitions) => {
-                if self.phase == Phase::Revoking && partitions == self.revoking {
+                if self.core.is_revoke_answer(&partitions) {
                     self.finish_revoke(now);
                 }
             }
@@ -186,20 +162,17 @@ impl Kip848Member {
                 _ => {}
             },
             AppInput::Leave => {
-                if matches!(self.phase, Phase::Left | Phase::Failed) {
+                if self.core.is_over() {
                     return;
                 }
-                if !self.member_id.is_empty() && self.phase != Phase::PollTimedOut {
-                    self.leave_pending = Some(if self.settings.instance_id.is_some() {
+                if !self.member_id.is_empty() && self.core.phase != Phase::PollTimedOut {
+                    self.leave_pending = Some(if self.core.settings.instance_id.is_some() {
                         STATIC_LEAVE_EPOCH
                     } else {
                         LEAVE_EPOCH
                     });
                 }
-                self.phase = Phase::Left;
-                self.timers = TimerTable::default();
-                self.owned.clear();
-                self.revoking.clear();
+                self.core.leave();
             }
         }
     }
@@ -230,13 +203,13 @@ impl Kip848Member {
     pub fn poll_request(&mut self, now: Instant) -> Option<Outbound> {
         if let Some(epoch) = self.leave_pending.take() {
             let leave = ConsumerGroupHeartbeatRequest {
-                group_id: self.settings.group_id.clone(),
+                group_id: self.core.settings.group_id.clone(),
                 member_id: self.member_id.clone(),
                 member_epoch: epoch,
-                instance_id: self.settings.instance_id.clone(),
+                instance_id: self.core.settings.instance_id.clone(),
                 ..Default::default()
             };
-            if self.phase == Phase::PollTimedOut {
+            if self.core.phase == Phase::PollTimedOut {
                 self.member_id.clear();
                 self.epoch = 0;
             }
@@ -245,8 +218,8 @@ impl Kip848Member {
         if self.in_flight {
             return None;
         }
-        let send = match self.phase {
-            Phase::Joining => self.timers.get(Timer::Backoff).is_none(),
+        let send = match self.core.phase {
+            Phase::Joining => self.core.timers.get(Timer::Backoff).is_none(),
             Phase::Stable | Phase::Revoking => self.heartbeat_due,
             _ => false,
         };
@@ -255,7 +228,7 @@ impl Kip848Member {
         }
         self.heartbeat_due = false;
         self.in_flight = true;
-        self.timers.stop(Timer::Heartbeat);
+        self.core.timers.stop(Timer::Heartbeat);
         let _ = now;
         Some(Outbound::ConsumerHeartbeat(self.heartbeat_request()))
     }
@@ -264,13 +237,13 @@ impl Kip848Member {
     /// the protocol allows and which makes a lost response harmless.
     pub fn heartbeat_request(&self) -> ConsumerGroupHeartbeatRequest {
         ConsumerGroupHeartbeatRequest {
-            group_id: self.settings.group_id.clone(),
+            group_id: self.core.settings.group_id.clone(),
             member_id: self.member_id.clone(),
             member_epoch: self.epoch,
-            instance_id: self.settings.instance_id.clone(),
-            rack_id: self.settings.rack.clone(),
-            rebalance_timeout_ms: millis(self.settings.rebalance_timeout),
-            subscribed_topic_names: Some(self.settings.topics.clone()),
+            instance_id: self.core.settings.instance_id.clone(),
+            rack_id: self.core.settings.rack.clone(),
+            rebalance_timeout_ms: millis(self.core.settings.rebalance_timeout),
+            subscribed_topic_names: Some(self.core.settings.topics.clone()),
             topic_partitions: Some(
                 self.owned_ids
                     .iter()
@@ -296,7 +269,7 @@ impl Kip848Member {
                 }
                 self.in_flight = false;
                 if matches!(
-                    self.phase,
+                    self.core.phase,
                     Phase::Left | Phase::Failed | Phase::PollTimedOut
                 ) {
                     return;
@@ -305,7 +278,7 @@ impl Kip848Member {
             }
             Inbound::Failed if self.in_flight => {
                 self.in_flight = false;
-                self.events.push_back(MemberEvent::CoordinatorLost);
+                self.core.events.push_back(MemberEvent::CoordinatorLost);
                 self.retry_later(now);
             }
             _ => {}
@@ -321,7 +294,7 @@ impl Kip848Member {
                 return;
             }
             ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable => {
-                self.events.push_back(MemberEvent::CoordinatorLost);
+                self.core.events.push_back(MemberEvent::CoordinatorLost);
                 self.retry_later(now);
                 return;
             }
@@ -330,12 +303,7 @@ impl Kip848Member {
                 return;
             }
             c => {
-                self.phase = Phase::Failed;
-                self.timers = TimerTable::default();
-                self.events.push_back(MemberEvent::Fatal {
-                    api: "ConsumerGroupHeartbeat",
-                    code: c,
-                });
+                self.core.fail("ConsumerGroupHeartbeat", c);
                 return;
             }
         }
@@ -348,13 +316,15 @@ impl Kip848Member {
                 u64::try_from(resp.heartbeat_interval_ms).unwrap_or(0),
             ));
         }
-        if self.phase == Phase::Joining {
-            self.phase = Phase::Stable;
+        if self.core.phase == Phase::Joining {
+            self.core.phase = Phase::Stable;
         }
-        self.timers
+        self.core
+            .timers
             .set(Timer::Heartbeat, now + self.heartbeat_interval);
-        self.timers
-            .set(Timer::Session, now + self.settings.session_timeout);
+        self.core
+            .timers
+            .set(Timer::Session, now + self.core.settings.session_timeout);
         if let Some(a) = &resp.assignment {
             let target: IdAssignment = a
                 .topic_partitions
@@ -374,7 +344,7 @@ impl Kip848Member {
 
     /// Moves towards the target: revoke first, then assign and acknowledge.
     fn reconcile(&mut self, now: Instant) {
-        if self.phase != Phase::Stable {
+        if self.core.phase != Phase::Stable {
             return;
         }
         let Some(target) = &self.target else {
@@ -392,7 +362,9 @@ impl Kip848Member {
         if !unknown.is_empty() {
             if !self.names_asked {
                 self.names_asked = true;
-                self.events.push_back(MemberEvent::NeedTopicNames(unknown));
+                self.core
+                    .events
+                    .push_back(MemberEvent::NeedTopicNames(unknown));
             }
             return;
         }
@@ -405,29 +377,23 @@ impl Kip848Member {
             })
             .collect();
         named.sort();
-        let revoked = minus(&self.owned, &named);
+        let revoked = minus(&self.core.owned, &named);
         if !revoked.is_empty() {
-            self.revoking = revoked.clone();
-            self.phase = Phase::Revoking;
-            self.timers
-                .set(Timer::Revoke, now + self.settings.revoke_timeout);
-            self.events.push_back(MemberEvent::Revoke(revoked));
+            self.core.begin_revoke(revoked, now);
             return;
         }
-        let added = minus(&named, &self.owned);
-        self.owned = named;
+        let added = minus(&named, &self.core.owned);
+        self.core.owned = named;
         self.owned_ids = self.target.take().unwrap_or_default();
         if !added.is_empty() {
-            self.events.push_back(MemberEvent::Assigned(added));
+            self.core.events.push_back(MemberEvent::Assigned(added));
         }
         // Acknowledge the new set at once.
         self.heartbeat_due = true;
     }
 
     fn finish_revoke(&mut self, now: Instant) {
-        self.timers.stop(Timer::Revoke);
-        let revoked = std::mem::take(&mut self.revoking);
-        self.owned.retain(|tp| !revoked.contains(tp));
+        let revoked = self.core.end_revoke();
         let ids: BTreeMap<&str, Uuid> =
             self.names.iter().map(|(id, n)| (n.as_str(), *id)).collect();
         for tp in &revoked {
@@ -438,60 +404,56 @@ impl Kip848Member {
             }
         }
         self.owned_ids.retain(|_, ps| !ps.is_empty());
-        self.phase = Phase::Stable;
+        self.core.phase = Phase::Stable;
         self.heartbeat_due = true;
         self.reconcile(now);
     }
 
     /// Fenced or forgotten: what the member owned may be another's already.
     fn fenced(&mut self, code: ErrorCode) {
-        tracing::info!(group = %self.settings.group_id, %code, "fenced; rejoining");
+        tracing::info!(group = %self.core.settings.group_id, %code, "fenced; rejoining");
         self.epoch = 0;
         if code == ErrorCode::UnknownMemberId {
             self.member_id.clear();
         }
         self.lose_partitions();
-        self.phase = Phase::Joining;
+        self.core.phase = Phase::Joining;
     }
 
     fn lose_partitions(&mut self) {
-        self.revoking.clear();
+        self.forget_assignment();
+        self.core.lose_partitions();
+    }
+
+    /// The target and the acknowledged set go with lost partitions.
+    fn forget_assignment(&mut self) {
         self.target = None;
         self.owned_ids.clear();
-        self.timers.stop(Timer::Revoke);
-        if !self.owned.is_empty() {
-            self.events
-                .push_back(MemberEvent::Lost(std::mem::take(&mut self.owned)));
-        }
     }
 
     fn retry_later(&mut self, now: Instant) {
-        if self.phase == Phase::Joining {
-            self.timers
-                .set(Timer::Backoff, now + self.settings.retry_backoff);
+        if self.core.phase == Phase::Joining {
+            self.core
+                .timers
+                .set(Timer::Backoff, now + self.core.settings.retry_backoff);
         } else {
             self.heartbeat_due = false;
-            self.timers
-                .set(Timer::Heartbeat, now + self.settings.retry_backoff);
+            self.core
+                .timers
+                .set(Timer::Heartbeat, now + self.core.settings.retry_backoff);
         }
     }
 
     fn poll_interval_expired(&mut self) {
-        if matches!(
-            self.phase,
-            Phase::Left | Phase::Failed | Phase::PollTimedOut
-        ) {
+        if !self.core.poll_timed_out() {
             return;
         }
-        tracing::warn!(group = %self.settings.group_id, after = ?self.settings.max_poll_interval, "the application did not poll within max_poll_interval; leaving the group");
-        self.lose_partitions();
+        self.forget_assignment();
         // Java leaves with -1 on a poll timeout, static or not, so the
         // partitions move at once.
         if !self.member_id.is_empty() {
             self.leave_pending = Some(LEAVE_EPOCH);
         }
-        self.phase = Phase::PollTimedOut;
-        self.events.push_back(MemberEvent::PollIntervalExceeded);
     }
 }
 
@@ -786,7 +748,11 @@ mod tests {
                 m.handle_response(Inbound::Failed, t);
             }
         }
-        assert!(!events(&mut m).iter().any(|e| matches!(e, MemberEvent::Lost(_))));
+        assert!(
+            !events(&mut m)
+                .iter()
+                .any(|e| matches!(e, MemberEvent::Lost(_)))
+        );
         m.handle_timeout(t0 + Duration::from_secs(30));
         assert!(events(&mut m).contains(&MemberEvent::Lost(tps(&[0]))));
         let rejoin = expect_heartbeat(&mut m, t0 + Duration::from_secs(30));

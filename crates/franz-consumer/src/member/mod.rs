@@ -19,6 +19,7 @@
 pub mod classic;
 pub mod kip848;
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use franz_client::admin::TopicPartition;
@@ -244,6 +245,148 @@ pub enum Phase {
     Left,
     /// Stopped by an error retrying cannot fix.
     Failed,
+}
+
+/// What both members keep alike: the settings, the phase, the owned
+/// partitions and a pending revoke, the timers and the event queue, with
+/// the steps that treat them the same under either protocol.
+#[derive(Debug)]
+struct Core {
+    settings: MemberSettings,
+    phase: Phase,
+    /// Partitions the member owns, sorted (those being revoked included).
+    owned: Vec<TopicPartition>,
+    /// The partitions of the pending [`MemberEvent::Revoke`].
+    revoking: Vec<TopicPartition>,
+    events: VecDeque<MemberEvent>,
+    timers: TimerTable,
+}
+
+impl Core {
+    fn new(settings: MemberSettings) -> Self {
+        Self {
+            settings,
+            phase: Phase::Joining,
+            owned: Vec::new(),
+            revoking: Vec::new(),
+            events: VecDeque::new(),
+            timers: TimerTable::default(),
+        }
+    }
+
+    /// Whether the member is in the group with an assignment.
+    fn in_group(&self) -> bool {
+        matches!(self.phase, Phase::Stable | Phase::Revoking)
+    }
+
+    /// Whether the member has stopped for good.
+    fn is_over(&self) -> bool {
+        matches!(self.phase, Phase::Left | Phase::Failed)
+    }
+
+    /// The application polled: the poll-interval timer starts again. True
+    /// when the member had left for a poll timeout and may rejoin now.
+    fn polled(&mut self, now: Instant) -> bool {
+        if self.is_over() {
+            return false;
+        }
+        self.timers
+            .set(Timer::PollInterval, now + self.settings.max_poll_interval);
+        self.phase == Phase::PollTimedOut
+    }
+
+    /// Asks the application to let `partitions` go, by the revoke deadline.
+    fn begin_revoke(&mut self, partitions: Vec<TopicPartition>, now: Instant) {
+        self.revoking.clone_from(&partitions);
+        self.phase = Phase::Revoking;
+        self.timers
+            .set(Timer::Revoke, now + self.settings.revoke_timeout);
+        self.events.push_back(MemberEvent::Revoke(partitions));
+    }
+
+    /// Whether `partitions` answer the pending revoke (an answer to an
+    /// older one does not).
+    fn is_revoke_answer(&self, partitions: &[TopicPartition]) -> bool {
+        self.phase == Phase::Revoking && partitions == self.revoking
+    }
+
+    /// The revoke deadline fired: true (and logged) when a revoke is still
+    /// pending, which is then released anyway.
+    fn revoke_deadline_passed(&self) -> bool {
+        if self.phase != Phase::Revoking {
+            return false;
+        }
+        tracing::warn!(
+            group = %self.settings.group_id,
+            partitions = ?self.revoking,
+            "the revoke deadline passed; releasing the partitions anyway (later results for them are not committed)"
+        );
+        true
+    }
+
+    /// Ends the pending revoke: its partitions leave `owned` and are
+    /// returned.
+    fn end_revoke(&mut self) -> Vec<TopicPartition> {
+        self.timers.stop(Timer::Revoke);
+        let revoked = std::mem::take(&mut self.revoking);
+        self.owned.retain(|tp| !revoked.contains(tp));
+        revoked
+    }
+
+    /// Everything owned is gone without a revoke.
+    fn lose_partitions(&mut self) {
+        self.revoking.clear();
+        self.timers.stop(Timer::Revoke);
+        if !self.owned.is_empty() {
+            self.events
+                .push_back(MemberEvent::Lost(std::mem::take(&mut self.owned)));
+        }
+    }
+
+    /// The session timer fired: no heartbeat was answered for a whole
+    /// session timeout, so the coordinator has most likely dropped the
+    /// member and handed its partitions on. True when that applied (the
+    /// partitions are lost and the member joins again).
+    fn session_expired(&mut self) -> bool {
+        if !self.in_group() {
+            return false;
+        }
+        tracing::warn!(group = %self.settings.group_id, after = ?self.settings.session_timeout, "no heartbeat answered for the session timeout; the partitions are lost");
+        self.events.push_back(MemberEvent::CoordinatorLost);
+        self.lose_partitions();
+        self.phase = Phase::Joining;
+        true
+    }
+
+    /// The poll-interval timer fired (KIP-62). True when that applied: the
+    /// partitions are lost, the application is told, and the member waits
+    /// for a poll to rejoin.
+    fn poll_timed_out(&mut self) -> bool {
+        if self.is_over() || self.phase == Phase::PollTimedOut {
+            return false;
+        }
+        tracing::warn!(group = %self.settings.group_id, after = ?self.settings.max_poll_interval, "the application did not poll within max_poll_interval; leaving the group");
+        self.lose_partitions();
+        self.phase = Phase::PollTimedOut;
+        self.events.push_back(MemberEvent::PollIntervalExceeded);
+        true
+    }
+
+    /// The consumer is closing: nothing is owned or timed any more.
+    fn leave(&mut self) {
+        self.phase = Phase::Left;
+        self.timers = TimerTable::default();
+        self.owned.clear();
+        self.revoking.clear();
+    }
+
+    /// An error retrying will not fix: the member stops.
+    fn fail(&mut self, api: &'static str, code: ErrorCode) {
+        tracing::error!(group = %self.settings.group_id, api, %code, "group membership failed");
+        self.phase = Phase::Failed;
+        self.timers = TimerTable::default();
+        self.events.push_back(MemberEvent::Fatal { api, code });
+    }
 }
 
 /// Heartbeat intervals a broker may ask for are kept within this range, so

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use franz_client::admin::NewTopic;
 use franz_client::{Admin, Client, ClientConfig};
-use franz_consumer::assignor::RoundRobinAssignor;
+use franz_consumer::assignor::{Assignor, RoundRobinAssignor};
 use franz_consumer::{
     ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer, GroupProtocol, OffsetReset,
     TopicPartition,
@@ -71,18 +71,38 @@ pub(crate) async fn static_member(
     protocol: GroupProtocol,
     instance: Option<&str>,
 ) -> GroupConsumer {
+    let mut g = group_config(group, protocol, vec![Arc::new(RoundRobinAssignor)]);
+    g.group_instance_id = instance.map(str::to_string);
+    GroupConsumer::new(earliest(bootstrap), g, &[topic])
+        .await
+        .unwrap()
+}
+
+/// Consumer settings for group tests: from the earliest offset, fetches
+/// held at most 200 ms.
+pub(crate) fn earliest(bootstrap: &str) -> ConsumerConfig {
     let mut config = ConsumerConfig::new(bootstrap);
     config.auto_offset_reset = OffsetReset::Earliest;
     config.fetch_max_wait = Duration::from_millis(200);
+    config
+}
+
+/// Group settings for tests, every timeout set explicitly: session 6 s,
+/// heartbeat 300 ms, rebalance 20 s, revoke 15 s, poll interval 60 s.
+pub(crate) fn group_config(
+    group: &str,
+    protocol: GroupProtocol,
+    assignors: Vec<Arc<dyn Assignor>>,
+) -> GroupConfig {
     let mut g = GroupConfig::new(group);
     g.session_timeout = Duration::from_secs(6);
     g.heartbeat_interval = Duration::from_millis(300);
     g.rebalance_timeout = Duration::from_secs(20);
-    g.revoke_timeout = Duration::from_secs(10);
-    g.assignors = vec![Arc::new(RoundRobinAssignor)];
+    g.revoke_timeout = Duration::from_secs(15);
+    g.max_poll_interval = Duration::from_secs(60);
     g.protocol = protocol;
-    g.group_instance_id = instance.map(str::to_string);
-    GroupConsumer::new(config, g, &[topic]).await.unwrap()
+    g.assignors = assignors;
+    g
 }
 
 /// What a member task reports while it runs.
