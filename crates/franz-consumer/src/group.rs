@@ -3,7 +3,7 @@
 //! async rebalance hooks ([`RebalanceListener`]) that the group waits for.
 //!
 //! The membership itself is a sans-io machine ([`crate::member`]) run by
-//! one driver task ([`crate::driver`]); this module is the application's
+//! one driver task (the private `driver` module); this module is the application's
 //! side: it applies assignments to the fetcher, runs the hooks, commits.
 
 use std::collections::BTreeMap;
