@@ -181,12 +181,7 @@ impl ClassicMember {
             match timer {
                 Timer::Heartbeat => self.heartbeat_due = true,
                 Timer::Backoff => {}
-                Timer::Session => {
-                    if self.core.session_expired() {
-                        self.generation = -1;
-                        self.rejoin = false;
-                    }
-                }
+                Timer::Session => self.core.session_expired(),
                 Timer::PollInterval => self.poll_interval_expired(),
                 Timer::Revoke => {
                     if self.core.revoke_deadline_passed() {
@@ -1123,33 +1118,36 @@ mod tests {
         assert!(d.is_finished());
     }
     #[test]
-    fn a_silent_coordinator_for_a_session_timeout_means_the_partitions_are_lost() {
+    fn a_silent_coordinator_is_looked_up_again_and_the_partitions_kept() {
         let t0 = Instant::now();
         let mut m = eager();
         join_as_follower(&mut m, t0, 1, &[0, 1]);
         events(&mut m);
-        // Every heartbeat fails (the coordinator is down or unreachable).
+        // Every heartbeat times out (the coordinator is down or silent).
         let mut t = t0;
-        while t < t0 + Duration::from_secs(29) {
+        while t < t0 + Duration::from_secs(30) {
             t += Duration::from_secs(1);
             m.handle_timeout(t);
             if let Some(Outbound::Heartbeat(_)) = m.poll_request(t) {
                 m.handle_response(Inbound::Failed, t);
             }
         }
-        assert!(
-            !events(&mut m)
-                .iter()
-                .any(|e| matches!(e, MemberEvent::Lost(_))),
-            "within the session timeout nothing is lost"
-        );
-        let expiry = t0 + Duration::from_secs(30);
-        m.handle_timeout(expiry);
         let ev = events(&mut m);
-        assert!(ev.contains(&MemberEvent::Lost(tps(&[0, 1]))), "{ev:?}");
-        assert_eq!(m.commit_identity(), None);
-        // It rejoins under its id; the coordinator tells whether it knows it.
-        assert_eq!(expect_join(&mut m, expiry).member_id, "m1");
+        assert!(
+            ev.iter().all(|e| *e == MemberEvent::CoordinatorLost),
+            "{ev:?}"
+        );
+        assert_eq!(
+            m.owned(),
+            &tps(&[0, 1])[..],
+            "no rebalance without a coordinator"
+        );
+        // The coordinator is back and forgot the member: lost then.
+        let back = t + Duration::from_secs(1);
+        m.handle_timeout(back);
+        expect_heartbeat(&mut m, back);
+        m.handle_response(heartbeat(ErrorCode::UnknownMemberId), back);
+        assert_eq!(events(&mut m), vec![MemberEvent::Lost(tps(&[0, 1]))]);
     }
 
     #[test]

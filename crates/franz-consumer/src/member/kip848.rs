@@ -127,12 +127,7 @@ impl Kip848Member {
             match timer {
                 Timer::Heartbeat => self.heartbeat_due = true,
                 Timer::Backoff => {}
-                Timer::Session => {
-                    if self.core.session_expired() {
-                        self.epoch = 0;
-                        self.forget_assignment();
-                    }
-                }
+                Timer::Session => self.core.session_expired(),
                 Timer::PollInterval => self.poll_interval_expired(),
                 Timer::Revoke => {
                     if self.core.revoke_deadline_passed() {
@@ -737,25 +732,23 @@ mod tests {
         assert_eq!((rejoin.member_epoch, rejoin.member_id.as_str()), (0, ""));
     }
     #[test]
-    fn a_silent_coordinator_for_a_session_timeout_means_the_partitions_are_lost() {
+    fn a_silent_coordinator_is_looked_up_again_and_the_partitions_kept() {
         let t0 = Instant::now();
         let mut m = joined(&[0], t0);
         let mut t = t0;
-        while t < t0 + Duration::from_secs(29) {
+        while t < t0 + Duration::from_secs(31) {
             t += Duration::from_millis(500);
             m.handle_timeout(t);
             if m.poll_request(t).is_some() {
                 m.handle_response(Inbound::Failed, t);
             }
         }
+        let ev = events(&mut m);
         assert!(
-            !events(&mut m)
-                .iter()
-                .any(|e| matches!(e, MemberEvent::Lost(_)))
+            ev.iter().all(|e| *e == MemberEvent::CoordinatorLost),
+            "{ev:?}"
         );
-        m.handle_timeout(t0 + Duration::from_secs(30));
-        assert!(events(&mut m).contains(&MemberEvent::Lost(tps(&[0]))));
-        let rejoin = expect_heartbeat(&mut m, t0 + Duration::from_secs(30));
-        assert_eq!((rejoin.member_epoch, rejoin.member_id.as_str()), (0, "m-1"));
+        assert_eq!(m.owned(), &tps(&[0])[..]);
+        assert_eq!(m.commit_identity(), Some(("m-1".into(), 1)));
     }
 }

@@ -158,8 +158,7 @@ pub enum MemberEvent {
     /// stop fetching them, then send [`AppInput::RevokeDone`].
     Revoke(Vec<TopicPartition>),
     /// These partitions were taken away without a revoke (fenced, evicted,
-    /// poll timeout, no heartbeat answer for the session timeout): run
-    /// `on_lost`, commit nothing for them.
+    /// poll timeout): run `on_lost`, commit nothing for them.
     Lost(Vec<TopicPartition>),
     /// The member left the group because the application did not poll for
     /// `max_poll_interval`; the next `poll` reports it, the one after rejoins.
@@ -344,18 +343,20 @@ impl Core {
     }
 
     /// The session timer fired: no heartbeat was answered for a whole
-    /// session timeout, so the coordinator has most likely dropped the
-    /// member and handed its partitions on. True when that applied (the
-    /// partitions are lost and the member joins again).
-    fn session_expired(&mut self) -> bool {
+    /// session timeout. As Java does, the coordinator is looked up again and
+    /// the partitions are kept: with no coordinator there is no rebalance,
+    /// so nobody else can have been given them; a coordinator that dropped
+    /// the member says so on the next heartbeat (UNKNOWN_MEMBER_ID,
+    /// ILLEGAL_GENERATION), and they are lost then, while commits are
+    /// refused meanwhile. (Losing them here, as librdkafka does, made a
+    /// reader that resets to the latest offset skip what arrived while its
+    /// broker restarted.)
+    fn session_expired(&mut self) {
         if !self.in_group() {
-            return false;
+            return;
         }
-        tracing::warn!(group = %self.settings.group_id, after = ?self.settings.session_timeout, "no heartbeat answered for the session timeout; the partitions are lost");
+        tracing::warn!(group = %self.settings.group_id, after = ?self.settings.session_timeout, "no heartbeat answered for the session timeout; looking up the coordinator again");
         self.events.push_back(MemberEvent::CoordinatorLost);
-        self.lose_partitions();
-        self.phase = Phase::Joining;
-        true
     }
 
     /// The poll-interval timer fired (KIP-62). True when that applied: the
