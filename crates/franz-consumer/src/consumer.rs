@@ -28,6 +28,10 @@ struct PartitionState {
     preferred_replica: Option<(i32, Instant)>,
     /// A decode error met at `position`, reported by the next `poll`.
     corrupt: Option<franz_protocol::DecodeError>,
+    /// Not fetched until resumed (the position is kept).
+    paused: bool,
+    /// The partition's high watermark in the latest fetch answer.
+    high_watermark: Option<i64>,
 }
 
 /// A consumer of explicitly assigned partitions.
@@ -140,6 +144,57 @@ impl Consumer {
         state.position = Some(offset);
         state.corrupt = None;
         Ok(())
+    }
+
+    /// Stops fetching `partitions` until [`resume`](Self::resume); their
+    /// positions are kept, and nothing already returned is affected. An
+    /// unassigned partition is an error and changes nothing.
+    pub fn pause(&mut self, partitions: &[TopicPartition]) -> Result<(), ConsumeError> {
+        self.set_paused(partitions, true)
+    }
+
+    /// Fetches `partitions` again, from where they were paused.
+    pub fn resume(&mut self, partitions: &[TopicPartition]) -> Result<(), ConsumeError> {
+        self.set_paused(partitions, false)
+    }
+
+    /// The paused partitions.
+    pub fn paused(&self) -> Vec<TopicPartition> {
+        self.partitions
+            .iter()
+            .filter(|(_, s)| s.paused)
+            .map(|(tp, _)| tp.clone())
+            .collect()
+    }
+
+    fn set_paused(
+        &mut self,
+        partitions: &[TopicPartition],
+        paused: bool,
+    ) -> Result<(), ConsumeError> {
+        if let Some(tp) = partitions
+            .iter()
+            .find(|tp| !self.partitions.contains_key(*tp))
+        {
+            return Err(ConsumeError::NotAssigned {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+            });
+        }
+        for tp in partitions {
+            if let Some(s) = self.partitions.get_mut(tp) {
+                s.paused = paused;
+            }
+        }
+        Ok(())
+    }
+
+    /// How far `tp`'s position is behind its high watermark, as of the
+    /// latest fetch answer for it (`None` before one, or without a
+    /// position).
+    pub fn lag(&self, tp: &TopicPartition) -> Option<i64> {
+        let s = self.partitions.get(tp)?;
+        Some((s.high_watermark? - s.position?).max(0))
     }
 
     /// Moves every assigned partition to its log start offset.
@@ -283,7 +338,9 @@ impl Consumer {
         let mut by_node: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
         let mut refresh = false;
         for (tp, s) in &mut self.partitions {
-            let Some(position) = s.position else { continue };
+            let Some(position) = s.position.filter(|_| !s.paused) else {
+                continue;
+            };
             if s.preferred_replica.is_some_and(|(_, until)| until <= now) {
                 s.preferred_replica = None;
             }
@@ -295,6 +352,12 @@ impl Consumer {
                 Some(n) => by_node.entry(n).or_default().push((tp.clone(), position)),
                 None => refresh = true,
             }
+        }
+        if !refresh && by_node.is_empty() {
+            // Everything is paused: nothing to fetch or look up until the
+            // deadline (a caller racing a wake-up cancels this sleep).
+            tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
+            return Ok(Vec::new());
         }
         if refresh || by_node.is_empty() {
             self.refresh_metadata().await;
@@ -467,6 +530,7 @@ impl Consumer {
                         });
                     }
                 }
+                state.high_watermark = Some(p.high_watermark);
                 if p.preferred_read_replica >= 0 {
                     state.preferred_replica =
                         Some((p.preferred_read_replica, now + PREFERRED_REPLICA_TTL));

@@ -590,6 +590,50 @@ impl GroupConsumer {
         }
     }
 
+    /// Stops fetching `partitions` (owned by this member) until
+    /// [`resume`](Self::resume). The member stays in the group, heartbeats
+    /// go on, and `poll` keeps applying rebalances; a partition revoked
+    /// while paused comes back unpaused if it is assigned again (as Java).
+    pub fn pause(&mut self, partitions: &[TopicPartition]) -> Result<(), ConsumeError> {
+        self.consumer.pause(partitions)
+    }
+
+    /// Fetches `partitions` again, from where they were paused.
+    pub fn resume(&mut self, partitions: &[TopicPartition]) -> Result<(), ConsumeError> {
+        self.consumer.resume(partitions)
+    }
+
+    /// The paused partitions.
+    pub fn paused(&self) -> Vec<TopicPartition> {
+        self.consumer.paused()
+    }
+
+    /// How far `tp` is behind its high watermark (see [`Consumer::lag`]).
+    pub fn lag(&self, tp: &TopicPartition) -> Option<i64> {
+        self.consumer.lag(tp)
+    }
+
+    /// The group's committed offsets for the partitions this member owns.
+    pub async fn committed(&self) -> Result<BTreeMap<TopicPartition, i64>, ConsumeError> {
+        let owned = self.consumer.assignment();
+        let all = Admin::new(self.consumer.client().clone())
+            .list_group_offsets(&self.group.group_id)
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter(|(tp, o)| owned.contains(tp) && o.committed >= 0)
+            .map(|(tp, o)| (tp, o.committed))
+            .collect())
+    }
+
+    /// Commits `record` as processed: the offset after it, the +1 that
+    /// Kafka's committed offsets mean ("the next record to read").
+    pub async fn commit_record(&mut self, record: &ConsumerRecord) -> Result<(), ConsumeError> {
+        let tp = TopicPartition::new(&*record.topic, record.partition);
+        self.commit_offsets(&[(tp, record.offset.saturating_add(1))])
+            .await
+    }
+
     /// Commits the current position of every partition the member owns.
     pub async fn commit(&mut self) -> Result<(), ConsumeError> {
         let offsets: Vec<(TopicPartition, i64)> = self

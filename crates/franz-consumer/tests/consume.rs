@@ -195,3 +195,64 @@ async fn unknown_topics_and_partitions_are_typed_errors() {
         .unwrap_err();
     assert!(matches!(err, ConsumeError::NotAssigned { .. }), "{err}");
 }
+
+/// A paused partition is not fetched (its position and the others' are
+/// kept); resumed, it continues where it stopped. Lag follows the high
+/// watermark of the latest fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_partitions_are_not_fetched_until_resumed() {
+    let b = bootstrap().await;
+    let topic = unique_topic("pause");
+    create_topic(&b, &topic, 2).await;
+    let p0 = TopicPartition::new(topic.as_str(), 0);
+    let p1 = TopicPartition::new(topic.as_str(), 1);
+    let to = |p: i32| {
+        let topic = topic.clone();
+        move |i: u32| ProducerRecord::new(topic.as_str(), format!("v{i}")).with_partition(p)
+    };
+    common::produce(&b, 0..5, to(0)).await;
+    common::produce(&b, 0..5, to(1)).await;
+
+    let mut consumer = Consumer::new(earliest(&b)).await.unwrap();
+    consumer.assign_topic(&topic).await.unwrap();
+    assert!(matches!(
+        consumer.pause(&[TopicPartition::new(topic.as_str(), 9)]),
+        Err(ConsumeError::NotAssigned { .. })
+    ));
+    consumer.pause(std::slice::from_ref(&p0)).unwrap();
+    assert_eq!(consumer.paused(), vec![p0.clone()]);
+    let first = poll_n(&mut consumer, 5).await;
+    assert_eq!(first.len(), 5);
+    assert!(
+        first.iter().all(|r| r.partition == 1),
+        "only P1 while P0 is paused"
+    );
+    // More records for both; P0 stays silent for a while.
+    common::produce(&b, 5..10, to(0)).await;
+    common::produce(&b, 5..10, to(1)).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut more = Vec::new();
+    while Instant::now() < deadline {
+        more.extend(consumer.poll(Duration::from_millis(200)).await.unwrap());
+    }
+    assert_eq!(more.len(), 5);
+    assert!(more.iter().all(|r| r.partition == 1));
+    assert_eq!(consumer.lag(&p1), Some(0));
+    assert_eq!(
+        consumer.position(&p0),
+        Some(0),
+        "the paused position is kept"
+    );
+
+    consumer.resume(std::slice::from_ref(&p0)).unwrap();
+    assert!(consumer.paused().is_empty());
+    let resumed = poll_n(&mut consumer, 10).await;
+    let offsets: Vec<i64> = resumed.iter().map(|r| r.offset).collect();
+    assert!(resumed.iter().all(|r| r.partition == 0));
+    assert_eq!(
+        offsets,
+        (0..10).collect::<Vec<_>>(),
+        "from where it stopped, in order"
+    );
+    assert_eq!(consumer.lag(&p0), Some(0));
+}

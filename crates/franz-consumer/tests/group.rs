@@ -269,3 +269,49 @@ async fn static_restart(protocol: GroupProtocol) {
     task_a.await.unwrap();
     task_b2.await.unwrap();
 }
+
+/// Pausing every partition for longer than the session timeout keeps the
+/// member in the group (same id and generation: heartbeats go on while
+/// `poll` returns nothing); resumed, it reads on. `commit_record` commits
+/// the offset after the record, and `committed` reads it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_member_keeps_its_membership_and_commit_record_adds_one() {
+    let b = bootstrap().await;
+    let topic = unique_topic("group-pause");
+    let group = unique_group("group-pause");
+    create_topic(&b, &topic, 2).await;
+    produce(&b, &topic, 0..10).await;
+    let mut m = member(&b, &group, &topic, GroupProtocol::Classic).await;
+    m.wait_for_assignment(Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(m.assignment().len(), 2);
+    let before = m.member();
+    let all = m.assignment();
+    m.pause(&all).unwrap();
+    // Past the 6 s session timeout, polling but fetching nothing.
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        assert!(m.poll(Duration::from_millis(300)).await.unwrap().is_empty());
+    }
+    assert_eq!(m.member(), before, "still the same member and generation");
+    m.resume(&all).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} records after resume",
+            got.len()
+        );
+        got.extend(m.poll(Duration::from_millis(300)).await.unwrap());
+    }
+    let last = got.iter().max_by_key(|r| (r.partition, r.offset)).unwrap();
+    m.commit_record(last).await.unwrap();
+    let committed = m.committed().await.unwrap();
+    assert_eq!(
+        committed.get(&TopicPartition::new(topic.as_str(), last.partition)),
+        Some(&(last.offset + 1))
+    );
+    m.close().await.unwrap();
+}
