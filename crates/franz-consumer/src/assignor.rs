@@ -378,8 +378,13 @@ fn sticky_assign(
         for (topic, ps) in m.1.owned_partitions.iter().flatten() {
             for p in ps {
                 let tp = (topic.clone(), *p);
+                // Only partitions that exist are tracked: a member's claims
+                // cannot make the leader allocate beyond the real partitions.
+                if !exists(&tp) {
+                    continue;
+                }
                 claimed_by_anyone.entry(tp.clone()).or_default().push(&m.0);
-                if !exists(&tp) || !subscribed(m, topic) {
+                if !subscribed(m, topic) {
                     continue;
                 }
                 let newer = owner.get(&tp).is_none_or(|(g, _)| generation > *g);

@@ -189,6 +189,14 @@ impl Consumer {
         Ok(())
     }
 
+    /// Drops `tp`'s position (and any pending error), so the next `poll`
+    /// starts it by `auto_offset_reset` unless it is sought first.
+    pub(crate) fn forget_position(&mut self, tp: &TopicPartition) {
+        if let Some(s) = self.partitions.get_mut(tp) {
+            *s = PartitionState::default();
+        }
+    }
+
     /// How far `tp`'s position is behind its high watermark, as of the
     /// latest fetch answer for it (`None` before one, or without a
     /// position).

@@ -236,17 +236,33 @@ async fn serve(client: &Client, shared: &Shared, settings: &DriverSettings, even
         }
         MemberEvent::NeedPartitions(topics) => {
             let mut partitions = TopicPartitions::new();
+            let mut failed = None;
             for t in topics {
-                // A member may subscribe to a topic that does not exist
-                // (yet): it simply gets none of it.
-                if let Ok(md) = client.topic_metadata(&t).await {
-                    let mut ps: Vec<i32> = md.partitions.iter().map(|p| p.partition).collect();
-                    ps.sort_unstable();
-                    partitions.insert(t, ps);
+                match client.topic_metadata(&t).await {
+                    Ok(md) => {
+                        let mut ps: Vec<i32> = md.partitions.iter().map(|p| p.partition).collect();
+                        ps.sort_unstable();
+                        partitions.insert(t, ps);
+                    }
+                    // A member may subscribe to a topic that does not exist
+                    // (yet): it simply gets none of it.
+                    Err(ClientError::UnknownTopic(_)) => {}
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 }
             }
             if let Machine::Classic(m) = &mut shared.lock().machine {
-                m.handle_topic_partitions(&partitions, Instant::now());
+                match failed {
+                    // Assigning without the partitions would leave them
+                    // unowned until some later rebalance: join again.
+                    Some(e) => {
+                        tracing::warn!(group = %settings.group_id, error = %e, "the leader could not read partition counts; rejoining");
+                        m.leader_lookup_failed(Instant::now());
+                    }
+                    None => m.handle_topic_partitions(&partitions, Instant::now()),
+                }
             }
         }
         MemberEvent::NeedTopicNames(ids) => {
@@ -269,8 +285,30 @@ async fn serve(client: &Client, shared: &Shared, settings: &DriverSettings, even
     }
 }
 
-/// Sends one request on the group coordinator's connection.
+/// Sends one request on the group coordinator's connection. A leave is
+/// answered as `Left` whatever happens: the member is gone either way.
 async fn send(
+    client: &Client,
+    group_id: &str,
+    request: Outbound,
+    rebalance_timeout: Duration,
+) -> Result<Inbound, ClientError> {
+    let leaving = match &request {
+        Outbound::Leave { .. } => true,
+        Outbound::ConsumerHeartbeat(r) => r.member_epoch < 0,
+        _ => false,
+    };
+    match send_to_coordinator(client, group_id, request, rebalance_timeout).await {
+        Err(e) if leaving => {
+            tracing::debug!(error = %e, "leaving the group failed");
+            Ok(Inbound::Left)
+        }
+        Ok(_) if leaving => Ok(Inbound::Left),
+        other => other,
+    }
+}
+
+async fn send_to_coordinator(
     client: &Client,
     group_id: &str,
     request: Outbound,

@@ -292,6 +292,17 @@ pub struct GroupConsumer {
     marks: OffsetMarks,
     /// What this member committed last, per partition.
     committed: BTreeMap<TopicPartition, i64>,
+    /// Set once the member stopped for good: every later call says so.
+    stopped: Option<StopCause>,
+}
+
+/// Why a member stopped for good.
+#[derive(Debug, Clone, Copy)]
+enum StopCause {
+    /// The coordinator refused it (`api`, `code`).
+    Refused(&'static str, ErrorCode),
+    /// The driver failed (reported once as the client error; `Closed` after).
+    Driver,
 }
 
 impl std::fmt::Debug for GroupConsumer {
@@ -352,6 +363,7 @@ impl GroupConsumer {
             listener: None,
             marks: OffsetMarks::default(),
             committed: BTreeMap::new(),
+            stopped: None,
         })
     }
 
@@ -414,20 +426,30 @@ impl GroupConsumer {
     /// short; the group then waits for the revoke deadline.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ConsumeError> {
         self.start();
-        let deadline = Instant::now() + timeout;
-        self.shared.input(AppInput::Polled);
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(86_400));
         let shared = Arc::clone(&self.shared);
+        // A long poll is still polling: the KIP-62 timer restarts on every
+        // pass, and no pass waits longer than half the interval.
+        let pass = self.group.max_poll_interval / 2;
         loop {
+            self.shared.input(AppInput::Polled);
             self.apply_events().await?;
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let remaining = deadline.saturating_duration_since(Instant::now()).min(pass);
             if self.consumer.assignment().is_empty() {
                 if remaining.is_zero() {
                     return Ok(Vec::new());
                 }
                 tokio::select! {
-                    () = shared.wake_app.notified() => continue,
-                    () = tokio::time::sleep(remaining) => return Ok(Vec::new()),
+                    () = shared.wake_app.notified() => {}
+                    () = tokio::time::sleep(remaining) => {}
                 }
+                if Instant::now() >= deadline {
+                    return Ok(Vec::new());
+                }
+                continue;
             }
             let mut records = tokio::select! {
                 r = self.consumer.poll(remaining) => r?,
@@ -436,14 +458,29 @@ impl GroupConsumer {
             };
             // Partitions the member lost meanwhile (fenced, poll timeout,
             // revoke deadline) are someone else's: hand out nothing of them.
-            {
+            let stale: Vec<TopicPartition> = {
                 let g = self.shared.lock();
                 let owned = g.machine.owned();
+                let mut stale: Vec<TopicPartition> = Vec::new();
                 records.retain(|r| {
-                    owned
+                    let mine = owned
                         .iter()
-                        .any(|tp| tp.partition == r.partition && *tp.topic == *r.topic)
+                        .any(|tp| tp.partition == r.partition && *tp.topic == *r.topic);
+                    if !mine
+                        && !stale
+                            .iter()
+                            .any(|tp| tp.partition == r.partition && *tp.topic == *r.topic)
+                    {
+                        stale.push(TopicPartition::new(&*r.topic, r.partition));
+                    }
+                    mine
                 });
+                stale
+            };
+            if !stale.is_empty() {
+                // Fetched past what was handed out: never fetch (or commit)
+                // them from here again.
+                self.drop_partitions(&stale).await;
             }
             if !records.is_empty() || Instant::now() >= deadline {
                 return Ok(records);
@@ -483,10 +520,16 @@ impl GroupConsumer {
 
     /// Runs the hooks and fetcher changes the member queued, in order.
     async fn apply_events(&mut self) -> Result<(), ConsumeError> {
+        match self.stopped {
+            Some(StopCause::Refused(api, code)) => return Err(self.refused(api, code)),
+            Some(StopCause::Driver) => return Err(ConsumeError::Closed),
+            None => {}
+        }
         loop {
             let event = {
                 let mut g = self.shared.lock();
                 if let Some(failure) = g.failure.take() {
+                    self.stopped = Some(StopCause::Driver);
                     return Err(failure);
                 }
                 g.app_events.pop_front()
@@ -534,11 +577,9 @@ impl GroupConsumer {
                     });
                 }
                 MemberEvent::Fatal { api, code } => {
-                    return Err(ConsumeError::Group {
-                        group: self.group.group_id.clone(),
-                        api,
-                        code,
-                    });
+                    // Its partitions were lost (the Lost event came first).
+                    self.stopped = Some(StopCause::Refused(api, code));
+                    return Err(self.refused(api, code));
                 }
                 MemberEvent::CoordinatorLost
                 | MemberEvent::NeedPartitions(_)
@@ -547,7 +588,17 @@ impl GroupConsumer {
         }
     }
 
-    /// Adds `partitions` to the fetcher, positioned at the committed offsets.
+    fn refused(&self, api: &'static str, code: ErrorCode) -> ConsumeError {
+        ConsumeError::Group {
+            group: self.group.group_id.clone(),
+            api,
+            code,
+        }
+    }
+
+    /// Adds `partitions` to the fetcher, positioned at the committed offsets
+    /// (or, without one, by `auto_offset_reset`: a position left from an
+    /// earlier ownership is never reused).
     async fn take_partitions(&mut self, partitions: &[TopicPartition]) -> Result<(), ConsumeError> {
         let mut all = self.consumer.assignment();
         all.extend(
@@ -557,7 +608,17 @@ impl GroupConsumer {
                 .cloned()
                 .collect::<Vec<_>>(),
         );
-        self.consumer.assign(&all).await?;
+        if let Err(ConsumeError::UnknownPartition { .. }) = self.consumer.assign(&all).await {
+            // A partition added since the metadata was cached.
+            self.consumer
+                .client()
+                .refresh_metadata_for(&self.topics)
+                .await?;
+            self.consumer.assign(&all).await?;
+        }
+        for tp in partitions {
+            self.consumer.forget_position(tp);
+        }
         let committed = Admin::new(self.consumer.client().clone())
             .list_group_offsets(&self.group.group_id)
             .await?;
@@ -765,7 +826,8 @@ impl GroupConsumer {
                     }
                     continue;
                 }
-                self.shared.input(AppInput::CommitRefused(code));
+                self.shared
+                    .input(AppInput::CommitRefused { code, generation });
                 return Err(ConsumeError::CommitFailed {
                     topic: t.name,
                     partition: p.partition_index,

@@ -205,7 +205,11 @@ impl ClassicMember {
                     self.finish_revoke();
                 }
             }
-            AppInput::CommitRefused(code) => self.commit_refused(code, now),
+            AppInput::CommitRefused { code, generation } => {
+                if generation == self.generation {
+                    self.commit_refused(code, now);
+                }
+            }
             AppInput::Leave => self.leave(),
         }
     }
@@ -250,6 +254,14 @@ impl ClassicMember {
             }
         }
         self.pending_sync = Some(self.sync_request(assignments));
+    }
+
+    /// The leader could not read the partition counts (metadata failed):
+    /// it joins again after a backoff rather than assign without them.
+    pub fn leader_lookup_failed(&mut self, now: Instant) {
+        if self.leading.take().is_some() && self.core.phase == Phase::Rebalancing {
+            self.retry_join(now, true);
+        }
     }
 
     /// The next request to send, if any. At most one JoinGroup, SyncGroup
@@ -901,7 +913,13 @@ mod tests {
         let t0 = Instant::now();
         let mut m = eager();
         join_as_follower(&mut m, t0, 1, &[0]);
-        m.handle_app(AppInput::CommitRefused(ErrorCode::RebalanceInProgress), t0);
+        m.handle_app(
+            AppInput::CommitRefused {
+                code: ErrorCode::RebalanceInProgress,
+                generation: m.generation(),
+            },
+            t0,
+        );
         assert_eq!(
             events(&mut m),
             vec![
@@ -981,15 +999,20 @@ mod tests {
             assert_eq!(ev, vec![MemberEvent::Lost(tps(&[0]))], "{code}");
             assert_eq!(expect_join(&mut m, hb_at).member_id, "", "{code}");
         }
+        // Fatal: another instance took over, so the partitions are its now.
         let (ev, m) = answer(ErrorCode::FencedInstanceId);
         assert_eq!(
             ev,
-            vec![MemberEvent::Fatal {
-                api: "Heartbeat",
-                code: ErrorCode::FencedInstanceId
-            }]
+            vec![
+                MemberEvent::Lost(tps(&[0])),
+                MemberEvent::Fatal {
+                    api: "Heartbeat",
+                    code: ErrorCode::FencedInstanceId
+                }
+            ]
         );
         assert!(m.is_finished());
+        assert!(m.owned().is_empty());
         let (ev, mut m) = answer(ErrorCode::NotCoordinator);
         assert_eq!(ev, vec![MemberEvent::CoordinatorLost]);
         assert_eq!(m.poll_request(hb_at), None);
@@ -997,7 +1020,10 @@ mod tests {
         m.handle_timeout(retry);
         expect_heartbeat(&mut m, retry);
         let (ev, _) = answer(ErrorCode::GroupAuthorizationFailed);
-        assert!(matches!(ev[..], [MemberEvent::Fatal { .. }]));
+        assert!(matches!(
+            ev[..],
+            [MemberEvent::Lost(_), MemberEvent::Fatal { .. }]
+        ));
     }
 
     #[test]
@@ -1038,13 +1064,34 @@ mod tests {
         let mut m = eager();
         join_as_follower(&mut m, t0, 3, &[0, 1]);
         events(&mut m);
-        m.handle_app(AppInput::CommitRefused(ErrorCode::RebalanceInProgress), t0);
+        m.handle_app(
+            AppInput::CommitRefused {
+                code: ErrorCode::RebalanceInProgress,
+                generation: m.generation(),
+            },
+            t0,
+        );
         assert_eq!(events(&mut m), vec![MemberEvent::Revoke(tps(&[0, 1]))]);
         // A commit refused for a generation the group moved past: lost.
         let mut m = eager();
         join_as_follower(&mut m, t0, 3, &[0, 1]);
         events(&mut m);
-        m.handle_app(AppInput::CommitRefused(ErrorCode::IllegalGeneration), t0);
+        // An answer about an older generation changes nothing.
+        m.handle_app(
+            AppInput::CommitRefused {
+                code: ErrorCode::IllegalGeneration,
+                generation: 2,
+            },
+            t0,
+        );
+        assert!(events(&mut m).is_empty());
+        m.handle_app(
+            AppInput::CommitRefused {
+                code: ErrorCode::IllegalGeneration,
+                generation: 3,
+            },
+            t0,
+        );
         assert_eq!(events(&mut m), vec![MemberEvent::Lost(tps(&[0, 1]))]);
         assert_eq!(m.commit_identity(), None);
     }

@@ -54,6 +54,9 @@ pub struct Kip848Member {
     heartbeat_interval: Duration,
     heartbeat_due: bool,
     in_flight: bool,
+    /// A heartbeat was in flight when the member left: its answer describes
+    /// the membership that was left, and is dropped.
+    discard_in_flight: bool,
     leave_pending: Option<i32>,
 }
 
@@ -72,6 +75,7 @@ impl Kip848Member {
             heartbeat_interval,
             heartbeat_due: false,
             in_flight: false,
+            discard_in_flight: false,
             leave_pending: None,
         }
     }
@@ -151,7 +155,8 @@ impl Kip848Member {
                     self.finish_revoke(now);
                 }
             }
-            AppInput::CommitRefused(code) => match code {
+            AppInput::CommitRefused { generation, .. } if generation != self.epoch => {}
+            AppInput::CommitRefused { code, .. } => match code {
                 ErrorCode::StaleMemberEpoch => self.heartbeat_due = true,
                 ErrorCode::UnknownMemberId | ErrorCode::FencedMemberEpoch => self.fenced(code),
                 _ => {}
@@ -197,6 +202,7 @@ impl Kip848Member {
     /// acknowledgement or a leave is waiting.
     pub fn poll_request(&mut self, now: Instant) -> Option<Outbound> {
         if let Some(epoch) = self.leave_pending.take() {
+            self.discard_in_flight = self.in_flight;
             let leave = ConsumerGroupHeartbeatRequest {
                 group_id: self.core.settings.group_id.clone(),
                 member_id: self.member_id.clone(),
@@ -258,9 +264,13 @@ impl Kip848Member {
     /// Takes the coordinator's answer.
     pub fn handle_response(&mut self, inbound: Inbound, now: Instant) {
         match inbound {
+            Inbound::ConsumerHeartbeat(_) | Inbound::Failed if self.discard_in_flight => {
+                self.discard_in_flight = false;
+                self.in_flight = false;
+            }
             Inbound::ConsumerHeartbeat(resp) => {
                 if !self.in_flight {
-                    return; // the answer to a leave
+                    return;
                 }
                 self.in_flight = false;
                 if matches!(
@@ -634,7 +644,21 @@ mod tests {
         }
         // A commit refused as fenced is the same.
         let mut m = joined(&[0], t0);
-        m.handle_app(AppInput::CommitRefused(ErrorCode::FencedMemberEpoch), t0);
+        m.handle_app(
+            AppInput::CommitRefused {
+                code: ErrorCode::FencedMemberEpoch,
+                generation: 0,
+            },
+            t0,
+        );
+        assert!(events(&mut m).is_empty(), "about another epoch: ignored");
+        m.handle_app(
+            AppInput::CommitRefused {
+                code: ErrorCode::FencedMemberEpoch,
+                generation: m.epoch(),
+            },
+            t0,
+        );
         assert_eq!(events(&mut m), vec![MemberEvent::Lost(tps(&[0]))]);
     }
 
@@ -750,5 +774,41 @@ mod tests {
         );
         assert_eq!(m.owned(), &tps(&[0])[..]);
         assert_eq!(m.commit_identity(), Some(("m-1".into(), 1)));
+    }
+
+    #[test]
+    fn the_answer_to_a_heartbeat_sent_before_a_leave_is_dropped() {
+        let t0 = Instant::now();
+        let mut m = joined(&[0], t0);
+        m.handle_app(AppInput::Polled, t0);
+        // A heartbeat is in flight when the poll timer fires.
+        let t1 = t0 + Duration::from_secs(59);
+        let mut t = t0;
+        while t < t1 {
+            t += Duration::from_millis(500);
+            m.handle_timeout(t);
+            if m.poll_request(t).is_some() {
+                m.handle_response(response(ErrorCode::None, 1, 500, None), t);
+            }
+        }
+        m.handle_timeout(t1 + Duration::from_millis(500));
+        expect_heartbeat(&mut m, t1);
+        let expiry = t0 + Duration::from_secs(60);
+        m.handle_timeout(expiry);
+        assert_eq!(
+            expect_heartbeat(&mut m, expiry).member_epoch,
+            -1,
+            "the leave"
+        );
+        m.handle_app(AppInput::Polled, expiry);
+        events(&mut m);
+        // The old answer (the membership that was left) arrives late.
+        m.handle_response(response(ErrorCode::None, 1, 500, Some(&[0])), expiry);
+        assert!(
+            events(&mut m).is_empty(),
+            "nothing assigned from a stale answer"
+        );
+        let rejoin = expect_heartbeat(&mut m, expiry);
+        assert_eq!((rejoin.member_epoch, rejoin.member_id.as_str()), (0, ""));
     }
 }

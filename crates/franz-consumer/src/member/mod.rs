@@ -142,8 +142,15 @@ pub enum AppInput {
     /// [`MemberEvent::Revoke`] it names (its hook ran, its offsets are
     /// committed). An answer to an older revoke is ignored.
     RevokeDone(Vec<TopicPartition>),
-    /// A commit was refused with `code` (a rebalance, or fencing).
-    CommitRefused(ErrorCode),
+    /// A commit sent under `generation` (KIP-848: member epoch) was refused
+    /// with `code` (a rebalance, or fencing). An answer about an older
+    /// generation than the member's is ignored.
+    CommitRefused {
+        /// The coordinator's code.
+        code: ErrorCode,
+        /// The generation or epoch the commit carried.
+        generation: i32,
+    },
     /// Leave the group (the consumer is closing).
     Leave,
 }
@@ -384,6 +391,8 @@ impl Core {
     /// An error retrying will not fix: the member stops.
     fn fail(&mut self, api: &'static str, code: ErrorCode) {
         tracing::error!(group = %self.settings.group_id, api, %code, "group membership failed");
+        // Whoever replaced the member owns its partitions now.
+        self.lose_partitions();
         self.phase = Phase::Failed;
         self.timers = TimerTable::default();
         self.events.push_back(MemberEvent::Fatal { api, code });
