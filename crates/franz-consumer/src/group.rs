@@ -458,26 +458,23 @@ impl GroupConsumer {
             };
             // Partitions the member lost meanwhile (fenced, poll timeout,
             // revoke deadline) are someone else's: hand out nothing of them.
+            // Checked per partition, not per record: records are dropped
+            // only when some fetched partition is no longer owned.
             let stale: Vec<TopicPartition> = {
                 let g = self.shared.lock();
                 let owned = g.machine.owned();
-                let mut stale: Vec<TopicPartition> = Vec::new();
-                records.retain(|r| {
-                    let mine = owned
-                        .iter()
-                        .any(|tp| tp.partition == r.partition && *tp.topic == *r.topic);
-                    if !mine
-                        && !stale
-                            .iter()
-                            .any(|tp| tp.partition == r.partition && *tp.topic == *r.topic)
-                    {
-                        stale.push(TopicPartition::new(&*r.topic, r.partition));
-                    }
-                    mine
-                });
-                stale
+                self.consumer
+                    .assignment()
+                    .into_iter()
+                    .filter(|tp| owned.binary_search(tp).is_err())
+                    .collect()
             };
             if !stale.is_empty() {
+                records.retain(|r| {
+                    !stale
+                        .iter()
+                        .any(|tp| tp.partition == r.partition && *tp.topic == *r.topic)
+                });
                 // Fetched past what was handed out: never fetch (or commit)
                 // them from here again.
                 self.drop_partitions(&stale).await;

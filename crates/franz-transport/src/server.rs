@@ -212,12 +212,11 @@ impl TransportServerBuilder {
         group
             .group_instance_id
             .clone_from(&config.group_instance_id);
+        // As long as a JoinGroup may take: the rebalance timeout and a request.
+        let join_timeout = group.rebalance_timeout + config.consumer.client.request_timeout;
         let mut consumer = GroupConsumer::new(config.consumer.clone(), group, &patterns).await?;
         // Join now, so that `start` returning means the server is serving.
-        // As long as a JoinGroup may take: the rebalance timeout and a request.
-        consumer
-            .wait_for_assignment(GroupConfig::new("").rebalance_timeout + Duration::from_secs(30))
-            .await?;
+        consumer.wait_for_assignment(join_timeout).await?;
         let stop = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             config,
