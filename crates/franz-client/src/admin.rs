@@ -240,6 +240,9 @@ pub struct GroupOffset {
     pub committed: i64,
     /// Commit metadata.
     pub metadata: Option<String>,
+    /// The leader epoch of the record before the committed offset, as the
+    /// committer sent it (-1 when unknown), for KIP-320 validation.
+    pub leader_epoch: i32,
     /// Log end offset (filled by [`Admin::group_lag`]).
     pub end_offset: Option<i64>,
 }
@@ -789,15 +792,27 @@ impl Admin {
         collect_in_order(items.iter().map(|(tp, _)| tp), results)
     }
 
-    /// Earliest, latest or by-timestamp offsets, asked of each leader.
+    /// Earliest, latest or by-timestamp offsets, asked of each leader
+    /// (read-uncommitted: latest is the high watermark).
     pub async fn list_offsets(
         &self,
         partitions: &[(TopicPartition, OffsetSpec)],
     ) -> Result<PerItem<TopicPartition, ListedOffset>, ClientError> {
+        self.list_offsets_isolated(partitions, 0).await
+    }
+
+    /// [`list_offsets`](Self::list_offsets) at an isolation level (0
+    /// read-uncommitted, 1 read-committed: latest is the last stable
+    /// offset, before any open transaction).
+    pub async fn list_offsets_isolated(
+        &self,
+        partitions: &[(TopicPartition, OffsetSpec)],
+        isolation_level: i8,
+    ) -> Result<PerItem<TopicPartition, ListedOffset>, ClientError> {
         let timeout_ms = self.timeout_ms();
         let request = |topics: Vec<(String, Vec<(i32, OffsetSpec)>)>| ListOffsetsRequest {
             replica_id: -1,
-            isolation_level: 0,
+            isolation_level,
             topics: topics
                 .into_iter()
                 .map(
@@ -1042,6 +1057,7 @@ impl Admin {
                             GroupOffset {
                                 committed: p.committed_offset,
                                 metadata: p.metadata,
+                                leader_epoch: p.committed_leader_epoch,
                                 end_offset: None,
                             },
                         );
@@ -1056,6 +1072,7 @@ impl Admin {
                             GroupOffset {
                                 committed: p.committed_offset,
                                 metadata: p.metadata,
+                                leader_epoch: p.committed_leader_epoch,
                                 end_offset: None,
                             },
                         );

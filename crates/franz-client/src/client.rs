@@ -548,6 +548,23 @@ impl Client {
                 })
                 .collect();
             partitions.sort_by_key(|p| p.partition);
+            // A broker that has not caught up with the controller can answer
+            // with an older leader (KIP-320): for the same topic (same id; a
+            // re-created topic starts over), a partition whose cached leader
+            // epoch is newer keeps the cached entry.
+            if let Some(cached) = old.topics.get(&name).filter(|c| c.id == t.topic_id) {
+                for p in &mut partitions {
+                    if let Some(c) = cached
+                        .partitions
+                        .iter()
+                        .find(|c| c.partition == p.partition)
+                        .filter(|c| c.leader_epoch > p.leader_epoch && p.leader_epoch >= 0)
+                    {
+                        tracing::debug!(topic = %name, partition = p.partition, cached = c.leader_epoch, got = p.leader_epoch, "ignoring stale partition metadata");
+                        *p = c.clone();
+                    }
+                }
+            }
             topics.insert(
                 name.clone(),
                 TopicMetadata {

@@ -57,6 +57,17 @@ pub struct ConsumerConfig {
     pub fetch_max_wait: Duration,
     /// `check.crcs` (default true): verify every batch's CRC-32C.
     pub check_crcs: bool,
+    /// `max.poll.records` (default 500): the most records one `poll` returns.
+    pub max_poll_records: usize,
+    /// The most decompressed bytes one `poll` decodes (default 64 MiB). A
+    /// batch is never split, so a poll always admits at least one whole
+    /// batch; the rest of the fetched data stays compressed, in order, for
+    /// the next poll. With `fetch_max_bytes` of compressed data buffered per
+    /// broker, this bounds the consumer's memory.
+    pub max_poll_bytes: usize,
+    /// KIP-227 incremental fetch sessions (default true): after a full
+    /// fetch, requests name only partitions whose fetch state changed.
+    pub fetch_sessions: bool,
 }
 
 impl ConsumerConfig {
@@ -76,6 +87,9 @@ impl ConsumerConfig {
             max_partition_fetch_bytes: 1024 * 1024,
             fetch_max_wait: Duration::from_millis(500),
             check_crcs: true,
+            max_poll_records: 500,
+            max_poll_bytes: 64 * 1024 * 1024,
+            fetch_sessions: true,
         }
     }
 }

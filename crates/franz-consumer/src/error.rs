@@ -39,6 +39,25 @@ pub enum ConsumeError {
         /// The position that is out of range.
         offset: i64,
     },
+    /// The leader's log no longer holds what this consumer read: an unclean
+    /// leader election truncated it below the position (KIP-320), and
+    /// `auto_offset_reset` is `None`. Seek to `end_offset` (where the two
+    /// histories part) or elsewhere to go on.
+    #[error(
+        "{topic}-{partition}: log truncated below position {offset} (the leader's epoch {diverging_epoch} ends at {end_offset})"
+    )]
+    LogTruncation {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The position that is no longer in the log.
+        offset: i64,
+        /// The leader's last epoch at or before ours (-1 if none).
+        diverging_epoch: i32,
+        /// Where that epoch ends in the leader's log (-1 if unknown).
+        end_offset: i64,
+    },
     /// No position and `auto_offset_reset` is `None`.
     #[error("{topic}-{partition} has no position and no reset policy is set")]
     NoOffset {
@@ -132,6 +151,7 @@ impl ConsumeError {
             | Self::NotAssigned { .. }
             | Self::OffsetOutOfRange { .. }
             | Self::NoOffset { .. }
+            | Self::LogTruncation { .. }
             | Self::Corrupt { .. }
             | Self::Protocol(_)
             | Self::InvalidGroupConfig(_)

@@ -47,7 +47,8 @@ impl ConsumerRecord {
     }
 }
 
-/// What one partition's fetched bytes came to.
+/// What one partition's fetched bytes came to (all batches decoded at once;
+/// the consumer itself decodes lazily through [`PartitionDecoder`]).
 #[derive(Debug, Default)]
 pub struct DecodedPartition {
     /// Records at or after the position, in offset order.
@@ -68,11 +69,170 @@ pub struct Aborted {
     pub producer_id: i64,
 }
 
-/// Decodes `data` fetched for `topic`/`partition` from `position`.
+/// One batch's worth of a partition's fetched data.
+#[derive(Debug, Default)]
+pub struct DecodedBatch {
+    /// The batch's records at or after the position, in offset order (empty
+    /// for a control batch or an aborted transaction's batch).
+    pub records: Vec<ConsumerRecord>,
+    /// The position after the batch.
+    pub next_position: i64,
+    /// The batch's partition leader epoch (KIP-320's "last fetched epoch"
+    /// once the batch is consumed).
+    pub leader_epoch: i32,
+    /// Bytes the decoded records keep alive (the decompressed records
+    /// section, or the batch itself when uncompressed): what a poll's byte
+    /// budget counts.
+    pub resident_bytes: usize,
+}
+
+/// Walks one partition's fetched bytes a batch at a time, so a poll decodes
+/// (and decompresses) only what its budget admits; the rest stays
+/// compressed until a later poll asks for it.
 ///
 /// Under read-committed, a transactional batch is dropped when its producer
 /// has an aborted transaction that began at or before the batch's last
 /// offset and whose abort marker has not been passed yet (Java's rule).
+#[derive(Debug)]
+pub struct PartitionDecoder {
+    topic: Arc<str>,
+    partition: i32,
+    batches: RecordBatches,
+    pending: BTreeSet<Aborted>,
+    aborting: HashSet<i64>,
+    isolation: IsolationLevel,
+    limits: DecodeLimits,
+    failed: bool,
+}
+
+impl PartitionDecoder {
+    /// A decoder over `data` fetched for `topic`/`partition`.
+    pub fn new(
+        topic: &Arc<str>,
+        partition: i32,
+        data: Bytes,
+        aborted: &[Aborted],
+        isolation: IsolationLevel,
+        opts: &BatchDecodeOptions,
+    ) -> Self {
+        Self {
+            topic: Arc::clone(topic),
+            partition,
+            batches: RecordBatches::new(data, *opts),
+            pending: aborted.iter().copied().collect(),
+            aborting: HashSet::new(),
+            isolation,
+            limits: opts.limits,
+            failed: false,
+        }
+    }
+
+    /// The next batch at or after `position`: `None` when the data is used
+    /// up (a partial trailing batch is left for the next fetch), an error
+    /// when a batch does not decode (nothing after it is returned).
+    pub fn next_batch(&mut self, position: i64) -> Option<Result<DecodedBatch, DecodeError>> {
+        if self.failed {
+            return None;
+        }
+        let result = self.decode_next(position);
+        if matches!(result, Some(Err(_))) {
+            self.failed = true;
+        }
+        result
+    }
+
+    fn decode_next(&mut self, position: i64) -> Option<Result<DecodedBatch, DecodeError>> {
+        loop {
+            let batch = match self.batches.next()? {
+                Ok(b) => b,
+                Err(e) => return Some(Err(e)),
+            };
+            let last = batch.last_offset();
+            if last < position {
+                continue; // wholly before the position (a compressed batch re-sent)
+            }
+            let next_position = last.saturating_add(1);
+            let mut out = DecodedBatch {
+                records: Vec::new(),
+                next_position,
+                leader_epoch: batch.partition_leader_epoch,
+                resident_bytes: 0,
+            };
+            if self.isolation == IsolationLevel::ReadCommitted {
+                while let Some(first) = self.pending.first().copied() {
+                    if first.first_offset > last {
+                        break;
+                    }
+                    self.pending.remove(&first);
+                    self.aborting.insert(first.producer_id);
+                }
+            }
+            if self.isolation == IsolationLevel::ReadCommitted
+                && batch.attributes.is_transactional()
+                && !batch.attributes.is_control()
+                && self.aborting.contains(&batch.producer_id)
+            {
+                return Some(Ok(out));
+            }
+            let records = match batch.records(&self.limits) {
+                Ok(r) => r,
+                Err(e) => return Some(Err(e)),
+            };
+            if batch.attributes.is_control() {
+                for r in &records {
+                    match r {
+                        Ok(r) => {
+                            if let Some(c) = r.control()
+                                && c.kind == ControlType::Abort
+                            {
+                                self.aborting.remove(&batch.producer_id);
+                            }
+                        }
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                return Some(Ok(out));
+            }
+            out.resident_bytes = records.data().len();
+            let timestamp_type = batch.attributes.timestamp_type();
+            // The count is the broker's claim: a capacity hint, bounded.
+            let hint = usize::try_from(batch.record_count).unwrap_or(0).min(4096);
+            out.records.reserve(hint);
+            for r in &records {
+                // Nothing of a half-read batch is handed out.
+                let r = match r {
+                    Ok(r) => r,
+                    Err(e) => return Some(Err(e)),
+                };
+                if r.offset < position {
+                    continue;
+                }
+                out.records.push(ConsumerRecord {
+                    topic: Arc::clone(&self.topic),
+                    partition: self.partition,
+                    offset: r.offset,
+                    timestamp: if timestamp_type == TimestampType::LogAppendTime {
+                        batch.max_timestamp
+                    } else {
+                        r.timestamp
+                    },
+                    timestamp_type,
+                    leader_epoch: batch.partition_leader_epoch,
+                    key: r.key_bytes(),
+                    value: r.value_bytes(),
+                    headers: r
+                        .headers()
+                        .map(|h| (r.share(h.key), h.value.map(|v| r.share(v))))
+                        .collect(),
+                });
+            }
+            return Some(Ok(out));
+        }
+    }
+}
+
+/// Decodes all of `data` fetched for `topic`/`partition` from `position`
+/// (see [`PartitionDecoder`] for the rules).
 pub fn decode_partition(
     topic: &Arc<str>,
     partition: i32,
@@ -82,106 +242,23 @@ pub fn decode_partition(
     isolation: IsolationLevel,
     opts: &BatchDecodeOptions,
 ) -> DecodedPartition {
+    let mut decoder = PartitionDecoder::new(topic, partition, data, aborted, isolation, opts);
     let mut out = DecodedPartition {
         records: Vec::new(),
         next_position: position,
         error: None,
     };
-    let mut pending: BTreeSet<Aborted> = aborted.iter().copied().collect();
-    let mut aborting: HashSet<i64> = HashSet::new();
-    let limits: &DecodeLimits = &opts.limits;
-    for batch in RecordBatches::new(data, *opts) {
-        let batch = match batch {
-            Ok(b) => b,
+    while let Some(batch) = decoder.next_batch(out.next_position) {
+        match batch {
+            Ok(b) => {
+                out.records.extend(b.records);
+                out.next_position = b.next_position;
+            }
             Err(e) => {
                 out.error = Some(e);
-                return out;
-            }
-        };
-        let last = batch.last_offset();
-        if last < out.next_position {
-            continue; // wholly before the position (a compressed batch re-sent)
-        }
-        if isolation == IsolationLevel::ReadCommitted {
-            while let Some(first) = pending.first().copied() {
-                if first.first_offset > last {
-                    break;
-                }
-                pending.remove(&first);
-                aborting.insert(first.producer_id);
+                break;
             }
         }
-        let records = match batch.records(limits) {
-            Ok(r) => r,
-            Err(e) => {
-                out.error = Some(e);
-                return out;
-            }
-        };
-        if batch.attributes.is_control() {
-            for r in &records {
-                match r {
-                    Ok(r) => {
-                        if let Some(c) = r.control()
-                            && c.kind == ControlType::Abort
-                        {
-                            aborting.remove(&batch.producer_id);
-                        }
-                    }
-                    Err(e) => {
-                        out.error = Some(e);
-                        return out;
-                    }
-                }
-            }
-            out.next_position = last.saturating_add(1);
-            continue;
-        }
-        if isolation == IsolationLevel::ReadCommitted
-            && batch.attributes.is_transactional()
-            && aborting.contains(&batch.producer_id)
-        {
-            out.next_position = last.saturating_add(1);
-            continue;
-        }
-        let timestamp_type = batch.attributes.timestamp_type();
-        // The count is the broker's claim: a capacity hint, bounded.
-        let hint = usize::try_from(batch.record_count).unwrap_or(0).min(4096);
-        out.records.reserve(hint);
-        let batch_start = out.records.len();
-        for r in &records {
-            let r = match r {
-                Ok(r) => r,
-                Err(e) => {
-                    // Nothing of a half-read batch is handed out.
-                    out.records.truncate(batch_start);
-                    out.error = Some(e);
-                    return out;
-                }
-            };
-            if r.offset < out.next_position {
-                continue;
-            }
-            out.records.push(ConsumerRecord {
-                topic: Arc::clone(topic),
-                partition,
-                offset: r.offset,
-                timestamp: if timestamp_type == TimestampType::LogAppendTime {
-                    batch.max_timestamp
-                } else {
-                    r.timestamp
-                },
-                timestamp_type,
-                leader_epoch: batch.partition_leader_epoch,
-                key: r.key_bytes(),
-                value: r.value_bytes(),
-                headers: r
-                    .headers()
-                    .map(|h| (r.share(h.key), h.value.map(|v| r.share(v))))
-                    .collect(),
-            });
-        }
-        out.next_position = last.saturating_add(1);
     }
     out
 }

@@ -425,6 +425,39 @@ impl GroupConsumer {
     /// only when records are returned), but a hook it was running is cut
     /// short; the group then waits for the revoke deadline.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ConsumeError> {
+        let max = self.consumer.config().max_poll_records;
+        self.poll_up_to(timeout, max).await
+    }
+
+    /// The owned partitions' records one at a time, as a
+    /// [`futures_util::Stream`]; rebalances are applied (and hooks run) as
+    /// in [`poll`](Self::poll).
+    ///
+    /// Cancel safety: dropping a `next()` future (a `tokio::select!` branch
+    /// that lost) loses and repeats nothing, hooks included: the work stays
+    /// inside the stream and the next `next()` resumes it.
+    pub fn stream(&mut self) -> crate::RecordStream<'_> {
+        use futures_util::StreamExt;
+        futures_util::stream::unfold(self, |group| async move {
+            loop {
+                match group.poll_up_to(Duration::from_secs(60), 1).await {
+                    Ok(mut records) => {
+                        if let Some(r) = records.pop() {
+                            return Some((Ok(r), group));
+                        }
+                    }
+                    Err(e) => return Some((Err(e), group)),
+                }
+            }
+        })
+        .boxed()
+    }
+
+    async fn poll_up_to(
+        &mut self,
+        timeout: Duration,
+        max_records: usize,
+    ) -> Result<Vec<ConsumerRecord>, ConsumeError> {
         self.start();
         let now = Instant::now();
         let deadline = now
@@ -452,7 +485,7 @@ impl GroupConsumer {
                 continue;
             }
             let mut records = tokio::select! {
-                r = self.consumer.poll(remaining) => r?,
+                r = self.consumer.poll_up_to(remaining, max_records) => r?,
                 // A rebalance step is waiting: take it before fetching on.
                 () = shared.wake_app.notified() => continue,
             };
@@ -622,7 +655,10 @@ impl GroupConsumer {
         for tp in partitions {
             match committed.get(tp).filter(|o| o.committed >= 0) {
                 Some(o) => {
-                    self.consumer.seek(tp, o.committed)?;
+                    // With the committed epoch, the first fetch checks the
+                    // log was not truncated below the offset (KIP-320).
+                    self.consumer
+                        .seek_with_epoch(tp, o.committed, o.leader_epoch)?;
                     self.committed.insert(tp.clone(), o.committed);
                 }
                 None => {
@@ -688,8 +724,12 @@ impl GroupConsumer {
     /// Kafka's committed offsets mean ("the next record to read").
     pub async fn commit_record(&mut self, record: &ConsumerRecord) -> Result<(), ConsumeError> {
         let tp = TopicPartition::new(&*record.topic, record.partition);
-        self.commit_offsets(&[(tp, record.offset.saturating_add(1))])
-            .await
+        self.commit_with_epochs(vec![(
+            tp,
+            record.offset.saturating_add(1),
+            record.leader_epoch,
+        )])
+        .await
     }
 
     /// Commits the current position of every partition the member owns.
@@ -718,9 +758,31 @@ impl GroupConsumer {
     ///
     /// Cancel safety: if dropped after the request went out, the commit may
     /// or may not have happened; committing again is harmless.
+    ///
+    /// Each offset is committed with the leader epoch of the record before
+    /// it when that is known (the offset is the partition's position), so a
+    /// member restoring it detects a log truncated meanwhile (KIP-320).
     pub async fn commit_offsets(
         &mut self,
         offsets: &[(TopicPartition, i64)],
+    ) -> Result<(), ConsumeError> {
+        let with_epochs = offsets
+            .iter()
+            .map(|(tp, o)| {
+                let epoch = if self.consumer.position(tp) == Some(*o) {
+                    self.consumer.position_epoch(tp)
+                } else {
+                    -1
+                };
+                (tp.clone(), *o, epoch)
+            })
+            .collect();
+        self.commit_with_epochs(with_epochs).await
+    }
+
+    async fn commit_with_epochs(
+        &mut self,
+        offsets: Vec<(TopicPartition, i64, i32)>,
     ) -> Result<(), ConsumeError> {
         let (identity, owned, not_owned) = {
             let g = self.shared.lock();
@@ -728,22 +790,24 @@ impl GroupConsumer {
             let (owned, not_owned): (Vec<_>, Vec<_>) = offsets
                 .iter()
                 .cloned()
-                .partition(|(tp, _)| owned_now.contains(tp));
+                .partition(|(tp, _, _)| owned_now.contains(tp));
             (g.machine.commit_identity(), owned, not_owned)
         };
-        let not_owned_error = not_owned.first().map(|(tp, _)| ConsumeError::NotAssigned {
-            topic: tp.topic.clone(),
-            partition: tp.partition,
-        });
-        let owned: Vec<(TopicPartition, i64)> = owned
+        let not_owned_error = not_owned
+            .first()
+            .map(|(tp, _, _)| ConsumeError::NotAssigned {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+            });
+        let owned: Vec<(TopicPartition, i64, i32)> = owned
             .into_iter()
-            .filter(|(tp, o)| self.committed.get(tp) != Some(o))
+            .filter(|(tp, o, _)| self.committed.get(tp) != Some(o))
             .collect();
         if owned.is_empty() {
             return not_owned_error.map_or(Ok(()), Err);
         }
         let Some((member_id, generation)) = identity else {
-            let (tp, _) = &owned[0];
+            let (tp, _, _) = &owned[0];
             return Err(ConsumeError::CommitFailed {
                 topic: tp.topic.clone(),
                 partition: tp.partition,
@@ -752,12 +816,12 @@ impl GroupConsumer {
         };
         let mut topics: BTreeMap<&str, Vec<offset_commit_request::OffsetCommitRequestPartition>> =
             BTreeMap::new();
-        for (tp, offset) in &owned {
+        for (tp, offset, epoch) in &owned {
             topics.entry(tp.topic.as_str()).or_default().push(
                 offset_commit_request::OffsetCommitRequestPartition {
                     partition_index: tp.partition,
                     committed_offset: *offset,
-                    committed_leader_epoch: -1,
+                    committed_leader_epoch: *epoch,
                     committed_metadata: Some(String::new()),
                     ..Default::default()
                 },
@@ -815,9 +879,9 @@ impl GroupConsumer {
             for p in t.partitions {
                 let code = ErrorCode::from_code(p.error_code);
                 if code == ErrorCode::None {
-                    if let Some((tp, o)) = owned
+                    if let Some((tp, o, _)) = owned
                         .iter()
-                        .find(|(tp, _)| tp.partition == p.partition_index && tp.topic == t.name)
+                        .find(|(tp, _, _)| tp.partition == p.partition_index && tp.topic == t.name)
                     {
                         self.committed.insert(tp.clone(), *o);
                     }
@@ -858,6 +922,7 @@ impl GroupConsumer {
             }
         }
         self.shared.input(AppInput::Leave);
+        self.consumer.close().await;
         let wait = self.consumer.client().config().request_timeout;
         let abort = driver.abort_handle();
         if tokio::time::timeout(wait, driver).await.is_err() {

@@ -110,9 +110,10 @@ mod error;
 pub mod fetch;
 pub mod group;
 pub mod member;
+mod session;
 
 pub use config::{ConsumerConfig, IsolationLevel, OffsetReset};
-pub use consumer::Consumer;
+pub use consumer::{Consumer, RecordStream};
 pub use error::{ConsumeError, GroupConfigError};
 pub use fetch::ConsumerRecord;
 pub use franz_client::admin::TopicPartition;

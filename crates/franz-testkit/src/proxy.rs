@@ -11,13 +11,17 @@
 //! Controls (all take effect at once, for open and future connections):
 //! drop the next N responses to an API key, delay responses, cut every open
 //! connection with a TCP RST, and black-hole traffic (bytes are accepted and
-//! never answered).
+//! never answered). Like franz-go's kfake `ControlKey`, a test can also hand
+//! every response to one API key to a function that rewrites it (an error
+//! code for one partition, a session error), and record the requests to an
+//! API key to assert on their bytes. The proxy itself knows no message
+//! layout: the hook decodes and re-encodes with whatever codec the test uses.
 //!
 //! The proxy runs on plain threads, not on a tokio runtime, so it keeps
 //! working across `#[tokio::test]` runtimes and never competes with the code
 //! under test for an executor.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -90,13 +94,43 @@ struct Shared {
     accepted: AtomicU64,
 }
 
-#[derive(Debug, Default)]
+/// A response rewrite hook: given the request's API version and the
+/// response frame (after the size prefix: correlation id, header, body),
+/// returns a replacement frame, or `None` to pass the response on as it is.
+pub type ResponseRewrite = Box<dyn FnMut(i16, &[u8]) -> Option<Vec<u8>> + Send>;
+
+/// A request the proxy recorded (see [`FaultProxy::record_requests`]).
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// The request's API version.
+    pub api_version: i16,
+    /// The frame after the size prefix: request header, then body.
+    pub frame: Vec<u8>,
+}
+
+#[derive(Default)]
 struct Rules {
     drop_next: HashMap<i16, u32>,
     dropped: HashMap<i16, u64>,
     delay_all: Option<Duration>,
     delay_api: HashMap<i16, Duration>,
     black_hole: bool,
+    rewrite: HashMap<i16, ResponseRewrite>,
+    rewritten: HashMap<i16, u64>,
+    record: HashSet<i16>,
+    recorded: HashMap<i16, Vec<RecordedRequest>>,
+}
+
+impl std::fmt::Debug for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rules")
+            .field("drop_next", &self.drop_next)
+            .field("delay_all", &self.delay_all)
+            .field("black_hole", &self.black_hole)
+            .field("rewrite", &self.rewrite.keys().collect::<Vec<_>>())
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -215,9 +249,42 @@ impl FaultProxy {
         self.shared.accepted.load(Ordering::Relaxed)
     }
 
-    /// Removes every rule (drops, delays, black hole); counters stay.
+    /// Hands every response to `api_key` to `rewrite`, which may replace
+    /// it (see [`ResponseRewrite`]). Replaces an earlier hook for the key.
+    pub fn rewrite_responses(
+        &self,
+        api_key: i16,
+        rewrite: impl FnMut(i16, &[u8]) -> Option<Vec<u8>> + Send + 'static,
+    ) {
+        self.rules().rewrite.insert(api_key, Box::new(rewrite));
+    }
+
+    /// Removes the rewrite hook for `api_key`.
+    pub fn stop_rewriting(&self, api_key: i16) {
+        self.rules().rewrite.remove(&api_key);
+    }
+
+    /// How many responses to `api_key` a hook has replaced so far.
+    pub fn rewritten_responses(&self, api_key: i16) -> u64 {
+        self.rules().rewritten.get(&api_key).copied().unwrap_or(0)
+    }
+
+    /// Starts recording the requests to `api_key` (kept until taken).
+    pub fn record_requests(&self, api_key: i16) {
+        self.rules().record.insert(api_key);
+    }
+
+    /// The requests to `api_key` recorded since the last call, in order.
+    pub fn take_recorded_requests(&self, api_key: i16) -> Vec<RecordedRequest> {
+        self.rules().recorded.remove(&api_key).unwrap_or_default()
+    }
+
+    /// Removes every rule (drops, delays, black hole, rewrites, recording);
+    /// counters stay.
     pub fn clear_faults(&self) {
         let mut rules = self.rules();
+        rules.rewrite.clear();
+        rules.record.clear();
         rules.drop_next.clear();
         rules.delay_all = None;
         rules.delay_api.clear();
@@ -291,7 +358,7 @@ fn spawn_pumps(
         s.set_read_timeout(Some(POLL))?;
         s.set_nodelay(true)?;
     }
-    let in_flight: Arc<Mutex<HashMap<i32, i16>>> = Arc::default();
+    let in_flight: Arc<Mutex<HashMap<i32, (i16, i16)>>> = Arc::default();
     let (c_read, c_write) = (client.try_clone()?, client);
     let (u_read, u_write) = (upstream.try_clone()?, upstream);
     {
@@ -317,20 +384,38 @@ fn pump_requests(
     mut to: TcpStream,
     shared: &Shared,
     flags: &ConnFlags,
-    in_flight: &Mutex<HashMap<i32, i16>>,
+    in_flight: &Mutex<HashMap<i32, (i16, i16)>>,
 ) {
     let mut reader = FrameReader::default();
     while let Ok(Some(frame)) = reader.next(&mut from, flags) {
+        let mut api = None;
         if frame.len() >= 12 {
             let api_key = i16::from_be_bytes([frame[4], frame[5]]);
+            let api_version = i16::from_be_bytes([frame[6], frame[7]]);
             let correlation = i32::from_be_bytes([frame[8], frame[9], frame[10], frame[11]]);
             in_flight
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(correlation, api_key);
+                .insert(correlation, (api_key, api_version));
+            api = Some((api_key, api_version));
         }
-        if shared.rules().black_hole {
-            continue;
+        {
+            let mut rules = shared.rules();
+            if let Some((key, version)) = api
+                && rules.record.contains(&key)
+            {
+                rules
+                    .recorded
+                    .entry(key)
+                    .or_default()
+                    .push(RecordedRequest {
+                        api_version: version,
+                        frame: frame[4..].to_vec(),
+                    });
+            }
+            if rules.black_hole {
+                continue;
+            }
         }
         if to.write_all(&frame).is_err() {
             break;
@@ -345,11 +430,11 @@ fn pump_responses(
     mut to: TcpStream,
     shared: &Shared,
     flags: &ConnFlags,
-    in_flight: &Mutex<HashMap<i32, i16>>,
+    in_flight: &Mutex<HashMap<i32, (i16, i16)>>,
 ) {
     let mut reader = FrameReader::default();
-    while let Ok(Some(frame)) = reader.next(&mut from, flags) {
-        let api_key = (frame.len() >= 8)
+    while let Ok(Some(mut frame)) = reader.next(&mut from, flags) {
+        let api = (frame.len() >= 8)
             .then(|| i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]))
             .and_then(|corr| {
                 in_flight
@@ -357,10 +442,20 @@ fn pump_responses(
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&corr)
             });
+        let api_key = api.map(|(key, _)| key);
         let delay = {
             let mut rules = shared.rules();
             if rules.black_hole {
                 continue;
+            }
+            if let Some((key, version)) = api
+                && let Some(rewrite) = rules.rewrite.get_mut(&key)
+                && let Some(body) = rewrite(version, &frame[4..])
+                && let Ok(len) = i32::try_from(body.len())
+            {
+                frame = len.to_be_bytes().to_vec();
+                frame.extend_from_slice(&body);
+                *rules.rewritten.entry(key).or_default() += 1;
             }
             if let Some(key) = api_key
                 && let Some(left) = rules.drop_next.get_mut(&key).filter(|n| **n > 0)
