@@ -115,6 +115,7 @@ struct Rules {
     delay_all: Option<Duration>,
     delay_api: HashMap<i16, Duration>,
     black_hole: bool,
+    cut_next: HashMap<i16, u32>,
     rewrite: HashMap<i16, ResponseRewrite>,
     rewritten: HashMap<i16, u64>,
     record: HashSet<i16>,
@@ -249,6 +250,13 @@ impl FaultProxy {
         self.shared.accepted.load(Ordering::Relaxed)
     }
 
+    /// Cuts the connection (TCP RST) carrying the next response to
+    /// `api_key`, instead of forwarding it: the client's request is lost
+    /// mid-flight, as when a broker dies while answering.
+    pub fn cut_next_response(&self, api_key: i16) {
+        *self.rules().cut_next.entry(api_key).or_default() += 1;
+    }
+
     /// Hands every response to `api_key` to `rewrite`, which may replace
     /// it (see [`ResponseRewrite`]). Replaces an earlier hook for the key.
     pub fn rewrite_responses(
@@ -285,6 +293,7 @@ impl FaultProxy {
         let mut rules = self.rules();
         rules.rewrite.clear();
         rules.record.clear();
+        rules.cut_next.clear();
         rules.drop_next.clear();
         rules.delay_all = None;
         rules.delay_api.clear();
@@ -447,6 +456,14 @@ fn pump_responses(
             let mut rules = shared.rules();
             if rules.black_hole {
                 continue;
+            }
+            if let Some(key) = api_key
+                && let Some(left) = rules.cut_next.get_mut(&key).filter(|n| **n > 0)
+            {
+                *left -= 1;
+                tracing::info!(api_key = key, "fault proxy cut a connection at a response");
+                flags.cut.store(true, Ordering::Relaxed);
+                break;
             }
             if let Some((key, version)) = api
                 && let Some(rewrite) = rules.rewrite.get_mut(&key)
