@@ -7,7 +7,8 @@
 //! rebalance hooks ([`RebalanceListener`]) that the group waits for.
 //!
 //! ## Main types
-//! - [`Consumer`]: assign, seek, poll.
+//! - [`Consumer`]: assign, seek (optionally with the leader epoch), poll or
+//!   stream, pause/resume, lag, `offsets_for_times`, close.
 //! - [`GroupConsumer`]: subscribe, poll (rebalances are applied and hooks
 //!   run here), commit, close. Built with [`GroupConsumer::new`] or on an
 //!   existing client with [`GroupConsumer::with_client`].
@@ -26,16 +27,53 @@
 //!   `#[non_exhaustive]`, with `is_retriable`).
 //!
 //! ## How data flows
-//! `poll` → group assigned partitions by the broker to fetch from (the leader,
-//! or a preferred read replica the leader named, KIP-392, with `client_rack`
-//! sent as the Fetch's `rack_id`) → one sessionless Fetch per broker, sent
-//! concurrently on the client's fetch connections → [`fetch::decode_partition`]
-//! (sans-io) turns each partition's bytes into records, skips control batches
-//! and, under read-committed, aborted transactions → positions advance past
-//! every batch consumed. Errors that mean stale routing refresh metadata and
-//! retry; OFFSET_OUT_OF_RANGE resets the position by `auto_offset_reset`
-//! through ListOffsets; a batch that fails to decode stops that partition at
-//! the batch and is reported on the next `poll`, after the records before it.
+//! `poll` first hands out what earlier fetches buffered, round-robin over
+//! partitions, within `max_poll_records` (Java's 500) and `max_poll_bytes`
+//! of decompressed data (always at least one whole batch): batches are
+//! decoded ([`fetch::PartitionDecoder`], sans-io) only as the budget admits
+//! them, and the rest stays compressed, in order, for the next poll.
+//! Positions move past exactly the records returned, and control batches
+//! and (under read-committed) aborted transactions are skipped as they are
+//! reached.
+//!
+//! With nothing buffered, `poll` fetches the partitions that have nothing
+//! buffered and no pending error, one Fetch per broker (the leader, or a
+//! preferred read replica the leader named, KIP-392, with `client_rack`
+//! sent as `rack_id`), concurrently on the client's fetch connections.
+//! Each answer is buffered as it arrives, never decoded there.
+//!
+//! - **Fetch sessions (KIP-227).** Each broker has a sans-io session
+//!   (`session::FetchSession`): after a full request opens it, requests
+//!   name only partitions whose fetch state changed and the ones to forget.
+//!   A session error (FETCH_SESSION_ID_NOT_FOUND after a restart,
+//!   INVALID_FETCH_SESSION_EPOCH), a failed request, or a request whose
+//!   answer was never read (a cancelled poll) makes the next request full.
+//!   A broker that gives no session id is served full fetches. `close`
+//!   ends the sessions. `fetch_sessions = false` turns them off.
+//! - **Errors, per partition.** A partition's error (a broker code retrying
+//!   cannot fix, OFFSET_OUT_OF_RANGE without a reset policy, a truncated
+//!   log, a batch that fails to decode) is held against that partition and
+//!   returned by a later `poll` that has nothing to hand out before it. A
+//!   broker's failure touches only that broker's partitions: a retriable
+//!   one refreshes metadata and fetches again, and another is returned once
+//!   nothing is left to hand out. Errors that mean stale routing refresh
+//!   metadata; OFFSET_OUT_OF_RANGE resets by `auto_offset_reset` through
+//!   ListOffsets, at the consumer's isolation level (a read-committed reset
+//!   to latest stops at the last stable offset).
+//! - **Log truncation (KIP-320), by the broker's own check.** Every fetch
+//!   sends the partition's `last_fetched_epoch`: the leader epoch of the
+//!   record before the position, taken from the batches handed out, from
+//!   ListOffsets, or from a committed offset (commits carry it, and a group
+//!   member restores it). A leader whose log parted from that history
+//!   answers `diverging_epoch` with the epoch and end offset where it did,
+//!   so no OffsetForLeaderEpoch round trip is needed (the other approach,
+//!   Java's, validates with OffsetForLeaderEpoch on every epoch change).
+//!   The position moves to the divergence point, or, with `auto_offset_reset
+//!   = None`, [`ConsumeError::LogTruncation`] is held. Records buffered
+//!   before the truncation are still handed out, as Java does. Metadata
+//!   answering with an older leader epoch than the cached one is ignored.
+//! - **Streams.** [`Consumer::stream`] and [`GroupConsumer::stream`] hand
+//!   out the same records one at a time as a `futures::Stream`.
 //!
 //! A [`GroupConsumer`] starts its member on the first `poll`. The member is
 //! a sans-io machine (`handle_response`, `handle_timeout`, `handle_app` in;
@@ -92,9 +130,13 @@
 //!
 //! ## Cancel safety
 //! - [`GroupConsumer::poll`] and [`Consumer::poll`]: dropping the future
-//!   loses no records: positions move only when records are returned. A
-//!   hook it was running is cut short, and a revoke it was performing is
-//!   then finished by the revoke deadline.
+//!   loses and repeats nothing: fetch answers are buffered as they arrive,
+//!   and positions move only when records are returned. A hook it was
+//!   running is cut short, and a revoke it was performing is then finished
+//!   by the revoke deadline.
+//! - The streams: dropping a `next()` future (a `tokio::select!` branch
+//!   that lost) loses nothing, hooks included: the work stays inside the
+//!   stream and the next `next()` resumes it.
 //! - [`GroupConsumer::commit_offsets`] (and `commit`, `commit_marked`):
 //!   once the request is out, a dropped call may or may not have committed;
 //!   committing again is harmless.

@@ -256,3 +256,73 @@ async fn paused_partitions_are_not_fetched_until_resumed() {
     );
     assert_eq!(consumer.lag(&p0), Some(0));
 }
+
+/// A `Stream` consumer inside a `tokio::select!` loop whose other branch
+/// wins at random, cancelling `next()` mid-fetch hundreds of times while a
+/// producer writes: every record arrives exactly once, in order per
+/// partition. `max_poll_records` caps the batch `poll` as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_stream_next_loses_and_repeats_nothing() {
+    use futures_util::StreamExt;
+
+    const TOTAL: usize = 3000;
+    let b = bootstrap().await;
+    let topic = unique_topic("consume-stream");
+    create_topic(&b, &topic, 3).await;
+    let writer = {
+        let (b, topic) = (b.clone(), topic.clone());
+        tokio::spawn(async move {
+            for chunk in 0..10u32 {
+                produce(&b, &topic, chunk * 300..(chunk + 1) * 300).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let mut config = earliest(&b);
+    config.fetch_max_wait = Duration::from_millis(20);
+    config.max_poll_records = 7;
+    let mut consumer = Consumer::new(config).await.unwrap();
+    consumer.assign_topic(&topic).await.unwrap();
+
+    let mut seen: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    let mut cancelled = 0u32;
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    {
+        let mut stream = consumer.stream();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut count = 0;
+        while count < TOTAL {
+            assert!(Instant::now() < deadline, "{count} of {TOTAL} records");
+            // xorshift: 0–3 ms, often shorter than one fetch round trip.
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let wait = Duration::from_micros(rng % 3000);
+            tokio::select! {
+                r = stream.next() => {
+                    let r = r.expect("the stream does not end").unwrap();
+                    seen.entry(r.partition).or_default().push(r.offset);
+                    count += 1;
+                }
+                () = tokio::time::sleep(wait) => cancelled += 1,
+            }
+        }
+    }
+    writer.await.unwrap();
+    assert!(cancelled > 50, "only {cancelled} cancellations");
+    for (p, offsets) in &seen {
+        let expected: Vec<i64> = (0..i64::try_from(offsets.len()).unwrap()).collect();
+        assert_eq!(offsets, &expected, "partition {p}: once each, in order");
+    }
+    assert_eq!(seen.values().map(Vec::len).sum::<usize>(), TOTAL);
+    // Nothing more, and the batch poll honours max_poll_records.
+    produce(&b, &topic, 0..100).await;
+    let mut more = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while more < 100 && Instant::now() < deadline {
+        let batch = consumer.poll(Duration::from_millis(300)).await.unwrap();
+        assert!(batch.len() <= 7, "{} records in one poll", batch.len());
+        more += batch.len();
+    }
+    assert_eq!(more, 100);
+}
