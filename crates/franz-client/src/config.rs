@@ -373,6 +373,85 @@ fn jaas_option(jaas: &str, name: &str) -> Option<String> {
     Some(rest[..rest.find('"')?].to_string())
 }
 
+/// Java client keys that belong to a producer (not to the shared client
+/// layer): accepted, with a warning, by the consumer's `from_properties`,
+/// so one properties file can serve every role.
+pub const JAVA_PRODUCER_KEYS: &[&str] = &[
+    "acks",
+    "batch.size",
+    "buffer.memory",
+    "compression.gzip.level",
+    "compression.level",
+    "compression.lz4.level",
+    "compression.type",
+    "compression.zstd.level",
+    "delivery.timeout.ms",
+    "enable.idempotence",
+    "key.serializer",
+    "linger.ms",
+    "max.block.ms",
+    "max.in.flight.requests.per.connection",
+    "max.request.size",
+    "metadata.max.idle.ms",
+    "partitioner.adaptive.partitioning.enable",
+    "partitioner.availability.timeout.ms",
+    "partitioner.class",
+    "partitioner.ignore.keys",
+    "retries",
+    "transaction.timeout.ms",
+    "transactional.id",
+    "value.serializer",
+];
+
+/// Java client keys that belong to a consumer (and franz's consumer-only
+/// `franz.*` keys): accepted, with a warning, by the producer's
+/// `from_properties`.
+pub const JAVA_CONSUMER_KEYS: &[&str] = &[
+    "franz.fetch.sessions",
+    "franz.max.poll.bytes",
+    "franz.rebalance.timeout.ms",
+    "franz.revoke.timeout.ms",
+    "allow.auto.create.topics",
+    "auto.commit.interval.ms",
+    "auto.offset.reset",
+    "check.crcs",
+    "enable.auto.commit",
+    "exclude.internal.topics",
+    "fetch.max.bytes",
+    "fetch.max.wait.ms",
+    "fetch.min.bytes",
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "group.remote.assignor",
+    "heartbeat.interval.ms",
+    "isolation.level",
+    "key.deserializer",
+    "max.partition.fetch.bytes",
+    "max.poll.interval.ms",
+    "max.poll.records",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "value.deserializer",
+];
+
+/// Java client keys every role knows that have no meaning in franz (JVM
+/// socket buffers, metrics reporters, interceptors): accepted with a
+/// warning by every `from_properties`.
+pub const JAVA_IGNORED_KEYS: &[&str] = &[
+    "auto.include.jmx.reporter",
+    "client.dns.lookup",
+    "enable.metrics.push",
+    "interceptor.classes",
+    "metric.reporters",
+    "metrics.num.samples",
+    "metrics.recording.level",
+    "metrics.sample.window.ms",
+    "receive.buffer.bytes",
+    "security.providers",
+    "send.buffer.bytes",
+];
+
 /// Parses `key=value` lines (`#`/`!` comments, blank lines skipped).
 pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
     text.lines()

@@ -47,7 +47,8 @@ pub use client::{
     TopicMap, TopicMetadata,
 };
 pub use config::{
-    ClientConfig, SaslMechanism, SecurityProtocol, TokenProvider, parse_properties, split_host_port,
+    ClientConfig, JAVA_CONSUMER_KEYS, JAVA_IGNORED_KEYS, JAVA_PRODUCER_KEYS, SaslMechanism,
+    SecurityProtocol, TokenProvider, parse_properties, split_host_port,
 };
 pub use connection::{ApiVersionTable, BrokerAddr, BrokerConnection, open_connection_count};
 pub use error::{ClientError, code_invalidates_metadata};

@@ -10,6 +10,10 @@ pub enum ConsumeError {
     /// A client-layer failure (connection, negotiation, metadata, auth).
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// A setting that does not parse, or a key no role knows
+    /// (`from_properties`).
+    #[error("configuration: {0}")]
+    Config(String),
     /// The topic does not exist.
     #[error("unknown topic {0}")]
     UnknownTopic(String),
@@ -152,6 +156,7 @@ impl ConsumeError {
             | Self::OffsetOutOfRange { .. }
             | Self::NoOffset { .. }
             | Self::LogTruncation { .. }
+            | Self::Config(_)
             | Self::Corrupt { .. }
             | Self::Protocol(_)
             | Self::InvalidGroupConfig(_)

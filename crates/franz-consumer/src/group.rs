@@ -76,6 +76,19 @@ pub struct GroupConfig {
     pub group_instance_id: Option<String>,
 }
 
+/// An assignor by its Java class name or protocol name.
+fn assignor_named(name: &str) -> Option<Arc<dyn Assignor>> {
+    let short = name.rsplit('.').next().unwrap_or(name);
+    match short {
+        "range" | "RangeAssignor" => Some(Arc::new(RangeAssignor)),
+        "cooperative-sticky" | "CooperativeStickyAssignor" => {
+            Some(Arc::new(CooperativeStickyAssignor))
+        }
+        "RoundRobinAssigner" => Some(Arc::new(RoundRobinAssignor)),
+        _ => None,
+    }
+}
+
 /// Which group protocol a member speaks (Java's `group.protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GroupProtocol {
@@ -104,6 +117,103 @@ impl GroupConfig {
             protocol: GroupProtocol::Classic,
             group_instance_id: None,
         }
+    }
+
+    /// Builds from Java-style properties: `group.id` (required),
+    /// `session.timeout.ms`, `heartbeat.interval.ms`, `max.poll.interval.ms`
+    /// (also the rebalance timeout, as Java sends it), `group.instance.id`,
+    /// `group.protocol` (`classic` or `consumer`) and
+    /// `partition.assignment.strategy` (Java class or short names: range,
+    /// cooperative-sticky, and KafkaJS's `RoundRobinAssigner`).
+    /// `franz.rebalance.timeout.ms` and `franz.revoke.timeout.ms` set what
+    /// Java has no key for. `enable.auto.commit=true` is refused: franz
+    /// commits only what the application says it processed. Consumer and
+    /// client keys are left to [`ConsumerConfig::from_properties`]; producer
+    /// and JVM-only keys are accepted with a warning; others are an error.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use franz_consumer::{GroupConfig, GroupProtocol};
+    /// let g = GroupConfig::from_properties([
+    ///     ("bootstrap.servers", "127.0.0.1:9092"), // the client's
+    ///     ("group.id", "billing"),
+    ///     ("group.protocol", "consumer"),
+    ///     ("max.poll.interval.ms", "60000"),
+    /// ])?;
+    /// assert_eq!(g.protocol, GroupProtocol::Consumer);
+    /// assert_eq!(g.rebalance_timeout, Duration::from_secs(60));
+    /// assert!(g.revoke_timeout < g.rebalance_timeout);
+    /// # Ok::<(), franz_consumer::ConsumeError>(())
+    /// ```
+    pub fn from_properties<K: AsRef<str>, V: AsRef<str>>(
+        props: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConsumeError> {
+        let mut g = Self::new("");
+        let mut rebalance = None;
+        let mut revoke = None;
+        let mut scratch = ConsumerConfig::new("scratch:1");
+        for (k, v) in props {
+            let (k, v) = (k.as_ref(), v.as_ref().trim());
+            let bad = |what: &str| ConsumeError::Config(format!("{k} must be {what}, not {v:?}"));
+            let ms = |v: &str| {
+                v.parse::<u64>()
+                    .map(Duration::from_millis)
+                    .map_err(|_| bad("a number of milliseconds"))
+            };
+            match k {
+                "group.id" => g.group_id = v.to_string(),
+                "group.instance.id" => g.group_instance_id = (!v.is_empty()).then(|| v.to_string()),
+                "session.timeout.ms" => g.session_timeout = ms(v)?,
+                "heartbeat.interval.ms" => g.heartbeat_interval = ms(v)?,
+                "max.poll.interval.ms" => g.max_poll_interval = ms(v)?,
+                "franz.rebalance.timeout.ms" => rebalance = Some(ms(v)?),
+                "franz.revoke.timeout.ms" => revoke = Some(ms(v)?),
+                "group.protocol" => {
+                    g.protocol = match v.to_ascii_lowercase().as_str() {
+                        "classic" => GroupProtocol::Classic,
+                        "consumer" => GroupProtocol::Consumer,
+                        _ => return Err(bad("classic or consumer")),
+                    }
+                }
+                "partition.assignment.strategy" => {
+                    g.assignors = v
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|a| !a.is_empty())
+                        .map(|a| {
+                            assignor_named(a).ok_or_else(|| {
+                                bad("range, cooperative-sticky or RoundRobinAssigner")
+                            })
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                "enable.auto.commit" => {
+                    if crate::config::parse_bool(v) != Some(false) {
+                        return Err(ConsumeError::Config(
+                            "enable.auto.commit must be false: franz commits what the application marks or commits, never on a timer".into(),
+                        ));
+                    }
+                }
+                "auto.commit.interval.ms" => {
+                    tracing::warn!(key = k, "no auto-commit in franz; ignored");
+                }
+                _ => {
+                    if scratch.set(k, v)? || scratch.client.set(k, v)? {
+                        continue;
+                    }
+                    crate::config::foreign_key(k, "group")?;
+                }
+            }
+        }
+        // Java sends max.poll.interval.ms as the rebalance timeout.
+        g.rebalance_timeout = rebalance.unwrap_or(g.max_poll_interval);
+        g.revoke_timeout = match revoke {
+            Some(r) => r,
+            None if g.revoke_timeout >= g.rebalance_timeout => g.rebalance_timeout / 2,
+            None => g.revoke_timeout,
+        };
+        g.validate()?;
+        Ok(g)
     }
 
     /// Checks the settings against each other.

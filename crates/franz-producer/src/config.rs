@@ -186,11 +186,19 @@ impl ProducerConfig {
                     }
                 }
                 other => {
-                    if !c.client.set(other, v).map_err(ProduceError::Client)? {
-                        return Err(ProduceError::Config(format!(
-                            "unknown producer setting {other}"
-                        )));
+                    if c.client.set(other, v).map_err(ProduceError::Client)? {
+                        continue;
                     }
+                    if franz_client::JAVA_CONSUMER_KEYS.contains(&other)
+                        || franz_client::JAVA_IGNORED_KEYS.contains(&other)
+                    {
+                        // One properties file for every role.
+                        tracing::warn!(key = other, "not a producer setting; ignored");
+                        continue;
+                    }
+                    return Err(ProduceError::Config(format!(
+                        "unknown producer setting {other}"
+                    )));
                 }
             }
         }
