@@ -70,6 +70,10 @@ impl Machine {
     pub(crate) fn owned(&self) -> &[TopicPartition] {
         each!(self, m => m.owned())
     }
+    /// The subscribed topics (a classic pattern's current matches).
+    pub(crate) fn topics(&self) -> &[String] {
+        each!(self, m => m.topics())
+    }
     pub(crate) fn commit_identity(&self) -> Option<(String, i32)> {
         each!(self, m => m.commit_identity())
     }
@@ -106,6 +110,11 @@ pub(crate) struct Inner {
     pub(crate) app_events: VecDeque<MemberEvent>,
     /// A failure of the driver itself (TLS, authentication), reported once.
     pub(crate) failure: Option<ConsumeError>,
+    /// Classic regex subscription, matched by the driver against the
+    /// cluster's topics (KIP-848 patterns go to the coordinator instead).
+    pub(crate) pattern: Option<regex::Regex>,
+    /// Look at the metadata at once (the subscription just changed).
+    pub(crate) check_metadata: bool,
 }
 
 impl Shared {
@@ -115,6 +124,8 @@ impl Shared {
                 machine,
                 app_events: VecDeque::new(),
                 failure: None,
+                pattern: None,
+                check_metadata: false,
             }),
             wake_driver: Notify::new(),
             wake_app: Notify::new(),
@@ -136,14 +147,34 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub(crate) struct DriverSettings {
     pub(crate) group_id: String,
-    pub(crate) topics: Vec<String>,
     pub(crate) rebalance_timeout: Duration,
+    /// How often a classic member looks for new partitions and, with a
+    /// pattern, new topics (`metadata.max.age.ms`, as Java).
+    pub(crate) metadata_interval: Duration,
+}
+
+/// What a classic member's subscription looked like at the last check.
+#[derive(Debug, Default)]
+struct MetadataWatch {
+    /// Partition counts (and topic ids) of the subscribed topics.
+    snapshot: Option<BTreeMap<String, (usize, franz_protocol::Uuid)>>,
+    next_at: Option<Instant>,
 }
 
 /// Runs the member until it is finished (left or failed).
 pub(crate) async fn drive(client: Client, shared: Arc<Shared>, settings: DriverSettings) {
     let mut in_flight: JoinSet<Result<Inbound, ClientError>> = JoinSet::new();
+    let mut watch = MetadataWatch::default();
     loop {
+        let now = Instant::now();
+        if matches!(shared.lock().machine, Machine::Classic(_)) {
+            let due = watch.next_at.is_none_or(|at| at <= now)
+                || std::mem::take(&mut shared.lock().check_metadata);
+            if due {
+                check_metadata(&client, &shared, &mut watch).await;
+                watch.next_at = Some(Instant::now() + settings.metadata_interval);
+            }
+        }
         let now = Instant::now();
         let mut driver_events = Vec::new();
         let (requests, deadline, finished) = {
@@ -195,6 +226,10 @@ pub(crate) async fn drive(client: Client, shared: Arc<Shared>, settings: DriverS
             shared.wake_app.notify_one();
             return;
         }
+        let deadline = match (deadline, watch.next_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let sleep = deadline.map(tokio::time::Instant::from_std);
         tokio::select! {
             Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
@@ -226,6 +261,61 @@ pub(crate) async fn drive(client: Client, shared: Arc<Shared>, settings: DriverS
             () = shared.wake_driver.notified() => {}
         }
     }
+}
+
+/// A classic member's subscription against fresh metadata: a pattern is
+/// matched against every topic (internal ones excepted), and a change in
+/// the matched set, in a subscribed topic's partition count, or in its
+/// topic id (re-created) makes the member rejoin, so the leader assigns
+/// what is there now.
+async fn check_metadata(client: &Client, shared: &Shared, watch: &mut MetadataWatch) {
+    let (pattern, mut topics) = {
+        let g = shared.lock();
+        (g.pattern.clone(), g.machine.topics().to_vec())
+    };
+    let md = match &pattern {
+        Some(_) => client.refresh_all_metadata().await,
+        None => client.refresh_metadata_for(&topics).await,
+    };
+    let md = match md {
+        Ok(md) => md,
+        Err(e) => {
+            tracing::debug!(error = %e, "subscription metadata check failed");
+            return;
+        }
+    };
+    let mut resubscribed = false;
+    if let Some(re) = &pattern {
+        let mut matched: Vec<String> = md
+            .topics
+            .values()
+            .filter(|t| !t.internal && re.is_match(&t.name))
+            .map(|t| t.name.clone())
+            .collect();
+        matched.sort();
+        if matched != topics {
+            tracing::info!(topics = ?matched, "pattern subscription matches a new set of topics");
+            shared.input(AppInput::Subscribe {
+                topics: matched.clone(),
+                regex: None,
+            });
+            topics = matched;
+            resubscribed = true;
+        }
+    }
+    let snapshot: BTreeMap<String, (usize, franz_protocol::Uuid)> = topics
+        .iter()
+        .filter_map(|t| {
+            md.topics
+                .get(t)
+                .map(|m| (t.clone(), (m.partitions.len(), m.id)))
+        })
+        .collect();
+    if !resubscribed && watch.snapshot.as_ref().is_some_and(|old| *old != snapshot) {
+        tracing::info!(before = ?watch.snapshot, now = ?snapshot, "subscribed topics changed; rejoining");
+        shared.input(AppInput::MetadataChanged);
+    }
+    watch.snapshot = Some(snapshot);
 }
 
 /// Does the lookups the member asked for.
@@ -268,7 +358,15 @@ async fn serve(client: &Client, shared: &Shared, settings: &DriverSettings, even
         MemberEvent::NeedTopicNames(ids) => {
             let mut md = client.metadata();
             if ids.iter().any(|id| md.topic_name(id).is_none()) {
-                match client.refresh_metadata_for(&settings.topics).await {
+                let topics = shared.lock().machine.topics().to_vec();
+                match client.refresh_metadata_for(&topics).await {
+                    Ok(fresh) => md = fresh,
+                    Err(e) => tracing::debug!(error = %e, "metadata refresh for topic ids failed"),
+                }
+            }
+            if ids.iter().any(|id| md.topic_name(id).is_none()) {
+                // Topics a pattern matched, which the member cannot name.
+                match client.refresh_all_metadata().await {
                     Ok(fresh) => md = fresh,
                     Err(e) => tracing::debug!(error = %e, "metadata refresh for topic ids failed"),
                 }

@@ -76,6 +76,24 @@ pub struct GroupConfig {
     pub group_instance_id: Option<String>,
 }
 
+/// A KIP-1082 member id: a random UUID in Kafka's text form. Random per
+/// process and call (std's hasher keys are seeded from the OS).
+fn random_member_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut bytes = [0u8; 16];
+    for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(i);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        chunk.copy_from_slice(&h.finish().to_be_bytes());
+    }
+    franz_protocol::Uuid(bytes).to_string()
+}
+
 /// An assignor by its Java class name or protocol name.
 fn assignor_named(name: &str) -> Option<Arc<dyn Assignor>> {
     let short = name.rsplit('.').next().unwrap_or(name);
@@ -450,6 +468,7 @@ impl GroupConsumer {
             group_id: group.group_id.clone(),
             instance_id: group.group_instance_id.clone(),
             topics: topics.clone(),
+            topic_regex: None,
             session_timeout: group.session_timeout,
             rebalance_timeout: group.rebalance_timeout,
             heartbeat_interval: group.heartbeat_interval,
@@ -462,7 +481,9 @@ impl GroupConsumer {
             GroupProtocol::Classic => {
                 Machine::Classic(ClassicMember::new(settings, group.assignors.clone()))
             }
-            GroupProtocol::Consumer => Machine::Kip848(Kip848Member::new(settings)),
+            GroupProtocol::Consumer => {
+                Machine::Kip848(Kip848Member::with_member_id(settings, random_member_id()))
+            }
         };
         Ok(Self {
             consumer: Consumer::with_client(client, config),
@@ -505,6 +526,57 @@ impl GroupConsumer {
         )
     }
 
+    /// Replaces the subscription with `topics`, at any time. Under the
+    /// classic protocol the member rejoins (an eager member revokes
+    /// everything first, as Java); under KIP-848 the next heartbeat, sent at
+    /// once, carries it, and the coordinator moves partitions as usual.
+    /// Partitions of topics no longer subscribed are revoked through the
+    /// hooks like any others.
+    pub fn subscribe(&mut self, topics: &[&str]) {
+        let topics: Vec<String> = topics.iter().map(|t| (*t).to_string()).collect();
+        self.topics.clone_from(&topics);
+        self.shared.lock().pattern = None;
+        self.shared.input(AppInput::Subscribe {
+            topics,
+            regex: None,
+        });
+    }
+
+    /// Subscribes to every topic whose whole name matches `pattern`,
+    /// including topics created later.
+    ///
+    /// - **Classic:** matched here against the cluster's topic names
+    ///   (internal topics excepted) whenever metadata is refreshed, every
+    ///   `metadata_max_age` (Java's `metadata.max.age.ms`, default 5 min).
+    ///   The dialect is the Rust `regex` crate's, anchored at both ends like
+    ///   Java's `Pattern.matches`. A pattern that does not compile is a
+    ///   [`ConsumeError::Config`].
+    /// - **KIP-848:** sent to the coordinator (`SubscribedTopicRegex`,
+    ///   ConsumerGroupHeartbeat v1+), which resolves it asynchronously
+    ///   against its own metadata. The dialect is the broker's RE2J; a
+    ///   pattern it rejects fails the member with INVALID_REGULAR_EXPRESSION.
+    pub fn subscribe_regex(&mut self, pattern: &str) -> Result<(), ConsumeError> {
+        match self.group.protocol {
+            GroupProtocol::Classic => {
+                let re = regex::Regex::new(&format!("^(?:{pattern})$"))
+                    .map_err(|e| ConsumeError::Config(format!("topic pattern {pattern:?}: {e}")))?;
+                let mut g = self.shared.lock();
+                g.pattern = Some(re);
+                g.check_metadata = true;
+                drop(g);
+                self.shared.wake_driver.notify_one();
+            }
+            GroupProtocol::Consumer => {
+                self.topics.clear();
+                self.shared.input(AppInput::Subscribe {
+                    topics: Vec::new(),
+                    regex: Some(pattern.to_string()),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The fetcher underneath (positions, seeks).
     pub fn consumer_mut(&mut self) -> &mut Consumer {
         &mut self.consumer
@@ -516,8 +588,8 @@ impl GroupConsumer {
         }
         let settings = DriverSettings {
             group_id: self.group.group_id.clone(),
-            topics: self.topics.clone(),
             rebalance_timeout: self.group.rebalance_timeout,
+            metadata_interval: self.consumer.client().config().metadata_max_age,
         };
         self.driver = Some(tokio::spawn(drive(
             self.consumer.client().clone(),
@@ -750,10 +822,9 @@ impl GroupConsumer {
         );
         if let Err(ConsumeError::UnknownPartition { .. }) = self.consumer.assign(&all).await {
             // A partition added since the metadata was cached.
-            self.consumer
-                .client()
-                .refresh_metadata_for(&self.topics)
-                .await?;
+            let mut topics: Vec<String> = partitions.iter().map(|tp| tp.topic.clone()).collect();
+            topics.dedup();
+            self.consumer.client().refresh_metadata_for(&topics).await?;
             self.consumer.assign(&all).await?;
         }
         for tp in partitions {

@@ -148,6 +148,11 @@ impl ClassicMember {
         self.protocol.as_deref()
     }
 
+    /// The subscribed topics.
+    pub fn topics(&self) -> &[String] {
+        &self.core.settings.topics
+    }
+
     /// The partitions the member owns, sorted.
     pub fn owned(&self) -> &[TopicPartition] {
         &self.core.owned
@@ -211,6 +216,29 @@ impl ClassicMember {
                 }
             }
             AppInput::Leave => self.leave(),
+            AppInput::Subscribe { topics, .. } => {
+                if topics != self.core.settings.topics {
+                    self.core.settings.topics = topics;
+                    self.request_rejoin(now);
+                }
+            }
+            AppInput::MetadataChanged => self.request_rejoin(now),
+        }
+    }
+
+    /// The subscription or its partitions changed: join again (Java's
+    /// `requestRejoin`). A join already under way finishes first, then the
+    /// member joins once more with what it now knows.
+    fn request_rejoin(&mut self, now: Instant) {
+        if self.core.is_over() {
+            return;
+        }
+        match self.core.phase {
+            Phase::Stable | Phase::Revoking | Phase::Rebalancing => {
+                self.rejoin = true;
+                self.maybe_rebalance(now);
+            }
+            _ => {}
         }
     }
 
@@ -492,6 +520,8 @@ impl ClassicMember {
             self.core.events.push_back(MemberEvent::Assigned(added));
         }
         tracing::info!(group = %self.core.settings.group_id, generation = self.generation, partitions = self.core.owned.len(), "joined group");
+        // A subscription or metadata change that came during the join.
+        self.maybe_rebalance(now);
     }
 
     fn heartbeat_answered(&mut self, code: ErrorCode, now: Instant) {
@@ -677,6 +707,7 @@ mod tests {
             group_id: "g".into(),
             instance_id: instance.map(str::to_string),
             topics: vec!["t".into()],
+            topic_regex: None,
             session_timeout: Duration::from_secs(30),
             rebalance_timeout: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(1),
@@ -906,6 +937,60 @@ mod tests {
         let join = expect_join(&mut m, t0);
         assert_eq!(join.member_id, "m1");
         assert_eq!(owned_in(&join), Some(TopicPartitions::new()));
+    }
+
+    #[test]
+    fn a_new_subscription_or_grown_topic_makes_the_member_rejoin() {
+        let t0 = Instant::now();
+        let mut m = eager();
+        join_as_follower(&mut m, t0, 1, &[0]);
+        events(&mut m);
+        m.handle_app(
+            AppInput::Subscribe {
+                topics: vec!["t".into(), "u".into()],
+                regex: None,
+            },
+            t0,
+        );
+        // Eager: everything is revoked first, then the join carries the
+        // new subscription.
+        assert_eq!(events(&mut m), vec![MemberEvent::Revoke(tps(&[0]))]);
+        m.handle_app(AppInput::RevokeDone(tps(&[0])), t0);
+        let join = expect_join(&mut m, t0);
+        let sub = Subscription::decode(join.protocols[0].metadata.clone()).unwrap();
+        assert_eq!(sub.topics, vec!["t".to_string(), "u".to_string()]);
+        // The same subscription again changes nothing.
+        let mut n = eager();
+        join_as_follower(&mut n, t0, 1, &[0]);
+        events(&mut n);
+        n.handle_app(
+            AppInput::Subscribe {
+                topics: vec!["t".into()],
+                regex: None,
+            },
+            t0,
+        );
+        assert!(events(&mut n).is_empty());
+        // Grown partitions: rejoin as well.
+        n.handle_app(AppInput::MetadataChanged, t0);
+        assert_eq!(events(&mut n), vec![MemberEvent::Revoke(tps(&[0]))]);
+    }
+
+    #[test]
+    fn a_change_during_a_join_rejoins_once_it_is_done() {
+        let t0 = Instant::now();
+        let mut m = cooperative();
+        expect_join(&mut m, t0);
+        m.handle_response(join_ok("m1", 1, "other"), t0);
+        expect_sync(&mut m, t0);
+        m.handle_app(AppInput::MetadataChanged, t0);
+        m.handle_response(sync_ok(&[0]), t0);
+        let join = expect_join(&mut m, t0);
+        assert_eq!(
+            owned_in(&join).map(|o| o.get("t").cloned()),
+            Some(Some(vec![0])),
+            "a cooperative member joins again at once, keeping what it owns"
+        );
     }
 
     #[test]

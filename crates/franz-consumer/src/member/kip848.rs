@@ -44,6 +44,12 @@ const STATIC_LEAVE_EPOCH: i32 = -2;
 pub struct Kip848Member {
     core: Core,
     member_id: String,
+    /// The id this member generated for itself (KIP-1082: required from
+    /// ConsumerGroupHeartbeat v1, kept for the member's lifetime); empty
+    /// lets the coordinator choose (v0).
+    own_member_id: String,
+    /// A pattern was sent once: dropping it must be said (an empty one).
+    regex_sent: bool,
     epoch: i32,
     /// Owned partitions, by topic id as acknowledged to the coordinator.
     owned_ids: IdAssignment,
@@ -61,12 +67,21 @@ pub struct Kip848Member {
 }
 
 impl Kip848Member {
-    /// A member that joins (epoch 0) on its first request.
+    /// A member that joins (epoch 0) on its first request, with a member id
+    /// the coordinator chooses (ConsumerGroupHeartbeat v0 only).
     pub fn new(settings: MemberSettings) -> Self {
+        Self::with_member_id(settings, String::new())
+    }
+
+    /// A member that names itself `member_id` (a random UUID, as Java's
+    /// KIP-1082 members do), which v1+ coordinators require.
+    pub fn with_member_id(settings: MemberSettings, member_id: String) -> Self {
         let heartbeat_interval = clamp_heartbeat_interval(settings.heartbeat_interval);
         Self {
             core: Core::new(settings),
-            member_id: String::new(),
+            own_member_id: member_id.clone(),
+            regex_sent: false,
+            member_id,
             epoch: 0,
             owned_ids: IdAssignment::new(),
             target: None,
@@ -93,6 +108,11 @@ impl Kip848Member {
     /// The member epoch (0 while joining).
     pub fn epoch(&self) -> i32 {
         self.epoch
+    }
+
+    /// The subscribed topics.
+    pub fn topics(&self) -> &[String] {
+        &self.core.settings.topics
     }
 
     /// The partitions the member owns, sorted.
@@ -161,6 +181,13 @@ impl Kip848Member {
                 ErrorCode::UnknownMemberId | ErrorCode::FencedMemberEpoch => self.fenced(code),
                 _ => {}
             },
+            AppInput::Subscribe { topics, regex } => {
+                self.core.settings.topics = topics;
+                self.core.settings.topic_regex = regex;
+                // Sent with the next heartbeat, which is due at once.
+                self.heartbeat_due = true;
+            }
+            AppInput::MetadataChanged => {}
             AppInput::Leave => {
                 if self.core.is_over() {
                     return;
@@ -211,7 +238,7 @@ impl Kip848Member {
                 ..Default::default()
             };
             if self.core.phase == Phase::PollTimedOut {
-                self.member_id.clear();
+                self.member_id.clone_from(&self.own_member_id);
                 self.epoch = 0;
             }
             return Some(Outbound::ConsumerHeartbeat(leave));
@@ -236,8 +263,16 @@ impl Kip848Member {
 
     /// The full-state heartbeat (subscription and owned partitions), which
     /// the protocol allows and which makes a lost response harmless.
-    pub fn heartbeat_request(&self) -> ConsumerGroupHeartbeatRequest {
+    pub fn heartbeat_request(&mut self) -> ConsumerGroupHeartbeatRequest {
+        let regex = match &self.core.settings.topic_regex {
+            Some(r) => Some(r.clone()),
+            // Dropping a pattern is said with an empty one.
+            None if self.regex_sent => Some(String::new()),
+            None => None,
+        };
+        self.regex_sent = self.core.settings.topic_regex.is_some();
         ConsumerGroupHeartbeatRequest {
+            subscribed_topic_regex: regex,
             group_id: self.core.settings.group_id.clone(),
             member_id: self.member_id.clone(),
             member_epoch: self.epoch,
@@ -419,7 +454,7 @@ impl Kip848Member {
         tracing::info!(group = %self.core.settings.group_id, %code, "fenced; rejoining");
         self.epoch = 0;
         if code == ErrorCode::UnknownMemberId {
-            self.member_id.clear();
+            self.member_id.clone_from(&self.own_member_id);
         }
         self.lose_partitions();
         self.core.phase = Phase::Joining;
@@ -476,6 +511,7 @@ mod tests {
             group_id: "g".into(),
             instance_id: instance.map(str::to_string),
             topics: vec!["t".into()],
+            topic_regex: None,
             session_timeout: Duration::from_secs(30),
             rebalance_timeout: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(3),
@@ -557,6 +593,53 @@ mod tests {
         );
         m.handle_response(response(ErrorCode::None, 1, 500, None), t0);
         m
+    }
+
+    #[test]
+    fn a_new_subscription_goes_out_at_once_and_a_dropped_pattern_is_cleared() {
+        let t0 = Instant::now();
+        let mut m = joined(&[0], t0);
+        m.handle_app(
+            AppInput::Subscribe {
+                topics: Vec::new(),
+                regex: Some("orders-.*".into()),
+            },
+            t0,
+        );
+        let hb = expect_heartbeat(&mut m, t0);
+        assert_eq!(hb.subscribed_topic_regex.as_deref(), Some("orders-.*"));
+        assert_eq!(hb.subscribed_topic_names, Some(Vec::new()));
+        m.handle_response(response(ErrorCode::None, 1, 500, None), t0);
+        m.handle_app(
+            AppInput::Subscribe {
+                topics: vec!["t".into()],
+                regex: None,
+            },
+            t0,
+        );
+        let hb = expect_heartbeat(&mut m, t0);
+        assert_eq!(hb.subscribed_topic_regex.as_deref(), Some(""), "cleared");
+        assert_eq!(hb.subscribed_topic_names, Some(vec!["t".to_string()]));
+        m.handle_response(response(ErrorCode::None, 1, 500, None), t0);
+        let later = t0 + Duration::from_secs(1);
+        m.handle_timeout(later);
+        let hb = expect_heartbeat(&mut m, later);
+        assert_eq!(hb.subscribed_topic_regex, None, "said once");
+    }
+
+    #[test]
+    fn a_member_with_its_own_id_keeps_it_across_fencing() {
+        let t0 = Instant::now();
+        let mut m = Kip848Member::with_member_id(settings(None), "own-id".into());
+        assert_eq!(expect_heartbeat(&mut m, t0).member_id, "own-id");
+        m.handle_response(response(ErrorCode::UnknownMemberId, 0, 500, None), t0);
+        let later = t0 + Duration::from_secs(1);
+        m.handle_timeout(later);
+        let rejoin = expect_heartbeat(&mut m, later);
+        assert_eq!(
+            (rejoin.member_id.as_str(), rejoin.member_epoch),
+            ("own-id", 0)
+        );
     }
 
     #[test]

@@ -116,6 +116,9 @@ pub struct MemberSettings {
     pub instance_id: Option<String>,
     /// Subscribed topics.
     pub topics: Vec<String>,
+    /// KIP-848 only: a subscription pattern the coordinator resolves (RE2J
+    /// syntax, matched against whole topic names), besides `topics`.
+    pub topic_regex: Option<String>,
     /// `session.timeout.ms`.
     pub session_timeout: Duration,
     /// The rebalance timeout sent in JoinGroup and ConsumerGroupHeartbeat.
@@ -153,6 +156,19 @@ pub enum AppInput {
     },
     /// Leave the group (the consumer is closing).
     Leave,
+    /// The subscription changed: a classic member rejoins with it (an eager
+    /// one revoking everything first); a KIP-848 member sends it with its
+    /// next heartbeat, at once.
+    Subscribe {
+        /// The topics.
+        topics: Vec<String>,
+        /// KIP-848's broker-resolved pattern, if any.
+        regex: Option<String>,
+    },
+    /// The partitions of a subscribed topic changed (a topic grew, or was
+    /// re-created): a classic member rejoins so the leader assigns them.
+    /// KIP-848's coordinator notices on its own.
+    MetadataChanged,
 }
 
 /// What a member asks of its driver or its application.

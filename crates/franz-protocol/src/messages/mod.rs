@@ -582,7 +582,7 @@ impl ApiKey {
             Self::DescribeProducers => (0, 0),
             Self::DescribeTransactions => (0, 0),
             Self::ListTransactions => (0, 1),
-            Self::ConsumerGroupHeartbeat => (0, 0),
+            Self::ConsumerGroupHeartbeat => (0, 1),
             Self::ConsumerGroupDescribe => (0, 0),
         }
     }
