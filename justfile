@@ -45,9 +45,10 @@ bench-producer records="3000000":
     benches/target/release/producer-bench --records {{records}}
 
 # Consumer benchmark: franz, librdkafka (rdkafka crate) and Java ConsumerPerformance, each its own process, reading the same preloaded topic.
-bench-consumer records="2000000":
+# Median of `runs` alternated runs, then a 1,000-partition run with fetch sessions on and off.
+bench-consumer records="2000000" runs="3":
     cargo build --release --manifest-path benches/Cargo.toml --features peers --bins
-    benches/target/release/consumer-bench --records {{records}}
+    benches/target/release/consumer-bench --records {{records}} --runs {{runs}}
 
 # Transport benchmark: franz vs NestJS request-reply (each its own process).
 bench-transport requests="20000":

@@ -13,11 +13,19 @@
 //! The log is read from the page cache for every client (the preload put it
 //! there). Ratios are franz/peer.
 //!
+//! Each size is measured `--runs` times (default 3), the clients alternating
+//! within each run; the table gives each client's median records/s and
+//! median CPU, and the ratio lines give every run's franz/peer ratios and
+//! their median (the figure to judge, as the machine drifts between runs).
+//!
+//! Then a 1,000-partition topic (`--wide-records`, default 500,000 records
+//! of 100 B) is read by franz with KIP-227 fetch sessions on and off, and
+//! by librdkafka, once each per run.
+//!
 //! `just bench-consumer` (or `cargo run --release --bin consumer-bench
-//! [--features peers] -- --records 2000000`).
+//! [--features peers] -- --records 2000000 --runs 3`).
 
 use std::process::Command;
-use std::time::Instant;
 
 use franz_benches::{
     Measured, arg, client_command, create_topic, java_perf_tool, print_records_table, result_field,
@@ -49,69 +57,175 @@ fn main() {
             .arg("--probe")
             .output()
             .is_ok_and(|o| o.status.code() != Some(2));
+    let runs: usize = arg("--runs", "3").parse().expect("--runs");
+    let wide_records: u64 = arg("--wide-records", "500000")
+        .parse()
+        .expect("--wide-records");
+    let mut clients: Vec<&'static str> = vec!["franz"];
+    if with_rdkafka {
+        clients.push("librdkafka");
+    }
+    clients.push("java");
     let mut results = Vec::new();
+    let mut ratio_lines = Vec::new();
     for size in [100usize, 1024] {
         let n = if size == 100 { records } else { records / 3 };
         let topic = unique_topic(&format!("consume-bench-{size}"));
-        create_topic(&dist, &bootstrap, &topic, 6);
-        let preload = client_command(
-            sibling_bin("franz-produce"),
-            &bootstrap,
-            &topic,
-            n,
-            Some(size),
-        );
-        let (out, _, _) = run_measured(preload);
-        assert_eq!(result_field(&out, "failed="), 0.0, "preload failed: {out}");
-
-        let mut clients: Vec<&'static str> = vec!["franz"];
-        if with_rdkafka {
-            clients.push("librdkafka");
+        preload(&dist, &bootstrap, &topic, 6, n, size);
+        let mut per_run: Vec<Vec<Measured>> = Vec::new();
+        for run in 0..runs {
+            let mut this_run = Vec::new();
+            for client in &clients {
+                let m = measure(client, &dist, &bootstrap, &topic, n, size, &rdkafka);
+                eprintln!(
+                    "run {run} {client} {size}B: {:.0} rec/s, {:.2} CPU-s, {:.0} MiB",
+                    m.records_per_sec, m.cpu_secs, m.peak_rss_mib
+                );
+                this_run.push(m);
+            }
+            per_run.push(this_run);
         }
-        clients.push("java");
-        for client in clients {
-            let started = Instant::now();
-            let (out, cpu, rss) = if client == "java" {
-                let mut cmd = java_perf_tool(&dist, "org.apache.kafka.tools.ConsumerPerformance");
-                cmd.args([
-                    "--bootstrap-server",
-                    &bootstrap,
-                    "--topic",
-                    &topic,
-                    "--messages",
-                    &n.to_string(),
-                    "--timeout",
-                    "60000",
-                ]);
-                run_measured(cmd)
-            } else {
-                let bin = if client == "franz" {
-                    sibling_bin("franz-consume")
-                } else {
-                    rdkafka.clone()
-                };
-                run_measured(client_command(bin, &bootstrap, &topic, n, None))
+        for client in &clients {
+            let of = |f: fn(&Measured) -> f64| {
+                median(per_run.iter().flatten().filter(|m| m.client == *client).map(f))
             };
-            let rps = if client == "java" {
-                java_records_per_sec(&out)
-            } else {
-                let got = result_field(&out, "records=");
-                assert!(got >= n as f64, "{client} read {got} of {n} records");
-                got / result_field(&out, "secs=")
-            };
-            eprintln!(
-                "{client} {size}B: {rps:.0} rec/s, {cpu:.2} CPU-s, {rss:.0} MiB ({:?})",
-                started.elapsed()
-            );
             results.push(Measured {
                 client,
                 size,
                 records: n,
-                records_per_sec: rps,
-                cpu_secs: cpu,
-                peak_rss_mib: rss,
+                records_per_sec: of(|m| m.records_per_sec),
+                cpu_secs: of(|m| m.cpu_secs),
+                peak_rss_mib: of(|m| m.peak_rss_mib),
             });
+            if *client == "franz" {
+                continue;
+            }
+            let pick = |run: &[Measured], c: &str| {
+                run.iter().find(|m| m.client == c).map(|m| (m.records_per_sec, m.cpu_secs))
+            };
+            let ratios: Vec<(f64, f64)> = per_run
+                .iter()
+                .filter_map(|run| {
+                    let (fr, fc) = pick(run, "franz")?;
+                    let (pr, pc) = pick(run, client)?;
+                    Some((fr / pr, fc / pc))
+                })
+                .collect();
+            ratio_lines.push(format!(
+                "{size} B franz/{client}: records/s ratio per run {:?}, median {:.2}; CPU ratio per run {:?}, median {:.2}",
+                ratios.iter().map(|r| format!("{:.2}", r.0)).collect::<Vec<_>>(),
+                median(ratios.iter().map(|r| r.0)),
+                ratios.iter().map(|r| format!("{:.2}", r.1)).collect::<Vec<_>>(),
+                median(ratios.iter().map(|r| r.1)),
+            ));
         }
     }
     print_records_table(&results);
+    println!();
+    for l in &ratio_lines {
+        println!("{l}");
+    }
+
+    // 1,000 partitions: the fetch request itself becomes the cost.
+    let wide = unique_topic("consume-bench-wide");
+    preload(&dist, &bootstrap, &wide, 1000, wide_records, 100);
+    let mut wide_clients: Vec<&'static str> = vec!["franz", "franz (no sessions)"];
+    if with_rdkafka {
+        wide_clients.push("librdkafka");
+    }
+    let mut wide_runs = Vec::new();
+    for _ in 0..runs {
+        for client in &wide_clients {
+            wide_runs.push(measure(client, &dist, &bootstrap, &wide, wide_records, 100, &rdkafka));
+        }
+    }
+    println!();
+    println!("1,000 partitions, {wide_records} records of 100 B, medians of {runs} runs:");
+    println!("| client | records/s | CPU-s per M records | peak RSS MiB |");
+    println!("| --- | --- | --- | --- |");
+    for client in &wide_clients {
+        let of = |f: fn(&Measured) -> f64| {
+            median(wide_runs.iter().filter(|m| m.client == *client).map(f))
+        };
+        println!(
+            "| {client} | {:.0} | {:.2} | {:.0} |",
+            of(|m| m.records_per_sec),
+            of(|m| m.cpu_secs) / (wide_records as f64 / 1e6),
+            of(|m| m.peak_rss_mib)
+        );
+    }
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+/// Creates `topic` and fills it with `n` records of `size` bytes.
+fn preload(
+    dist: &KafkaDistribution,
+    bootstrap: &str,
+    topic: &str,
+    partitions: usize,
+    n: u64,
+    size: usize,
+) {
+    create_topic(dist, bootstrap, topic, partitions);
+    let preload = client_command(sibling_bin("franz-produce"), bootstrap, topic, n, Some(size));
+    let (out, _, _) = run_measured(preload);
+    assert_eq!(result_field(&out, "failed="), 0.0, "preload failed: {out}");
+}
+
+/// One client process reading `n` records of `topic` from the start.
+fn measure(
+    client: &'static str,
+    dist: &KafkaDistribution,
+    bootstrap: &str,
+    topic: &str,
+    n: u64,
+    size: usize,
+    rdkafka: &std::path::Path,
+) -> Measured {
+    let (out, cpu, rss) = match client {
+        "java" => {
+            let mut cmd = java_perf_tool(dist, "org.apache.kafka.tools.ConsumerPerformance");
+            cmd.args([
+                "--bootstrap-server",
+                bootstrap,
+                "--topic",
+                topic,
+                "--messages",
+                &n.to_string(),
+                "--timeout",
+                "60000",
+            ]);
+            run_measured(cmd)
+        }
+        "franz" => run_measured(client_command(sibling_bin("franz-consume"), bootstrap, topic, n, None)),
+        "franz (no sessions)" => {
+            let mut cmd = client_command(sibling_bin("franz-consume"), bootstrap, topic, n, None);
+            cmd.args(["--sessions", "false"]);
+            run_measured(cmd)
+        }
+        _ => run_measured(client_command(rdkafka, bootstrap, topic, n, None)),
+    };
+    let records_per_sec = if client == "java" {
+        java_records_per_sec(&out)
+    } else {
+        let got = result_field(&out, "records=");
+        assert!(got >= n as f64, "{client} read {got} of {n} records");
+        got / result_field(&out, "secs=")
+    };
+    Measured {
+        client,
+        size,
+        records: n,
+        records_per_sec,
+        cpu_secs: cpu,
+        peak_rss_mib: rss,
+    }
 }

@@ -5,6 +5,7 @@
 //! Settings match the other clients: Java's fetch defaults (fetch.min.bytes
 //! 1, fetch.max.wait 500 ms, 1 MiB per partition, 50 MiB per fetch), CRC
 //! checked, no group (partitions assigned), timing from the first poll.
+//! `--sessions false` turns KIP-227 fetch sessions off.
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +17,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bootstrap = arg("--bootstrap", "127.0.0.1:9092");
     let topic = arg("--topic", "bench");
     let records: u64 = arg("--records", "1000000").parse()?;
+    let sessions: bool = arg("--sessions", "true").parse()?;
     let mut config = ConsumerConfig::new(&bootstrap);
     config.auto_offset_reset = OffsetReset::Earliest;
+    config.fetch_sessions = sessions;
     let mut consumer = Consumer::new(config).await?;
     consumer.assign_topic(&topic).await?;
     let started = Instant::now();

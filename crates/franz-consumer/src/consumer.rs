@@ -182,6 +182,9 @@ pub struct Consumer {
     failures: VecDeque<ConsumeError>,
     /// Where the next hand-out starts, so no partition starves the others.
     cursor: Option<TopicPartition>,
+    /// The topic id each assigned topic had when its positions were taken:
+    /// a new id means the topic was deleted and created again.
+    topic_ids: HashMap<String, franz_protocol::Uuid>,
 }
 
 impl Consumer {
@@ -201,6 +204,7 @@ impl Consumer {
             sessions: BTreeMap::new(),
             failures: VecDeque::new(),
             cursor: None,
+            topic_ids: HashMap::new(),
         }
     }
 
@@ -728,6 +732,7 @@ impl Consumer {
     /// cancelled round keeps what came.
     async fn fetch_round(&mut self, deadline: Instant) {
         let md = self.client.metadata();
+        self.notice_recreated_topics(&md);
         let now = Instant::now();
         let mut by_node: BTreeMap<i32, BTreeMap<TopicPartition, FetchState>> = BTreeMap::new();
         let mut refresh = false;
@@ -893,6 +898,28 @@ impl Consumer {
             forgotten_topics_data: forgotten,
             rack_id: self.config.client.client_rack.clone().unwrap_or_default(),
             ..Default::default()
+        }
+    }
+
+    /// A topic whose id changed was deleted and created again: its log is a
+    /// new one, so positions (and anything fetched) from the old one mean
+    /// nothing there. Its partitions start over by `auto_offset_reset`.
+    fn notice_recreated_topics(&mut self, md: &franz_client::ClusterMetadata) {
+        for (name, t) in &md.topics {
+            if t.id.is_zero() || !self.topics.contains_key(name) {
+                continue;
+            }
+            match self.topic_ids.insert(name.clone(), t.id) {
+                Some(old) if !old.is_zero() && old != t.id => {
+                    tracing::warn!(topic = %name, "topic re-created (new topic id): positions start over");
+                    for (tp, s) in self.partitions.iter_mut() {
+                        if tp.topic == *name {
+                            *s = PartitionState::default();
+                        }
+                    }
+                }
+                _ => {}
+            }
         }
     }
 

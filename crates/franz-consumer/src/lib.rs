@@ -9,8 +9,9 @@
 //! ## Main types
 //! - [`Consumer`]: assign, seek (optionally with the leader epoch), poll or
 //!   stream, pause/resume, lag, `offsets_for_times`, close.
-//! - [`GroupConsumer`]: subscribe, poll (rebalances are applied and hooks
-//!   run here), commit, close. Built with [`GroupConsumer::new`] or on an
+//! - [`GroupConsumer`]: subscribe (a topic list or a pattern, changeable
+//!   at any time), poll or stream (rebalances are applied and hooks run
+//!   here), commit, close. Built with [`GroupConsumer::new`] or on an
 //!   existing client with [`GroupConsumer::with_client`].
 //! - [`GroupConfig`]: the group settings, checked by
 //!   [`GroupConfig::validate`] ([`GroupConfigError`]).
@@ -86,6 +87,22 @@
 //! on while the application handles records, through rebalances, up to
 //! `max_poll_interval` (KIP-62): a member whose application stops polling
 //! leaves the group, and its next `poll` says so.
+//!
+//! ## Subscriptions
+//! [`GroupConsumer::subscribe`] replaces the topic list and
+//! [`GroupConsumer::subscribe_regex`] subscribes to a pattern, at any time.
+//! A classic member rejoins with the new subscription (an eager one revokes
+//! everything first). It also looks at the metadata of what it subscribes to
+//! every `metadata_max_age`, and rejoins when a topic grows, is re-created
+//! (a new topic id), or appears or disappears. A pattern is matched there,
+//! against whole topic names (internal ones excepted), in the Rust `regex`
+//! crate's dialect. A KIP-848 member sends the topics, or the pattern as
+//! `SubscribedTopicRegex` (RE2J, resolved by the coordinator on its own
+//! schedule), with its next heartbeat. Its coordinator notices growth by
+//! itself. KIP-848 members name themselves with a random member id (KIP-1082,
+//! required from ConsumerGroupHeartbeat v1) and keep it when fenced.
+//! [`ConsumerConfig::from_properties`] and [`GroupConfig::from_properties`]
+//! read Java's keys.
 //!
 //! ## Rebalance sequences
 //! In every protocol a partition is released only after the application

@@ -326,3 +326,62 @@ async fn a_cancelled_stream_next_loses_and_repeats_nothing() {
     }
     assert_eq!(more, 100);
 }
+
+/// A topic deleted and created again is a new log: positions from the old
+/// one start over by `auto_offset_reset` (a position below the new log end
+/// would otherwise silently skip the new topic's first records).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_topic_is_read_from_its_start() {
+    let b = bootstrap().await;
+    let topic = unique_topic("consume-recreate");
+    create_topic(&b, &topic, 1).await;
+    produce(&b, &topic, 0..10).await;
+    let mut config = earliest(&b);
+    config.client.metadata_max_age = Duration::from_millis(500);
+    let mut consumer = Consumer::new(config).await.unwrap();
+    consumer.assign_topic(&topic).await.unwrap();
+    assert_eq!(poll_n(&mut consumer, 10).await.len(), 10);
+    let tp = TopicPartition::new(&topic, 0);
+    assert_eq!(consumer.position(&tp), Some(10));
+
+    let admin = common::admin(&b).await;
+    admin.delete_topics(&[&topic]).await.unwrap()[0]
+        .1
+        .as_ref()
+        .unwrap();
+    // Deletion is asynchronous: create until the name is free again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = admin
+            .create_topics(
+                vec![franz_client::admin::NewTopic::new(&topic, 1, 1)],
+                false,
+            )
+            .await
+            .unwrap();
+        if r[0].1.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic} never re-created: {:?}",
+            r[0].1
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    produce(&b, &topic, 100..115).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    while got.len() < 15 {
+        assert!(Instant::now() < deadline, "read {got:?}");
+        // Errors while the topic is gone (unknown topic/partition) retry.
+        if let Ok(records) = consumer.poll(Duration::from_millis(300)).await {
+            got.extend(records.into_iter().map(|r| r.offset));
+        }
+    }
+    assert_eq!(
+        got,
+        (0..15).collect::<Vec<_>>(),
+        "the new log, from its start"
+    );
+}
