@@ -87,3 +87,23 @@ pub enum ProduceError {
     #[error("fatal producer error: {0}")]
     Fatal(String),
 }
+
+impl ProduceError {
+    /// Whether sending again may succeed: a lost connection, a delivery
+    /// timeout, a full buffer, or a retriable broker code. A record too
+    /// large, an unknown topic or partition, or a closed or fenced producer
+    /// will fail the same way again.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Client(e) => e.is_retriable(),
+            Self::DeliveryTimeout { .. } | Self::Blocked { .. } | Self::BufferFull { .. } => true,
+            Self::Broker { code, .. } => code.is_retriable(),
+            Self::RecordTooLarge { .. }
+            | Self::UnknownTopic(_)
+            | Self::UnknownPartition { .. }
+            | Self::Closed
+            | Self::Config(_)
+            | Self::Fatal(_) => false,
+        }
+    }
+}

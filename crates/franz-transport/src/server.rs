@@ -7,17 +7,19 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use franz_client::admin::NewTopic;
 use franz_client::{Admin, Client};
 use franz_consumer::assignor::RoundRobinAssignor;
 use franz_consumer::{ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer, TopicPartition};
 use franz_producer::{Producer, ProducerConfig};
+use futures_util::FutureExt;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::panic::AssertUnwindSafe;
 use tokio::task::JoinHandle;
 
 use crate::client::{consumer_config, to_producer, transport_producer};
@@ -25,21 +27,83 @@ use crate::error::TransportError;
 use crate::nest::{self, NestValue};
 
 /// A handler's failure: the error body sent back (for message patterns) or
-/// logged (for events, which are then retried).
+/// logged (for events), and whether trying again may help.
+///
+/// An event whose handler fails with a retriable error is handled again,
+/// after a backoff, up to `max_attempts`; a non-retriable one (NestJS has
+/// `RpcException` for both, and `KafkaRetriableException` for the first)
+/// goes to the dead-letter topic at once. `?` works in handlers: any
+/// `std::error::Error` converts into a retriable `RpcError`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RpcError(pub Value);
+pub struct RpcError {
+    body: Value,
+    retriable: bool,
+}
 
 impl RpcError {
-    /// NestJS's `RpcException("message")` body.
+    /// NestJS's `RpcException("message")` body; retriable.
     pub fn message(message: impl AsRef<str>) -> Self {
-        Self(nest::rpc_error(message.as_ref()))
+        Self {
+            body: nest::rpc_error(message.as_ref()),
+            retriable: true,
+        }
+    }
+
+    /// A failure that trying again cannot fix (a malformed order, say): an
+    /// event goes to the dead-letter topic at once.
+    pub fn fatal(message: impl AsRef<str>) -> Self {
+        Self {
+            body: nest::rpc_error(message.as_ref()),
+            retriable: false,
+        }
+    }
+
+    /// An error with an arbitrary body (what a NestJS exception filter may
+    /// send).
+    pub fn with_body(body: Value, retriable: bool) -> Self {
+        Self { body, retriable }
+    }
+
+    /// The error body.
+    pub fn body(&self) -> &Value {
+        &self.body
+    }
+
+    /// Whether handling the record again may succeed.
+    pub fn is_retriable(&self) -> bool {
+        self.retriable
+    }
+
+    /// The message, for logs and the dead-letter header.
+    fn describe(&self) -> String {
+        match self.body.get("message").and_then(Value::as_str) {
+            Some(m) => m.to_string(),
+            None => self.body.to_string(),
+        }
     }
 }
 
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for RpcError {
+    fn from(e: E) -> Self {
+        Self::message(e.to_string())
+    }
+}
+
+/// A handler that panicked: a retriable failure like any other (the panic
+/// may come from a bad record, which the attempts then dead-letter).
+fn panicked(payload: &(dyn std::any::Any + Send)) -> RpcError {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    RpcError::message(format!("handler panicked: {what}"))
+}
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type MessageFn = Arc<dyn Fn(NestValue) -> BoxFuture<Result<Value, Value>> + Send + Sync>;
+type MessageFn = Arc<dyn Fn(NestValue) -> BoxFuture<Result<Value, RpcError>> + Send + Sync>;
 type EventFn = Arc<
-    dyn Fn(NestValue) -> Result<BoxFuture<Result<(), Value>>, nest::PayloadError> + Send + Sync,
+    dyn Fn(NestValue) -> Result<BoxFuture<Result<(), RpcError>>, nest::PayloadError> + Send + Sync,
 >;
 
 #[derive(Clone)]
@@ -57,13 +121,24 @@ pub struct TransportServerConfig {
     pub producer: ProducerConfig,
     /// The consumer group (NestJS's default is `nestjs-group-server`).
     pub group_id: String,
-    /// Events whose payload does not deserialize go to
-    /// `<pattern><dead_letter_suffix>` with an `x-franz-error` header, so
-    /// they are neither lost nor retried forever.
+    /// Events that fail for good (every attempt used, a non-retriable error,
+    /// a payload that does not deserialize) and requests whose reply cannot
+    /// be written go to `<topic><dead_letter_suffix>` (default `.DLT`, Spring
+    /// Kafka's convention), on the record's own partition when the
+    /// dead-letter topic has it, with Spring's `kafka_dlt-*` headers. The
+    /// offset is committed only once that write is acknowledged.
     pub dead_letter_suffix: String,
-    /// First wait before a failed event handler runs again (doubling, at
-    /// most 30 s), as KafkaJS retries.
+    /// How many times an event handler runs before the event is
+    /// dead-lettered (default `Some(5)`, as KafkaJS retries); `None`
+    /// redelivers without end, as the NestJS page describes.
+    pub max_attempts: Option<u32>,
+    /// First wait before a failed event is handled again; it doubles with
+    /// each attempt (with ±20% jitter) up to `retry_backoff_max`. Only the
+    /// failing partition waits: it is paused, and every other partition and
+    /// pattern goes on.
     pub retry_backoff: Duration,
+    /// The longest wait between attempts (default 30 s).
+    pub retry_backoff_max: Duration,
     /// A stable name for this instance (a pod name, say) makes it a static
     /// group member: restarted within the 10 s session timeout, it takes
     /// its partitions back without a rebalance of the other instances.
@@ -85,8 +160,10 @@ impl TransportServerConfig {
             consumer: consumer_config(bootstrap_servers),
             producer: transport_producer(bootstrap_servers),
             group_id: group_id.to_string(),
-            dead_letter_suffix: ".dead-letter".into(),
+            dead_letter_suffix: ".DLT".into(),
+            max_attempts: Some(5),
             retry_backoff: Duration::from_millis(300),
+            retry_backoff_max: Duration::from_secs(30),
             group_instance_id: None,
             partitions_concurrently: 1,
         }
@@ -167,11 +244,15 @@ impl TransportServerBuilder {
             Box::pin(async move {
                 let input: T = value
                     .parse()
-                    .map_err(|e| nest::rpc_error(&format!("payload: {e}")))?;
-                match handler(input).await {
-                    Ok(r) => serde_json::to_value(&r)
-                        .map_err(|e| nest::rpc_error(&format!("reply: {e}"))),
-                    Err(RpcError(body)) => Err(body),
+                    .map_err(|e| RpcError::fatal(format!("payload: {e}")))?;
+                let run = std::panic::catch_unwind(AssertUnwindSafe(|| handler(input)))
+                    .map_err(|p| panicked(&*p))?;
+                match AssertUnwindSafe(run).catch_unwind().await {
+                    Ok(Ok(r)) => {
+                        serde_json::to_value(&r).map_err(|e| RpcError::fatal(format!("reply: {e}")))
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(p) => Err(panicked(&*p)),
                 }
             })
         });
@@ -191,8 +272,16 @@ impl TransportServerBuilder {
         let handler = Arc::new(handler);
         let f: EventFn = Arc::new(move |value: NestValue| {
             let input: T = value.parse()?;
-            let fut = handler(input);
-            Ok(Box::pin(async move { fut.await.map_err(|RpcError(body)| body) }) as BoxFuture<_>)
+            let run = std::panic::catch_unwind(AssertUnwindSafe(|| handler(input)));
+            Ok(Box::pin(async move {
+                match run {
+                    Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
+                        Ok(r) => r,
+                        Err(p) => Err(panicked(&*p)),
+                    },
+                    Err(p) => Err(panicked(&*p)),
+                }
+            }) as BoxFuture<_>)
         });
         self.handlers.insert(pattern.to_string(), Handler::Event(f));
         self
@@ -223,7 +312,7 @@ impl TransportServerBuilder {
             handlers,
             producer,
             consumer,
-            failures: 0,
+            retries: BTreeMap::new(),
             uncommitted: BTreeMap::new(),
             last_commit: std::time::Instant::now(),
         };
@@ -236,21 +325,26 @@ async fn ensure_dead_letter_topics(
     config: &TransportServerConfig,
     handlers: &BTreeMap<String, Handler>,
 ) -> Result<(), TransportError> {
-    let events: Vec<&String> = handlers
-        .iter()
-        .filter(|(_, h)| matches!(h, Handler::Event(_)))
-        .map(|(p, _)| p)
-        .collect();
-    if events.is_empty() {
+    if handlers.is_empty() {
         return Ok(());
     }
     let client = Client::connect(config.consumer.client.clone())
         .await
         .map_err(|e| TransportError::Consume(e.into()))?;
-    let topics = events
-        .iter()
-        .map(|p| NewTopic::new(format!("{p}{}", config.dead_letter_suffix), 1, -1))
-        .collect();
+    // As Spring creates them: as many partitions as the source topic, so a
+    // dead letter keeps its partition (and its key's order).
+    let mut topics = Vec::new();
+    for pattern in handlers.keys() {
+        let partitions = match client.topic_metadata(pattern).await {
+            Ok(t) => i32::try_from(t.partitions.len()).unwrap_or(1).max(1),
+            Err(_) => 1,
+        };
+        topics.push(NewTopic::new(
+            format!("{pattern}{}", config.dead_letter_suffix),
+            partitions,
+            -1,
+        ));
+    }
     let created = Admin::new(client.clone())
         .create_topics(topics, false)
         .await
@@ -266,13 +360,48 @@ async fn ensure_dead_letter_topics(
     Ok(())
 }
 
+/// A record whose handling failed.
+#[derive(Debug)]
+struct Failure {
+    record: ConsumerRecord,
+    reason: String,
+    /// Whether handling it again may help; if not it is dead-lettered now.
+    retriable: bool,
+}
+
 /// What handling one partition's records earned.
 #[derive(Debug, Default)]
 struct PartitionOutcome {
-    /// The offset to commit: past the last record handled (and replied to).
+    /// The offset to commit: past the last record handled (and replied to,
+    /// or dead-lettered).
     done: Option<i64>,
     /// The first record that failed: the partition resumes there.
-    failed: Option<i64>,
+    failed: Option<Failure>,
+}
+
+/// What one record's handling came to.
+enum Handled {
+    Done,
+    /// A reply was queued; its acknowledgement decides.
+    Reply(franz_producer::DeliveryFuture),
+    Failed {
+        reason: String,
+        retriable: bool,
+    },
+}
+
+/// A partition waiting to handle its head record again.
+#[derive(Debug)]
+struct Retry {
+    offset: i64,
+    /// Handler runs so far for the record at `offset`.
+    attempts: u32,
+    resume_at: Instant,
+    /// Paused until `resume_at`.
+    paused: bool,
+    /// Every attempt is used but the dead-letter write failed: the next
+    /// time round, write the dead letter again instead of handling.
+    dead_letter: Option<String>,
 }
 
 struct Worker {
@@ -280,18 +409,27 @@ struct Worker {
     handlers: BTreeMap<String, Handler>,
     producer: Producer,
     consumer: GroupConsumer,
-    /// Consecutive failures of the event at the head of a partition.
-    failures: u32,
+    /// Partitions whose head record failed, by partition: only they wait.
+    retries: BTreeMap<TopicPartition, Retry>,
     /// Offsets earned (handler succeeded, reply acknowledged) and not yet
     /// committed; see [`Worker::commit_due`].
     uncommitted: BTreeMap<TopicPartition, i64>,
-    last_commit: std::time::Instant,
+    last_commit: Instant,
 }
 
 impl Worker {
     async fn run(mut self, stop: Arc<AtomicBool>) -> Result<(), TransportError> {
         while !stop.load(Ordering::Relaxed) {
-            let records = match self.consumer.poll(Duration::from_millis(200)).await {
+            self.resume_due();
+            let wait = self
+                .retries
+                .values()
+                .filter(|r| r.paused)
+                .map(|r| r.resume_at.saturating_duration_since(Instant::now()))
+                .min()
+                .unwrap_or(Duration::MAX)
+                .clamp(Duration::from_millis(1), Duration::from_millis(200));
+            let records = match self.consumer.poll(wait).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "transport server poll failed; retrying");
@@ -309,9 +447,31 @@ impl Worker {
         Ok(())
     }
 
+    /// Resumes partitions whose backoff is over, and forgets retries of
+    /// partitions the member no longer owns (their next owner starts over).
+    fn resume_due(&mut self) {
+        let assigned = self.consumer.assignment();
+        self.retries.retain(|tp, _| assigned.contains(tp));
+        let now = Instant::now();
+        let due: Vec<TopicPartition> = self
+            .retries
+            .iter_mut()
+            .filter(|(_, r)| r.paused && r.resume_at <= now)
+            .map(|(tp, r)| {
+                r.paused = false;
+                tp.clone()
+            })
+            .collect();
+        if !due.is_empty()
+            && let Err(e) = self.consumer.resume(&due)
+        {
+            tracing::debug!(error = %e, "resuming after a backoff");
+        }
+    }
+
     /// Handles a poll's records: each partition's in order, stopping at its
     /// first failure, up to `partitions_concurrently` partitions at once;
-    /// then rewinds failed partitions and records what each may commit.
+    /// then applies the failure policy and records what each may commit.
     async fn handle(&mut self, records: Vec<ConsumerRecord>) {
         // Keyed by the record's shared topic name: no allocation per record.
         let mut by_partition: BTreeMap<(Arc<str>, i32), Vec<ConsumerRecord>> = BTreeMap::new();
@@ -324,60 +484,177 @@ impl Worker {
         let this = &*self;
         let outcomes: Vec<(TopicPartition, PartitionOutcome)> = stream::iter(by_partition)
             .map(|((topic, partition), records)| async move {
-                let outcome = this.handle_partition(&records).await;
-                (TopicPartition::new(&*topic, partition), outcome)
+                let tp = TopicPartition::new(&*topic, partition);
+                let outcome = this.handle_partition(&tp, &records).await;
+                (tp, outcome)
             })
             .buffer_unordered(self.config.partitions_concurrently.max(1))
             .collect()
             .await;
-        let mut any_failed = false;
         for (tp, outcome) in outcomes {
-            if let Some(offset) = outcome.failed {
-                // Never commit past a failure, even with an earlier poll's
-                // larger offset pending: the partition resumes there.
-                any_failed = true;
-                if let Err(e) = self.consumer.consumer_mut().seek(&tp, offset) {
-                    tracing::warn!(error = %e, "could not rewind a failed partition");
-                }
-                self.uncommitted.insert(tp, offset);
-            } else if let Some(done) = outcome.done {
-                let o = self.uncommitted.entry(tp).or_insert(done);
+            if let Some(done) = outcome.done {
+                let o = self.uncommitted.entry(tp.clone()).or_insert(done);
                 *o = (*o).max(done);
+                if self.retries.get(&tp).is_some_and(|r| r.offset < done) {
+                    self.retries.remove(&tp);
+                }
+            }
+            if let Some(failure) = outcome.failed {
+                self.failed(tp, failure).await;
             }
         }
-        if any_failed {
-            self.failures = self.failures.saturating_add(1);
-            let backoff = self.config.retry_backoff * 2u32.saturating_pow(self.failures.min(7) - 1);
-            tokio::time::sleep(backoff.min(Duration::from_secs(30))).await;
+    }
+
+    /// The failure policy for a partition's head record: another attempt
+    /// after a backoff that pauses only this partition, or (every attempt
+    /// used, or not retriable) the dead-letter topic. Nothing past the
+    /// record is committed until it is handled or dead-lettered.
+    async fn failed(&mut self, tp: TopicPartition, failure: Failure) {
+        let offset = failure.record.offset;
+        let attempts = self
+            .retries
+            .get(&tp)
+            .filter(|r| r.offset == offset)
+            .map_or(1, |r| {
+                r.attempts
+                    .saturating_add(u32::from(r.dead_letter.is_none()))
+            });
+        let exhausted =
+            !failure.retriable || self.config.max_attempts.is_some_and(|max| attempts >= max);
+        let mut dead_letter = None;
+        if exhausted {
+            match self
+                .dead_letter(&failure.record, &failure.reason, attempts)
+                .await
+            {
+                Ok(()) => {
+                    self.retries.remove(&tp);
+                    let o = self.uncommitted.entry(tp.clone()).or_insert(offset + 1);
+                    *o = (*o).max(offset + 1);
+                    if let Err(e) = self.consumer.consumer_mut().seek(&tp, offset + 1) {
+                        tracing::warn!(error = %e, "could not move past a dead letter");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(topic = %tp.topic, partition = tp.partition, offset, error = %e, "dead-letter write failed; the partition stalls and tries again");
+                    dead_letter = Some(failure.reason.clone());
+                }
+            }
         } else {
-            self.failures = 0;
+            tracing::warn!(topic = %tp.topic, partition = tp.partition, offset, attempts, reason = %failure.reason, "handler failed; will retry");
         }
+        // Resume at the failed record, after a backoff of this partition.
+        if let Err(e) = self.consumer.consumer_mut().seek(&tp, offset) {
+            tracing::warn!(error = %e, "could not rewind a failed partition");
+        }
+        // Never commit past a failure, even with an earlier poll's larger
+        // offset pending.
+        if let Some(o) = self.uncommitted.get_mut(&tp) {
+            *o = (*o).min(offset);
+        }
+        let resume_at = Instant::now() + self.backoff(&tp, offset, attempts);
+        let paused = self.consumer.pause(std::slice::from_ref(&tp)).is_ok();
+        self.retries.insert(
+            tp,
+            Retry {
+                offset,
+                attempts,
+                resume_at,
+                paused,
+                dead_letter,
+            },
+        );
+    }
+
+    /// `retry_backoff` doubled per attempt, at most `retry_backoff_max`,
+    /// with ±20% jitter so failing partitions do not retry in lockstep.
+    fn backoff(&self, tp: &TopicPartition, offset: i64, attempts: u32) -> Duration {
+        use std::hash::{BuildHasher, Hasher};
+        let base = self
+            .config
+            .retry_backoff
+            .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(16)))
+            .min(self.config.retry_backoff_max);
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write(tp.topic.as_bytes());
+        h.write_i32(tp.partition);
+        h.write_i64(offset);
+        h.write_u32(attempts);
+        let jitter = 0.8 + (h.finish() % 401) as f64 / 1000.0;
+        base.mul_f64(jitter)
     }
 
     /// One partition's records, in order, up to the first failure. Replies
     /// are queued without waiting for each acknowledgement (the producer
-    /// batches them) and awaited at the end; an undelivered reply counts as
-    /// a failure of its request.
-    async fn handle_partition(&self, records: &[ConsumerRecord]) -> PartitionOutcome {
+    /// batches them) and awaited at the end. A reply that cannot be written
+    /// at all (an out-of-range reply partition, a missing topic, a reply
+    /// too large) dead-letters its request: the handler ran once, and never
+    /// runs again for it.
+    async fn handle_partition(
+        &self,
+        tp: &TopicPartition,
+        records: &[ConsumerRecord],
+    ) -> PartitionOutcome {
         let mut outcome = PartitionOutcome::default();
         let mut replies = Vec::new();
+        let pending = self.retries.get(tp);
         for record in records {
+            if let Some(reason) = pending
+                .filter(|r| r.offset == record.offset)
+                .and_then(|r| r.dead_letter.clone())
+            {
+                outcome.failed = Some(Failure {
+                    record: record.clone(),
+                    reason,
+                    retriable: false,
+                });
+                break;
+            }
             match self.handle_one(record).await {
-                Ok(Some(ack)) => replies.push((record.offset, ack)),
-                Ok(None) => outcome.done = Some(record.offset + 1),
-                Err(e) => {
-                    tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset, error = %e, "handler failed; will retry");
-                    outcome.failed = Some(record.offset);
+                Handled::Done => outcome.done = Some(record.offset + 1),
+                Handled::Reply(ack) => replies.push((record, ack)),
+                Handled::Failed { reason, retriable } => {
+                    outcome.failed = Some(Failure {
+                        record: record.clone(),
+                        reason,
+                        retriable,
+                    });
                     break;
                 }
             }
         }
-        for (offset, ack) in replies {
-            match ack.await {
-                Ok(_) => outcome.done = outcome.done.max(Some(offset + 1)),
-                Err(e) => {
-                    tracing::warn!(offset, error = %e, "reply not delivered; will handle again");
-                    outcome.failed = Some(outcome.failed.map_or(offset, |f| f.min(offset)));
+        for (record, ack) in replies {
+            let offset = record.offset;
+            let failure = match ack.await {
+                Ok(_) => None,
+                Err(e) if !e.is_retriable() => {
+                    let reason = format!("reply not delivered: {e}");
+                    match self.dead_letter(record, &reason, 1).await {
+                        Ok(()) => None,
+                        Err(_) => Some((reason, false)),
+                    }
+                }
+                Err(e) => Some((format!("reply not delivered: {e}"), true)),
+            };
+            match failure {
+                None => outcome.done = outcome.done.max(Some(offset + 1)),
+                Some((reason, retriable)) => {
+                    tracing::warn!(offset, %reason, "request not answered");
+                    // The earliest failure decides where the partition resumes.
+                    if outcome
+                        .failed
+                        .as_ref()
+                        .is_none_or(|f| f.record.offset > offset)
+                    {
+                        outcome.failed = Some(Failure {
+                            record: record.clone(),
+                            reason,
+                            retriable,
+                        });
+                    }
+                    outcome.done = outcome.done.map(|d| d.min(offset));
+                    break;
                 }
             }
         }
@@ -395,7 +672,7 @@ impl Worker {
         }
         let commits: Vec<(TopicPartition, i64)> =
             std::mem::take(&mut self.uncommitted).into_iter().collect();
-        self.last_commit = std::time::Instant::now();
+        self.last_commit = Instant::now();
         if let Err(e) = self.consumer.commit_offsets(&commits).await {
             // A rebalance: the next owner reads these again (at least once).
             tracing::info!(error = %e, "offsets not committed");
@@ -403,60 +680,81 @@ impl Worker {
     }
 
     /// Runs the handler for one record; a request's reply is queued and its
-    /// acknowledgement returned for the caller to await.
-    async fn handle_one(
-        &self,
-        record: &ConsumerRecord,
-    ) -> Result<Option<franz_producer::DeliveryFuture>, TransportError> {
+    /// acknowledgement handed back for the caller to await.
+    async fn handle_one(&self, record: &ConsumerRecord) -> Handled {
         let headers = record.headers.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
         let reply_to = nest::reply_to(headers);
         let value = nest::decode(record.value.as_ref());
-        match self.handlers.get(&*record.topic) {
+        let reply = match self.handlers.get(&*record.topic) {
             Some(Handler::Message(f)) => {
                 let outcome = match value {
                     Ok(v) => f(v).await,
-                    Err(e) => Err(nest::rpc_error(&format!("payload: {e}"))),
+                    Err(e) => Err(RpcError::fatal(format!("payload: {e}"))),
                 };
                 let Some(to) = reply_to else {
-                    return Ok(None); // emitted to a message pattern: result ignored, as Nest
+                    return Handled::Done; // emitted to a message pattern: result ignored, as Nest
                 };
-                let reply = nest::reply(&to, outcome.map(|v| nest::encode_json(&v)), true);
-                Ok(Some(self.producer.send(to_producer(reply)).await?))
+                nest::reply(
+                    &to,
+                    outcome.map(|v| nest::encode_json(&v)).map_err(|e| e.body),
+                    true,
+                )
             }
             Some(Handler::Event(f)) => {
-                let run = value
-                    .map_err(TransportError::from)
-                    .and_then(|v| f(v).map_err(TransportError::from));
-                match run {
-                    Ok(fut) => fut.await.map(|()| None).map_err(TransportError::Remote),
-                    Err(TransportError::Payload(e)) => self
-                        .dead_letter(record, &e.to_string())
-                        .await
-                        .map(|()| None),
+                let run = match value {
+                    Ok(v) => f(v).map_err(|e| RpcError::fatal(format!("payload: {e}"))),
+                    Err(e) => Err(RpcError::fatal(format!("payload: {e}"))),
+                };
+                let result = match run {
+                    Ok(fut) => fut.await,
                     Err(e) => Err(e),
-                }
+                };
+                return match result {
+                    Ok(()) => Handled::Done,
+                    Err(e) => Handled::Failed {
+                        reason: e.describe(),
+                        retriable: e.is_retriable(),
+                    },
+                };
             }
             None => {
-                if let Some(to) = reply_to {
-                    let err = Value::String(
-                        "There is no matching message handler defined in the remote service."
-                            .into(),
-                    );
-                    let reply = nest::reply(&to, Err(err), false);
-                    return Ok(Some(self.producer.send(to_producer(reply)).await?));
-                }
-                Ok(None)
+                let Some(to) = reply_to else {
+                    return Handled::Done;
+                };
+                let err = Value::String(
+                    "There is no matching message handler defined in the remote service.".into(),
+                );
+                nest::reply(&to, Err(err), false)
             }
+        };
+        match self.producer.send(to_producer(reply)).await {
+            Ok(ack) => Handled::Reply(ack),
+            Err(e) => Handled::Failed {
+                reason: format!("reply not sent: {e}"),
+                retriable: e.is_retriable(),
+            },
         }
     }
 
-    /// Parks an undeserializable event, unchanged plus an error header.
+    /// Parks a record for good in `<topic><dead_letter_suffix>`: unchanged,
+    /// on its own partition when the dead-letter topic has it, with Spring
+    /// Kafka's `kafka_dlt-*` headers (partition, offset and timestamp as
+    /// big-endian integers, as Spring writes them) and the attempt count.
+    /// Returns once the write is acknowledged.
     async fn dead_letter(
         &self,
         record: &ConsumerRecord,
-        error: &str,
+        reason: &str,
+        attempts: u32,
     ) -> Result<(), TransportError> {
-        tracing::warn!(topic = %record.topic, offset = record.offset, %error, "undeserializable event sent to the dead-letter topic");
+        tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset, attempts, %reason, "sending a record to the dead-letter topic");
+        let topic = format!("{}{}", record.topic, self.config.dead_letter_suffix);
+        let partition = match self.producer.client().topic_metadata(&topic).await {
+            Ok(t) if t.partitions.iter().any(|p| p.partition == record.partition) => {
+                Some(record.partition)
+            }
+            _ => None,
+        };
         let mut headers: Vec<(String, bytes::Bytes)> = record
             .headers
             .iter()
@@ -467,18 +765,69 @@ impl Worker {
                 ))
             })
             .collect();
-        headers.push((
-            "x-franz-error".into(),
-            bytes::Bytes::from(error.to_string()),
-        ));
+        let b = |v: &[u8]| bytes::Bytes::copy_from_slice(v);
+        headers.extend([
+            (
+                "kafka_dlt-original-topic".to_string(),
+                b(record.topic.as_bytes()),
+            ),
+            (
+                "kafka_dlt-original-partition".to_string(),
+                b(&record.partition.to_be_bytes()),
+            ),
+            (
+                "kafka_dlt-original-offset".to_string(),
+                b(&record.offset.to_be_bytes()),
+            ),
+            (
+                "kafka_dlt-original-timestamp".to_string(),
+                b(&record.timestamp.to_be_bytes()),
+            ),
+            (
+                "kafka_dlt-original-timestamp-type".to_string(),
+                b(match record.timestamp_type {
+                    franz_client::franz_protocol::record::TimestampType::LogAppendTime => {
+                        b"LogAppendTime"
+                    }
+                    _ => b"CreateTime",
+                }),
+            ),
+            (
+                "kafka_dlt-exception-message".to_string(),
+                b(reason.as_bytes()),
+            ),
+            (
+                "kafka_dlt-exception-fqcn".to_string(),
+                b(b"franz_transport::RpcError"),
+            ),
+            (
+                "kafka_dlt-attempts".to_string(),
+                b(attempts.to_string().as_bytes()),
+            ),
+        ]);
         let out = nest::OutgoingRecord {
-            topic: format!("{}{}", record.topic, self.config.dead_letter_suffix),
-            partition: None,
+            topic,
+            partition,
             key: record.key.clone(),
             value: record.value.clone(),
             headers,
         };
-        self.producer.send(to_producer(out)).await?.await?;
-        Ok(())
+        // Bounded, so a dead-letter topic that is gone stalls only this
+        // partition's progress (it is retried after a backoff), not the
+        // server: other partitions' commits and handlers go on.
+        let bound = self
+            .config
+            .consumer
+            .client
+            .request_timeout
+            .min(Duration::from_secs(10));
+        let write = async { self.producer.send(to_producer(out)).await?.await };
+        match tokio::time::timeout(bound, write).await {
+            Ok(r) => r.map(|_| ()).map_err(TransportError::from),
+            Err(_) => Err(TransportError::Timeout {
+                pattern: format!("{}{}", record.topic, self.config.dead_letter_suffix),
+                after: bound,
+            }),
+        }
     }
 }

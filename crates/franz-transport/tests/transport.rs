@@ -230,9 +230,7 @@ async fn events_are_committed_only_after_the_handler_succeeds() {
     let mut config = ConsumerConfig::new(&b);
     config.auto_offset_reset = OffsetReset::Earliest;
     let mut dl = Consumer::new(config).await.unwrap();
-    dl.assign_topic(&format!("{created}.dead-letter"))
-        .await
-        .unwrap();
+    dl.assign_topic(&format!("{created}.DLT")).await.unwrap();
     let mut parked = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while parked.is_empty() && Instant::now() < deadline {
@@ -240,7 +238,7 @@ async fn events_are_committed_only_after_the_handler_succeeds() {
     }
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].value.as_deref(), Some(&b"not json at all"[..]));
-    let why = parked[0].header("x-franz-error").unwrap();
+    let why = parked[0].header("kafka_dlt-exception-message").unwrap();
     assert!(
         std::str::from_utf8(why).unwrap().contains("payload"),
         "{why:?}"
