@@ -41,4 +41,7 @@ mod server;
 
 pub use client::{TransportClient, TransportClientConfig};
 pub use error::TransportError;
-pub use server::{RpcError, TransportServer, TransportServerBuilder, TransportServerConfig};
+pub use server::{
+    Ctx, EventHandler, MessageHandler, PayloadOnly, RpcError, TransportServer,
+    TransportServerBuilder, TransportServerConfig, WithCtx,
+};

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use franz_client::admin::NewTopic;
 use franz_client::{Admin, Client};
 use franz_consumer::assignor::RoundRobinAssignor;
-use franz_consumer::{ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer, TopicPartition};
+use franz_consumer::{
+    ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer, GroupProtocol, TopicPartition,
+};
 use franz_producer::{Producer, ProducerConfig};
 use futures_util::FutureExt;
 use futures_util::stream::{self, StreamExt};
@@ -101,10 +103,198 @@ fn panicked(payload: &(dyn std::any::Any + Send)) -> RpcError {
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type MessageFn = Arc<dyn Fn(NestValue) -> BoxFuture<Result<Value, RpcError>> + Send + Sync>;
+type MessageFn = Arc<dyn Fn(NestValue, Ctx) -> BoxFuture<Result<Value, RpcError>> + Send + Sync>;
 type EventFn = Arc<
-    dyn Fn(NestValue) -> Result<BoxFuture<Result<(), RpcError>>, nest::PayloadError> + Send + Sync,
+    dyn Fn(NestValue, Ctx) -> Result<BoxFuture<Result<(), RpcError>>, nest::PayloadError>
+        + Send
+        + Sync,
 >;
+
+/// Where a record came from, as NestJS's `KafkaContext` tells a handler
+/// (`@Ctx()`): topic, partition, offset, key, headers, timestamp, and the
+/// whole record.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), franz_transport::TransportError> {
+/// use franz_transport::{Ctx, TransportServer, TransportServerConfig};
+/// let server = TransportServer::builder(TransportServerConfig::new("127.0.0.1:9092", "billing"))
+///     .event("order.shipped", |id: String, ctx: Ctx| async move {
+///         println!("[{}/{}@{}] shipped {id}", ctx.topic(), ctx.partition(), ctx.offset());
+///         Ok(())
+///     })
+///     .start()
+///     .await?;
+/// # server.shutdown().await }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    record: ConsumerRecord,
+}
+
+impl Ctx {
+    /// The topic (the pattern).
+    pub fn topic(&self) -> &str {
+        &self.record.topic
+    }
+
+    /// The partition.
+    pub fn partition(&self) -> i32 {
+        self.record.partition
+    }
+
+    /// The offset.
+    pub fn offset(&self) -> i64 {
+        self.record.offset
+    }
+
+    /// The key (`None` for a null key).
+    pub fn key(&self) -> Option<&bytes::Bytes> {
+        self.record.key.as_ref()
+    }
+
+    /// The headers, in order, duplicates kept (NestJS's own among them).
+    pub fn headers(&self) -> &[(bytes::Bytes, Option<bytes::Bytes>)] {
+        &self.record.headers
+    }
+
+    /// The last value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&bytes::Bytes> {
+        self.record.header(name)
+    }
+
+    /// The timestamp, in ms since the epoch.
+    pub fn timestamp(&self) -> i64 {
+        self.record.timestamp
+    }
+
+    /// The whole record.
+    pub fn record(&self) -> &ConsumerRecord {
+        &self.record
+    }
+}
+
+/// Runs a handler's future, a panic (while making it or polling it) turned
+/// into a failure.
+async fn guarded<T, Fut: Future<Output = Result<T, RpcError>>>(
+    make: impl FnOnce() -> Fut,
+) -> Result<T, RpcError> {
+    let fut = std::panic::catch_unwind(AssertUnwindSafe(make)).map_err(|p| panicked(&*p))?;
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(r) => r,
+        Err(p) => Err(panicked(&*p)),
+    }
+}
+
+/// A message-pattern handler: an async fn of the payload, or of the payload
+/// and its [`Ctx`], returning `Result<impl Serialize, RpcError>`. `M` only
+/// tells the two shapes apart.
+pub trait MessageHandler<M>: Send + Sync + 'static {
+    /// Decodes the payload and runs the handler.
+    fn call(&self, value: NestValue, ctx: Ctx) -> BoxFuture<Result<Value, RpcError>>;
+}
+
+/// An event-pattern handler: an async fn of the payload, or of the payload
+/// and its [`Ctx`], returning `Result<(), RpcError>`. `M` only tells the
+/// two shapes apart.
+pub trait EventHandler<M>: Send + Sync + 'static {
+    /// Decodes the payload (an error means it does not fit `T`) and starts
+    /// the handler.
+    fn call(
+        &self,
+        value: NestValue,
+        ctx: Ctx,
+    ) -> Result<BoxFuture<Result<(), RpcError>>, nest::PayloadError>;
+}
+
+/// Marks handlers that take only the payload.
+#[derive(Debug)]
+pub struct PayloadOnly<T>(std::marker::PhantomData<fn() -> T>);
+
+/// Marks handlers that take the payload and its [`Ctx`].
+#[derive(Debug)]
+pub struct WithCtx<T>(std::marker::PhantomData<fn() -> T>);
+
+fn reply_value<R: Serialize>(r: Result<R, RpcError>) -> Result<Value, RpcError> {
+    r.and_then(|r| serde_json::to_value(&r).map_err(|e| RpcError::fatal(format!("reply: {e}"))))
+}
+
+impl<F, Fut, T, R> MessageHandler<PayloadOnly<(T, R)>> for F
+where
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, RpcError>> + Send + 'static,
+    T: DeserializeOwned + Send + 'static,
+    R: Serialize + 'static,
+{
+    fn call(&self, value: NestValue, _ctx: Ctx) -> BoxFuture<Result<Value, RpcError>> {
+        let input = value.parse::<T>();
+        let run = input.map(|t| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| self(t))).map_err(|p| panicked(&*p))
+        });
+        Box::pin(async move {
+            let fut = run.map_err(|e| RpcError::fatal(format!("payload: {e}")))??;
+            reply_value(guarded(|| fut).await)
+        })
+    }
+}
+
+impl<F, Fut, T, R> MessageHandler<WithCtx<(T, R)>> for F
+where
+    F: Fn(T, Ctx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, RpcError>> + Send + 'static,
+    T: DeserializeOwned + Send + 'static,
+    R: Serialize + 'static,
+{
+    fn call(&self, value: NestValue, ctx: Ctx) -> BoxFuture<Result<Value, RpcError>> {
+        let input = value.parse::<T>();
+        let run = input.map(|t| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| self(t, ctx))).map_err(|p| panicked(&*p))
+        });
+        Box::pin(async move {
+            let fut = run.map_err(|e| RpcError::fatal(format!("payload: {e}")))??;
+            reply_value(guarded(|| fut).await)
+        })
+    }
+}
+
+impl<F, Fut, T> EventHandler<PayloadOnly<T>> for F
+where
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), RpcError>> + Send + 'static,
+    T: DeserializeOwned + Send + 'static,
+{
+    fn call(
+        &self,
+        value: NestValue,
+        _ctx: Ctx,
+    ) -> Result<BoxFuture<Result<(), RpcError>>, nest::PayloadError> {
+        let t = value.parse::<T>()?;
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| self(t)));
+        Ok(Box::pin(async move {
+            let fut = run.map_err(|p| panicked(&*p))?;
+            guarded(|| fut).await
+        }))
+    }
+}
+
+impl<F, Fut, T> EventHandler<WithCtx<T>> for F
+where
+    F: Fn(T, Ctx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), RpcError>> + Send + 'static,
+    T: DeserializeOwned + Send + 'static,
+{
+    fn call(
+        &self,
+        value: NestValue,
+        ctx: Ctx,
+    ) -> Result<BoxFuture<Result<(), RpcError>>, nest::PayloadError> {
+        let t = value.parse::<T>()?;
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| self(t, ctx)));
+        Ok(Box::pin(async move {
+            let fut = run.map_err(|p| panicked(&*p))?;
+            guarded(|| fut).await
+        }))
+    }
+}
 
 #[derive(Clone)]
 enum Handler {
@@ -144,6 +334,20 @@ pub struct TransportServerConfig {
     /// its partitions back without a rebalance of the other instances.
     /// Default none (a dynamic member, as NestJS).
     pub group_instance_id: Option<String>,
+    /// The group's session timeout (default 10 s, as NestJS's KafkaJS
+    /// consumer; the NestJS page advises tuning it with
+    /// `heartbeat_interval`).
+    pub session_timeout: Duration,
+    /// How often the member heartbeats (default 1 s).
+    pub heartbeat_interval: Duration,
+    /// The group protocol (default classic, so franz servers can share a
+    /// group with NestJS servers; KIP-848's `Consumer` is for franz-only
+    /// groups).
+    pub group_protocol: GroupProtocol,
+    /// Classic assignors offered (default KafkaJS's `RoundRobinAssigner`,
+    /// eager, which NestJS servers speak; `cooperative-sticky` is an option
+    /// for franz-only groups).
+    pub assignors: Vec<Arc<dyn franz_consumer::assignor::Assignor>>,
     /// How many partitions' records are handled at once (KafkaJS's
     /// `partitionsConsumedConcurrently`; default 1, as NestJS). Records of
     /// one partition are always handled one at a time, in order, and each
@@ -165,6 +369,10 @@ impl TransportServerConfig {
             retry_backoff: Duration::from_millis(300),
             retry_backoff_max: Duration::from_secs(30),
             group_instance_id: None,
+            session_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(1),
+            group_protocol: GroupProtocol::Classic,
+            assignors: vec![Arc::new(RoundRobinAssignor)],
             partitions_concurrently: 1,
         }
     }
@@ -230,59 +438,29 @@ impl TransportServer {
 
 impl TransportServerBuilder {
     /// A message pattern (`@MessagePattern`): the handler's result, or its
-    /// error, is sent to the requester's reply topic and partition.
-    pub fn message<T, R, F, Fut>(mut self, pattern: &str, handler: F) -> Self
-    where
-        T: DeserializeOwned + Send + 'static,
-        R: Serialize + 'static,
-        F: Fn(T) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, RpcError>> + Send + 'static,
-    {
+    /// error, is sent to the requester's reply topic and partition. The
+    /// handler takes the payload, or the payload and its [`Ctx`]:
+    /// `|order: Order| async move { .. }` or
+    /// `|order: Order, ctx: Ctx| async move { .. }`.
+    pub fn message<M, H: MessageHandler<M>>(mut self, pattern: &str, handler: H) -> Self {
         let handler = Arc::new(handler);
-        let f: MessageFn = Arc::new(move |value: NestValue| {
+        let f: MessageFn = Arc::new(move |value: NestValue, ctx: Ctx| {
             let handler = Arc::clone(&handler);
-            Box::pin(async move {
-                let input: T = value
-                    .parse()
-                    .map_err(|e| RpcError::fatal(format!("payload: {e}")))?;
-                let run = std::panic::catch_unwind(AssertUnwindSafe(|| handler(input)))
-                    .map_err(|p| panicked(&*p))?;
-                match AssertUnwindSafe(run).catch_unwind().await {
-                    Ok(Ok(r)) => {
-                        serde_json::to_value(&r).map_err(|e| RpcError::fatal(format!("reply: {e}")))
-                    }
-                    Ok(Err(e)) => Err(e),
-                    Err(p) => Err(panicked(&*p)),
-                }
-            })
+            Box::pin(async move { handler.call(value, ctx).await })
         });
         self.handlers
             .insert(pattern.to_string(), Handler::Message(f));
         self
     }
 
-    /// An event pattern (`@EventPattern`): no reply; a failing handler is
-    /// retried (the offset is not committed past it).
-    pub fn event<T, F, Fut>(mut self, pattern: &str, handler: F) -> Self
-    where
-        T: DeserializeOwned + Send + 'static,
-        F: Fn(T) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), RpcError>> + Send + 'static,
-    {
+    /// An event pattern (`@EventPattern`): no reply. A failing handler is
+    /// handled again after a backoff of its partition, up to
+    /// `max_attempts`, then dead-lettered; the offset is never committed
+    /// past an event neither handled nor dead-lettered. The handler takes
+    /// the payload, or the payload and its [`Ctx`].
+    pub fn event<M, H: EventHandler<M>>(mut self, pattern: &str, handler: H) -> Self {
         let handler = Arc::new(handler);
-        let f: EventFn = Arc::new(move |value: NestValue| {
-            let input: T = value.parse()?;
-            let run = std::panic::catch_unwind(AssertUnwindSafe(|| handler(input)));
-            Ok(Box::pin(async move {
-                match run {
-                    Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
-                        Ok(r) => r,
-                        Err(p) => Err(panicked(&*p)),
-                    },
-                    Err(p) => Err(panicked(&*p)),
-                }
-            }) as BoxFuture<_>)
-        });
+        let f: EventFn = Arc::new(move |value: NestValue, ctx: Ctx| handler.call(value, ctx));
         self.handlers.insert(pattern.to_string(), Handler::Event(f));
         self
     }
@@ -295,9 +473,10 @@ impl TransportServerBuilder {
         let producer = Producer::new(config.producer.clone()).await?;
         ensure_dead_letter_topics(&config, &handlers).await?;
         let mut group = GroupConfig::new(config.group_id.as_str());
-        group.assignors = vec![Arc::new(RoundRobinAssignor)];
-        group.heartbeat_interval = Duration::from_secs(1);
-        group.session_timeout = Duration::from_secs(10);
+        group.assignors.clone_from(&config.assignors);
+        group.heartbeat_interval = config.heartbeat_interval;
+        group.session_timeout = config.session_timeout;
+        group.protocol = config.group_protocol;
         group
             .group_instance_id
             .clone_from(&config.group_instance_id);
@@ -688,7 +867,15 @@ impl Worker {
         let reply = match self.handlers.get(&*record.topic) {
             Some(Handler::Message(f)) => {
                 let outcome = match value {
-                    Ok(v) => f(v).await,
+                    Ok(v) => {
+                        f(
+                            v,
+                            Ctx {
+                                record: record.clone(),
+                            },
+                        )
+                        .await
+                    }
                     Err(e) => Err(RpcError::fatal(format!("payload: {e}"))),
                 };
                 let Some(to) = reply_to else {
@@ -702,7 +889,13 @@ impl Worker {
             }
             Some(Handler::Event(f)) => {
                 let run = match value {
-                    Ok(v) => f(v).map_err(|e| RpcError::fatal(format!("payload: {e}"))),
+                    Ok(v) => f(
+                        v,
+                        Ctx {
+                            record: record.clone(),
+                        },
+                    )
+                    .map_err(|e| RpcError::fatal(format!("payload: {e}"))),
                     Err(e) => Err(RpcError::fatal(format!("payload: {e}"))),
                 };
                 let result = match run {

@@ -324,3 +324,56 @@ async fn with_the_dead_letter_topic_gone_nothing_is_committed_past_the_failure()
     assert_eq!(read(&b, &format!("{topic}.DLT"), 1).await.len(), 1);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_sees_its_record_through_ctx() {
+    let b = bootstrap().await;
+    let topic = unique_topic("order.shipped");
+    create_topic(&b, &topic, 2).await;
+    let seen: Arc<Mutex<Option<franz_transport::Ctx>>> = Arc::default();
+    let server = {
+        let seen = Arc::clone(&seen);
+        TransportServer::builder(config(&b, &unique_group("ctx")))
+            .event(&topic, move |_id: String, ctx: franz_transport::Ctx| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    *seen.lock().unwrap() = Some(ctx);
+                    Ok(())
+                }
+            })
+            .start()
+            .await
+            .unwrap()
+    };
+    let producer = Producer::new(ProducerConfig::new(&b)).await.unwrap();
+    let meta = producer
+        .send(
+            ProducerRecord::new(topic.as_str(), "0c3f9a12")
+                .with_key("ada")
+                .with_partition(1)
+                .with_timestamp(1_700_000_000_123)
+                .with_header("trace", "t-1"),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    producer.close(Duration::from_secs(5)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ctx = loop {
+        if let Some(c) = seen.lock().unwrap().clone() {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the handler never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (ctx.topic(), ctx.partition(), ctx.offset()),
+        (topic.as_str(), 1, meta.offset)
+    );
+    assert_eq!(ctx.key().map(|k| k.as_ref()), Some(&b"ada"[..]));
+    assert_eq!(ctx.timestamp(), 1_700_000_000_123);
+    assert_eq!(ctx.header("trace").map(|v| v.as_ref()), Some(&b"t-1"[..]));
+    assert_eq!(ctx.record().value.as_deref(), Some(&b"0c3f9a12"[..]));
+    server.shutdown().await.unwrap();
+}

@@ -1,59 +1,58 @@
-//! The main demo: an orders gateway and two billing service instances
-//! talking over Kafka with franz's NestJS-compatible transport.
+//! The main demo: the NestJS Kafka page's orders scenario, in Rust.
 //!
-//! - `billing` (two instances in one consumer group) answers the message
-//!   pattern `billing.charge` and listens to the event `orders.created`.
-//! - The gateway takes orders, asks billing to charge each one (request and
-//!   reply, keyed by customer so one customer's charges stay in order), then
-//!   emits `orders.created` or `orders.rejected`.
+//! - `billing` (two instances sharing the consumer group `billing-consumer`)
+//!   answers the message pattern `order.created` with
+//!   `{id, status: "INVOICED", total}`, as the page's `OrdersController`
+//!   does, and logs each `order.shipped` event from its context:
+//!   `[order.shipped/<partition>@<offset>] shipped <id>`.
+//! - The gateway sends `order.created` (`{id, total}`, keyed by customer id,
+//!   so one customer's orders stay in order) and waits for the reply on
+//!   `order.created.reply`, then emits `order.shipped`.
+//! - One shipment's handler keeps failing (its carrier is down): after its
+//!   attempts it lands in `order.shipped.DLT`, and the demo reads it there.
 //!
 //! Uses the cluster in `KAFKA_BOOTSTRAP`, or starts a local Apache Kafka
 //! broker (Java, resolved by Maven) when none is configured.
 //!
 //! Run: `cargo run -p franz --example orders`
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use franz::client::admin::NewTopic;
 use franz::client::{Admin, Client, ClientConfig};
+use franz::consumer::{Consumer, ConsumerConfig, OffsetReset};
 use franz::transport::{
-    RpcError, TransportClient, TransportClientConfig, TransportError, TransportServer,
-    TransportServerConfig,
+    Ctx, RpcError, TransportClient, TransportClientConfig, TransportServer, TransportServerConfig,
 };
 use serde::{Deserialize, Serialize};
 
-/// A charge request, as the gateway sends it and billing reads it.
+/// `order.created`'s payload, as the page's gateway sends it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Charge {
-    order_id: u32,
-    customer: String,
-    cents: u64,
+struct Order {
+    id: String,
+    total: u64,
 }
 
-/// Billing's answer.
+/// The controller's answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Receipt {
-    order_id: u32,
-    receipt: String,
-    charged_cents: u64,
-    billed_by: String,
+struct Invoice {
+    id: String,
+    status: String,
+    total: u64,
 }
 
-/// The events the gateway emits.
+/// `order.shipped`'s payload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct OrderEvent {
-    order_id: u32,
-    customer: String,
-    outcome: String,
+struct Shipped {
+    id: String,
 }
 
-const CHARGE: &str = "billing.charge";
-const CREATED: &str = "orders.created";
-const REJECTED: &str = "orders.rejected";
-/// Billing declines single charges above this.
-const LIMIT_CENTS: u64 = 50_000;
+const CREATED: &str = "order.created";
+const SHIPPED: &str = "order.shipped";
+/// The shipment whose carrier is down: its handler always fails.
+const STUCK: &str = "deadbeef";
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -72,15 +71,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Topics: patterns with 3 partitions, the reply topic with 1 per gateway.
     let admin = Admin::new(Client::connect(ClientConfig::new(&bootstrap)).await?);
-    let topics = [
-        (CHARGE, 3),
-        (CREATED, 3),
-        (REJECTED, 1),
-        ("billing.charge.reply", 1),
-    ]
-    .iter()
-    .map(|(t, p)| NewTopic::new(*t, *p, 1))
-    .collect();
+    let topics = [(CREATED, 3), (SHIPPED, 3), ("order.created.reply", 1)]
+        .iter()
+        .map(|(t, p)| NewTopic::new(*t, *p, 1))
+        .collect();
     for (topic, r) in admin.create_topics(topics, false).await? {
         if let Err(e) = r
             && !e.to_string().contains("TOPIC_ALREADY_EXISTS")
@@ -89,45 +83,45 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    // Two billing instances share the group "billing" (and its partitions).
-    let ledger: Arc<Mutex<BTreeMap<u32, String>>> = Arc::default();
+    // Two billing instances share the group (and its partitions).
+    let shipped: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let mut billing = Vec::new();
     for instance in ["billing-1", "billing-2"] {
-        let ledger = Arc::clone(&ledger);
-        let server = TransportServer::builder(TransportServerConfig::new(&bootstrap, "billing"))
-            .message(CHARGE, move |c: Charge| async move {
-                if c.cents > LIMIT_CENTS {
-                    println!(
-                        "[{instance}] declined order {} ({} cents)",
-                        c.order_id, c.cents
-                    );
-                    return Err(RpcError::message(format!(
-                        "card declined: {} cents is over the {LIMIT_CENTS} limit",
-                        c.cents
-                    )));
-                }
+        let shipped = Arc::clone(&shipped);
+        let mut config = TransportServerConfig::new(&bootstrap, "billing-consumer");
+        // The stuck shipment: three attempts, 200 ms apart and doubling,
+        // then the dead-letter topic. Other partitions go on meanwhile.
+        config.max_attempts = Some(3);
+        config.retry_backoff = Duration::from_millis(200);
+        let server = TransportServer::builder(config)
+            .message(CREATED, move |order: Order| async move {
                 println!(
-                    "[{instance}] charged order {} for {} ({} cents)",
-                    c.order_id, c.customer, c.cents
+                    "[{instance}] invoicing order {} ({})",
+                    order.id, order.total
                 );
-                Ok(Receipt {
-                    order_id: c.order_id,
-                    receipt: format!("rcpt-{:05}", c.order_id),
-                    charged_cents: c.cents,
-                    billed_by: instance.to_string(),
+                Ok(Invoice {
+                    id: order.id,
+                    status: "INVOICED".into(),
+                    total: order.total,
                 })
             })
-            .event(CREATED, move |e: OrderEvent| {
-                let ledger = Arc::clone(&ledger);
+            .event(SHIPPED, move |event: Shipped, ctx: Ctx| {
+                let shipped = Arc::clone(&shipped);
                 async move {
+                    if event.id == STUCK {
+                        return Err(RpcError::message("carrier API unavailable"));
+                    }
                     println!(
-                        "[{instance}] recorded event: order {} {}",
-                        e.order_id, e.outcome
+                        "[{}/{}@{}] shipped {}",
+                        ctx.topic(),
+                        ctx.partition(),
+                        ctx.offset(),
+                        event.id
                     );
-                    ledger
+                    shipped
                         .lock()
-                        .map_err(|_| RpcError::message("ledger poisoned"))?
-                        .insert(e.order_id, e.outcome);
+                        .map_err(|_| RpcError::fatal("ledger poisoned"))?
+                        .insert(event.id);
                     Ok(())
                 }
             })
@@ -137,77 +131,86 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         billing.push(server);
     }
 
+    // A reader of the dead-letter topic (the servers created it), from its
+    // current end: this run's dead letters only.
+    let mut dlt_config = ConsumerConfig::new(&bootstrap);
+    dlt_config.auto_offset_reset = OffsetReset::Earliest;
+    let mut dlt = Consumer::new(dlt_config).await?;
+    dlt.assign_topic("order.shipped.DLT").await?;
+    dlt.seek_to_end().await?;
+
     // The gateway.
     let gateway = TransportClient::connect(
-        TransportClientConfig::new(&bootstrap, "orders-gateway"),
-        &[CHARGE],
+        TransportClientConfig::new(&bootstrap, "gateway-consumer"),
+        &[CREATED],
     )
     .await?;
-    println!("[demo] orders gateway is up");
+    println!("[demo] gateway is up");
     let orders = [
-        (1, "ada", 1_250),
-        (2, "grace", 9_900),
-        (3, "ada", 75_000), // over the limit: declined
-        (4, "linus", 420),
-        (5, "grace", 3_100),
+        ("0c3f9a12", "ada", 4_200),
+        ("1b7e2d40", "grace", 9_900),
+        (STUCK, "ada", 1_250),
+        ("2a9c11f3", "linus", 420),
     ];
-    let (mut accepted, mut rejected) = (0, 0);
-    for (order_id, customer, cents) in orders {
-        let charge = Charge {
-            order_id,
-            customer: customer.to_string(),
-            cents,
+    for (id, customer, total) in orders {
+        let order = Order {
+            id: id.to_string(),
+            total,
         };
-        println!("[gateway] order {order_id}: asking billing to charge {customer} {cents} cents");
-        let result: Result<Receipt, TransportError> = gateway
-            .send_keyed(CHARGE, customer.to_string(), &charge)
-            .await;
-        let (pattern, outcome) = match result {
-            Ok(r) => {
-                println!(
-                    "[gateway] order {order_id}: paid, receipt {} from {}",
-                    r.receipt, r.billed_by
-                );
-                accepted += 1;
-                (CREATED, "paid".to_string())
-            }
-            Err(TransportError::Remote(body)) => {
-                println!(
-                    "[gateway] order {order_id}: rejected by billing: {}",
-                    body["message"]
-                );
-                rejected += 1;
-                (REJECTED, "rejected".to_string())
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let event = OrderEvent {
-            order_id,
-            customer: customer.to_string(),
-            outcome,
-        };
+        let invoice: Invoice = gateway
+            .send_keyed(CREATED, customer.to_string(), &order)
+            .await?;
+        println!(
+            "[gateway] {} {} for {} (customer {customer})",
+            invoice.id, invoice.status, invoice.total
+        );
         gateway
-            .emit_keyed(pattern, customer.to_string(), &event)
+            .emit_keyed(SHIPPED, customer.to_string(), &Shipped { id: id.into() })
             .await?;
     }
 
-    // Wait for billing to record the created events.
+    // The good shipments are logged by billing; the stuck one is parked.
+    let good = orders.len() - 1;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while ledger.lock().map_or(0, |l| l.len()) < accepted && tokio::time::Instant::now() < deadline
-    {
+    while shipped.lock().map_or(0, |s| s.len()) < good && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let recorded = ledger.lock().map_or(0, |l| l.len());
+    let mut parked = Vec::new();
+    while parked.is_empty() && tokio::time::Instant::now() < deadline {
+        parked = dlt.poll(Duration::from_millis(500)).await?;
+    }
+    for r in &parked {
+        let text = |name: &str| {
+            r.header(name)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        println!(
+            "[demo] dead letter on {}/{}: {} after {} attempts: {}",
+            r.topic,
+            r.partition,
+            String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()),
+            text("kafka_dlt-attempts"),
+            text("kafka_dlt-exception-message"),
+        );
+    }
+    let logged = shipped.lock().map_or(0, |s| s.len());
     println!(
-        "[demo] done: {accepted} orders paid, {rejected} rejected, {recorded} paid orders recorded by billing"
+        "[demo] done: {} orders invoiced, {logged} shipments logged, {} dead-lettered",
+        orders.len(),
+        parked.len()
     );
 
     gateway.close().await?;
     for server in billing {
         server.shutdown().await?;
     }
-    if recorded != accepted {
-        return Err(format!("billing recorded {recorded} of {accepted} paid orders").into());
+    if logged != good || parked.len() != 1 {
+        return Err(format!(
+            "expected {good} shipments logged and 1 dead letter, got {logged} and {}",
+            parked.len()
+        )
+        .into());
     }
     Ok(())
 }
