@@ -501,7 +501,9 @@ impl Client {
                     })
                     .collect()
             }),
-            allow_auto_topic_creation: false,
+            // Only a request naming topics can create them.
+            allow_auto_topic_creation: topics.is_some()
+                && self.inner.config.allow_auto_topic_creation,
             ..Default::default()
         };
         let conn = self.any_connection(ConnectionKind::Other).await?;

@@ -154,6 +154,12 @@ pub struct ClientConfig {
     pub retry_backoff_max: Duration,
     /// `socket.connection.setup.timeout.ms`: TCP + TLS + handshake deadline.
     pub socket_connection_setup_timeout: Duration,
+    /// `allow.auto.create.topics` (default true, as Java's clients and
+    /// KafkaJS ask): metadata requests for named topics let a broker with
+    /// `auto.create.topics.enable` create them. A broker that refuses
+    /// answers UNKNOWN_TOPIC_OR_PARTITION, which stays a typed
+    /// `UnknownTopic`.
+    pub allow_auto_topic_creation: bool,
     /// Largest response frame accepted (guards against hostile lengths).
     pub max_response_size: usize,
 }
@@ -198,6 +204,7 @@ impl Default for ClientConfig {
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
             socket_connection_setup_timeout: Duration::from_secs(10),
+            allow_auto_topic_creation: true,
             max_response_size: 256 << 20,
         }
     }
@@ -298,6 +305,17 @@ impl ClientConfig {
             "reconnect.backoff.max.ms" => self.reconnect_backoff_max = millis(key, v)?,
             "retry.backoff.ms" => self.retry_backoff = millis(key, v)?,
             "retry.backoff.max.ms" => self.retry_backoff_max = millis(key, v)?,
+            "allow.auto.create.topics" => {
+                self.allow_auto_topic_creation = match v.to_ascii_lowercase().as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(ClientError::Config(format!(
+                            "allow.auto.create.topics must be true or false, not {v:?}"
+                        )));
+                    }
+                }
+            }
             "socket.connection.setup.timeout.ms" => {
                 self.socket_connection_setup_timeout = millis(key, v)?
             }

@@ -28,7 +28,6 @@ const CONSUMER_IGNORED_KEYS: &[&str] = &[
     "key.deserializer",
     "value.deserializer",
     "exclude.internal.topics",
-    "allow.auto.create.topics",
 ];
 
 /// What `from_properties` makes of a key no role-specific setter took.

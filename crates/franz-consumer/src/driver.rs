@@ -171,8 +171,15 @@ pub(crate) async fn drive(client: Client, shared: Arc<Shared>, settings: DriverS
             let due = watch.next_at.is_none_or(|at| at <= now)
                 || std::mem::take(&mut shared.lock().check_metadata);
             if due {
-                check_metadata(&client, &shared, &mut watch).await;
-                watch.next_at = Some(Instant::now() + settings.metadata_interval);
+                let complete = check_metadata(&client, &shared, &mut watch).await;
+                // A subscribed topic not there yet (being auto-created, say)
+                // is looked for again soon, as Java's consumer does.
+                let interval = if complete {
+                    settings.metadata_interval
+                } else {
+                    settings.metadata_interval.min(Duration::from_secs(1))
+                };
+                watch.next_at = Some(Instant::now() + interval);
             }
         }
         let now = Instant::now();
@@ -267,8 +274,9 @@ pub(crate) async fn drive(client: Client, shared: Arc<Shared>, settings: DriverS
 /// matched against every topic (internal ones excepted), and a change in
 /// the matched set, in a subscribed topic's partition count, or in its
 /// topic id (re-created) makes the member rejoin, so the leader assigns
-/// what is there now.
-async fn check_metadata(client: &Client, shared: &Shared, watch: &mut MetadataWatch) {
+/// what is there now. Returns false while a subscribed topic is missing or
+/// has partitions without a leader.
+async fn check_metadata(client: &Client, shared: &Shared, watch: &mut MetadataWatch) -> bool {
     let (pattern, mut topics) = {
         let g = shared.lock();
         (g.pattern.clone(), g.machine.topics().to_vec())
@@ -281,7 +289,7 @@ async fn check_metadata(client: &Client, shared: &Shared, watch: &mut MetadataWa
         Ok(md) => md,
         Err(e) => {
             tracing::debug!(error = %e, "subscription metadata check failed");
-            return;
+            return false;
         }
     };
     let mut resubscribed = false;
@@ -315,7 +323,13 @@ async fn check_metadata(client: &Client, shared: &Shared, watch: &mut MetadataWa
         tracing::info!(before = ?watch.snapshot, now = ?snapshot, "subscribed topics changed; rejoining");
         shared.input(AppInput::MetadataChanged);
     }
+    let complete = topics.iter().all(|t| {
+        md.topics
+            .get(t)
+            .is_some_and(|m| !m.partitions.is_empty() && m.partitions.iter().all(|p| p.leader >= 0))
+    });
     watch.snapshot = Some(snapshot);
+    complete
 }
 
 /// Does the lookups the member asked for.
