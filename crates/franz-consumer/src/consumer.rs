@@ -905,20 +905,24 @@ impl Consumer {
     /// new one, so positions (and anything fetched) from the old one mean
     /// nothing there. Its partitions start over by `auto_offset_reset`.
     fn notice_recreated_topics(&mut self, md: &franz_client::ClusterMetadata) {
-        for (name, t) in &md.topics {
-            if t.id.is_zero() || !self.topics.contains_key(name) {
+        for name in self.topics.keys() {
+            let Some(id) = md.topics.get(name).map(|t| t.id).filter(|id| !id.is_zero()) else {
                 continue;
-            }
-            match self.topic_ids.insert(name.clone(), t.id) {
-                Some(old) if !old.is_zero() && old != t.id => {
-                    tracing::warn!(topic = %name, "topic re-created (new topic id): positions start over");
-                    for (tp, s) in self.partitions.iter_mut() {
-                        if tp.topic == *name {
-                            *s = PartitionState::default();
-                        }
+            };
+            let old = match self.topic_ids.get_mut(name) {
+                Some(known) => std::mem::replace(known, id),
+                None => {
+                    self.topic_ids.insert(name.clone(), id);
+                    continue;
+                }
+            };
+            if !old.is_zero() && old != id {
+                tracing::warn!(topic = %name, "topic re-created (new topic id): positions start over");
+                for (tp, s) in self.partitions.iter_mut() {
+                    if tp.topic == *name {
+                        *s = PartitionState::default();
                     }
                 }
-                _ => {}
             }
         }
     }

@@ -173,16 +173,56 @@ impl Ctx {
     }
 }
 
-/// Runs a handler's future, a panic (while making it or polling it) turned
-/// into a failure.
-async fn guarded<T, Fut: Future<Output = Result<T, RpcError>>>(
-    make: impl FnOnce() -> Fut,
-) -> Result<T, RpcError> {
-    let fut = std::panic::catch_unwind(AssertUnwindSafe(make)).map_err(|p| panicked(&*p))?;
+/// Starts a handler (calls it, getting its future), a panic turned into a
+/// failure. The call happens here, not in the boxed future, because the
+/// future must not borrow the handler.
+fn start<Fut>(make: impl FnOnce() -> Fut) -> Result<Fut, RpcError> {
+    std::panic::catch_unwind(AssertUnwindSafe(make)).map_err(|p| panicked(&*p))
+}
+
+/// Runs a started handler's future, a panic while polling it turned into a
+/// failure.
+async fn finish<T>(fut: impl Future<Output = Result<T, RpcError>>) -> Result<T, RpcError> {
     match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(r) => r,
         Err(p) => Err(panicked(&*p)),
     }
+}
+
+/// A message handler's run: decode, start, await, encode the reply.
+fn run_message<T, R, Fut>(
+    value: NestValue,
+    make: impl FnOnce(T) -> Fut,
+) -> BoxFuture<Result<Value, RpcError>>
+where
+    T: DeserializeOwned,
+    R: Serialize,
+    Fut: Future<Output = Result<R, RpcError>> + Send + 'static,
+{
+    let started = value
+        .parse::<T>()
+        .map_err(|e| RpcError::fatal(format!("payload: {e}")))
+        .and_then(|t| start(|| make(t)));
+    Box::pin(async move {
+        finish(started?).await.and_then(|r| {
+            serde_json::to_value(&r).map_err(|e| RpcError::fatal(format!("reply: {e}")))
+        })
+    })
+}
+
+/// An event handler's run: decode (a payload that does not fit is the
+/// caller's to dead-letter), start, await.
+fn run_event<T, Fut>(
+    value: NestValue,
+    make: impl FnOnce(T) -> Fut,
+) -> Result<BoxFuture<Result<(), RpcError>>, nest::PayloadError>
+where
+    T: DeserializeOwned,
+    Fut: Future<Output = Result<(), RpcError>> + Send + 'static,
+{
+    let t = value.parse::<T>()?;
+    let started = start(|| make(t));
+    Ok(Box::pin(async move { finish(started?).await }))
 }
 
 /// A message-pattern handler: an async fn of the payload, or of the payload
@@ -214,10 +254,6 @@ pub struct PayloadOnly<T>(std::marker::PhantomData<fn() -> T>);
 #[derive(Debug)]
 pub struct WithCtx<T>(std::marker::PhantomData<fn() -> T>);
 
-fn reply_value<R: Serialize>(r: Result<R, RpcError>) -> Result<Value, RpcError> {
-    r.and_then(|r| serde_json::to_value(&r).map_err(|e| RpcError::fatal(format!("reply: {e}"))))
-}
-
 impl<F, Fut, T, R> MessageHandler<PayloadOnly<(T, R)>> for F
 where
     F: Fn(T) -> Fut + Send + Sync + 'static,
@@ -226,14 +262,7 @@ where
     R: Serialize + 'static,
 {
     fn call(&self, value: NestValue, _ctx: Ctx) -> BoxFuture<Result<Value, RpcError>> {
-        let input = value.parse::<T>();
-        let run = input.map(|t| {
-            std::panic::catch_unwind(AssertUnwindSafe(|| self(t))).map_err(|p| panicked(&*p))
-        });
-        Box::pin(async move {
-            let fut = run.map_err(|e| RpcError::fatal(format!("payload: {e}")))??;
-            reply_value(guarded(|| fut).await)
-        })
+        run_message(value, self)
     }
 }
 
@@ -245,14 +274,7 @@ where
     R: Serialize + 'static,
 {
     fn call(&self, value: NestValue, ctx: Ctx) -> BoxFuture<Result<Value, RpcError>> {
-        let input = value.parse::<T>();
-        let run = input.map(|t| {
-            std::panic::catch_unwind(AssertUnwindSafe(|| self(t, ctx))).map_err(|p| panicked(&*p))
-        });
-        Box::pin(async move {
-            let fut = run.map_err(|e| RpcError::fatal(format!("payload: {e}")))??;
-            reply_value(guarded(|| fut).await)
-        })
+        run_message(value, |t| self(t, ctx))
     }
 }
 
@@ -267,12 +289,7 @@ where
         value: NestValue,
         _ctx: Ctx,
     ) -> Result<BoxFuture<Result<(), RpcError>>, nest::PayloadError> {
-        let t = value.parse::<T>()?;
-        let run = std::panic::catch_unwind(AssertUnwindSafe(|| self(t)));
-        Ok(Box::pin(async move {
-            let fut = run.map_err(|p| panicked(&*p))?;
-            guarded(|| fut).await
-        }))
+        run_event(value, self)
     }
 }
 
@@ -287,12 +304,7 @@ where
         value: NestValue,
         ctx: Ctx,
     ) -> Result<BoxFuture<Result<(), RpcError>>, nest::PayloadError> {
-        let t = value.parse::<T>()?;
-        let run = std::panic::catch_unwind(AssertUnwindSafe(|| self(t, ctx)));
-        Ok(Box::pin(async move {
-            let fut = run.map_err(|p| panicked(&*p))?;
-            guarded(|| fut).await
-        }))
+        run_event(value, |t| self(t, ctx))
     }
 }
 

@@ -13,35 +13,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
 
+mod common;
+
+use common::{admin, bootstrap, create_topics};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use franz_client::admin::NewTopic;
-use franz_client::{Admin, Client, ClientConfig};
+use franz_client::{Client, ClientConfig};
 use franz_consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, TopicPartition};
 use franz_producer::{Producer, ProducerConfig, ProducerRecord};
-use franz_testkit::{KafkaCluster, unique_group, unique_topic};
+use franz_testkit::{unique_group, unique_topic};
 use franz_transport::{
     RpcError, TransportClient, TransportClientConfig, TransportServer, TransportServerConfig,
 };
 
-async fn bootstrap() -> String {
-    KafkaCluster::shared().await.unwrap().bootstrap()
-}
-
-async fn admin(b: &str) -> Admin {
-    Admin::new(Client::connect(ClientConfig::new(b)).await.unwrap())
-}
-
 async fn create_topic(b: &str, topic: &str, partitions: i32) {
-    for (t, r) in admin(b)
-        .await
-        .create_topics(vec![NewTopic::new(topic, partitions, 1)], false)
-        .await
-        .unwrap()
-    {
-        r.unwrap_or_else(|e| panic!("{t}: {e}"));
-    }
+    create_topics(b, &[(topic, partitions)]).await;
 }
 
 fn config(b: &str, group: &str) -> TransportServerConfig {

@@ -4,38 +4,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
 
+mod common;
+
+use common::{admin, bootstrap, create_topics};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use franz_client::admin::NewTopic;
-use franz_client::{Admin, Client, ClientConfig};
 use franz_consumer::{Consumer, ConsumerConfig, OffsetReset, TopicPartition};
 use franz_producer::partition_for_key;
-use franz_testkit::{KafkaCluster, unique_group, unique_topic};
+use franz_testkit::{unique_group, unique_topic};
 use franz_transport::{
     RpcError, TransportClient, TransportClientConfig, TransportError, TransportServer,
     TransportServerConfig,
 };
 use serde_json::{Value, json};
-
-async fn bootstrap() -> String {
-    KafkaCluster::shared().await.unwrap().bootstrap()
-}
-
-async fn admin(b: &str) -> Admin {
-    Admin::new(Client::connect(ClientConfig::new(b)).await.unwrap())
-}
-
-async fn create_topics(b: &str, topics: &[(&str, i32)]) {
-    let new = topics
-        .iter()
-        .map(|(t, p)| NewTopic::new(*t, *p, 1))
-        .collect();
-    for (t, r) in admin(b).await.create_topics(new, false).await.unwrap() {
-        r.unwrap_or_else(|e| panic!("{t}: {e}"));
-    }
-}
 
 #[derive(serde::Deserialize, serde::Serialize)]
 struct Charge {
