@@ -1,6 +1,7 @@
 //! Where a request-reply's time goes (one process holds both ends): from
 //! `send` to the handler, and from the handler to the reply arriving.
 //! `rpc_phases <bootstrap> <topic>` (the topic and `<topic>.reply` must exist).
+use franz_transport::Payload;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     now_us();
     let group = format!("phases-{}", std::process::id());
     let server = TransportServer::builder(TransportServerConfig::new(&bootstrap, &group))
-        .message(&topic, |v: Value| async move {
+        .message(&topic, |Payload(v): Payload<Value>| async move {
             Ok::<_, RpcError>(json!({"sent": v["sent"], "handled": now_us()}))
         })
         .start()
@@ -56,6 +57,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     client.close().await?;
-    server.shutdown().await?;
+    server.shutdown(std::time::Duration::from_secs(30)).await?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! `--partitions-concurrently` partitions at once. Prints
 //! `RESULT requests=N secs=S failed=F p50_us=.. p99_us=..`.
 
+use franz_transport::Payload;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = TransportServerConfig::new(&bootstrap, &group);
     config.partitions_concurrently = partitions_concurrently;
     let server = TransportServer::builder(config)
-        .message(&topic, |v: Value| async move { Ok::<_, RpcError>(v) })
+        .message(&topic, |Payload(v): Payload<Value>| async move { Ok::<_, RpcError>(v) })
         .start()
         .await?;
     let client = Arc::new(
@@ -79,6 +80,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(client) = Arc::into_inner(client) {
         client.close().await?;
     }
-    server.shutdown().await?;
+    server.shutdown(std::time::Duration::from_secs(30)).await?;
     Ok(())
 }

@@ -1,28 +1,38 @@
 //! The requesting side (NestJS's `ClientKafka`): `send` to message patterns
 //! and wait for the reply, `emit` events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use franz_consumer::assignor::RangeAssignor;
-use franz_consumer::{ConsumerConfig, GroupConfig, GroupConsumer, OffsetReset};
+use franz_client::Admin;
+use franz_consumer::assignor::{Assignor, CooperativeStickyAssignor};
+use franz_consumer::{
+    ConsumerConfig, GroupConfig, GroupConsumer, GroupProtocol, HookFuture, OffsetReset,
+    RebalanceListener, TopicPartition,
+};
 use franz_producer::{Producer, ProducerConfig, ProducerRecord};
+use futures_util::Stream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use crate::error::TransportError;
-use crate::nest::{self, NestValue, OutgoingRecord, ReplyMessage};
+use crate::codec::{self, Codec};
+use crate::error::{RemoteError, TransportError};
+use crate::nest::{self, OutgoingRecord};
+use crate::trace;
 
 /// Client settings.
 #[derive(Debug, Clone)]
 pub struct TransportClientConfig {
-    /// Bootstrap servers, security and the rest of the client settings.
+    /// Bootstrap servers, security and the rest of the client settings
+    /// (shared with the producer's: set TLS and SASL on both).
     pub consumer: ConsumerConfig,
     /// The producer for requests and events.
     pub producer: ProducerConfig,
@@ -30,8 +40,29 @@ pub struct TransportClientConfig {
     /// it gets its own reply partitions, so the reply topics need at least
     /// as many partitions as instances (as with NestJS).
     pub reply_group: String,
-    /// How long `send` waits for a reply (NestJS has no default timeout).
+    /// How long `send` may take, end to end: producing the request and
+    /// waiting for its reply (NestJS has no default timeout).
     pub request_timeout: Duration,
+    /// The codec of requests, events and replies (default JSON with
+    /// NestJS's rules).
+    pub codec: Arc<dyn Codec>,
+    /// The reply group's session timeout (default 10 s, as KafkaJS).
+    pub session_timeout: Duration,
+    /// How often the reply member heartbeats (default 1 s).
+    pub heartbeat_interval: Duration,
+    /// How long a reply-group rebalance may take (default 60 s).
+    pub rebalance_timeout: Duration,
+    /// The reply group's assignors. The default, `cooperative-sticky`,
+    /// keeps each instance's reply partitions through joins, leaves and
+    /// restarts of the others, so replies in flight land where their
+    /// requester reads; an eager assignor (range, round-robin) may move
+    /// them on every rebalance. NestJS's `NestReplyPartitionAssigner` is
+    /// not offered: a franz client joins its own reply group, not a Nest
+    /// client's.
+    pub assignors: Vec<Arc<dyn Assignor>>,
+    /// The reply group's protocol (default classic; KIP-848 keeps
+    /// partitions too).
+    pub group_protocol: GroupProtocol,
 }
 
 impl TransportClientConfig {
@@ -44,17 +75,143 @@ impl TransportClientConfig {
             producer: transport_producer(bootstrap_servers),
             reply_group: reply_group.to_string(),
             request_timeout: Duration::from_secs(30),
+            codec: codec::default_codec(),
+            session_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(1),
+            rebalance_timeout: Duration::from_secs(60),
+            assignors: vec![Arc::new(CooperativeStickyAssignor)],
+            group_protocol: GroupProtocol::Classic,
         }
     }
 }
 
-type Waiter = oneshot::Sender<Result<Vec<NestValue>, TransportError>>;
+/// A record for `emit` or `send`: value (a tombstone when `None`), key,
+/// headers, and optionally the partition and timestamp. NestJS's
+/// `{key, value, headers, partition, timestamp}` envelope.
+///
+/// ```
+/// use franz_transport::Message;
+/// let m = Message::new(serde_json::json!({"id": "0c3f9a12"}))
+///     .key("customer-7")
+///     .header("x-source", "gateway");
+/// let tombstone = Message::<()>::tombstone().key("customer-7");
+/// # let _ = (m, tombstone);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message<T> {
+    /// The value; `None` sends a null value (a tombstone).
+    pub value: Option<T>,
+    /// The key: murmur2 picks the partition from it, as KafkaJS does.
+    pub key: Option<Bytes>,
+    /// Headers, after the transport's own.
+    pub headers: Vec<(String, Bytes)>,
+    /// An explicit partition.
+    pub partition: Option<i32>,
+    /// The record's timestamp in ms since the epoch (`None`: now).
+    pub timestamp: Option<i64>,
+}
 
-/// Requests waiting for replies, by correlation id, with the values that
-/// have arrived so far (a NestJS handler may stream several).
+impl<T> Message<T> {
+    /// A message of `value`.
+    pub fn new(value: T) -> Self {
+        Self {
+            value: Some(value),
+            key: None,
+            headers: Vec::new(),
+            partition: None,
+            timestamp: None,
+        }
+    }
+
+    /// A message with a null value: a tombstone for a compacted topic.
+    pub fn tombstone() -> Self {
+        Self {
+            value: None,
+            key: None,
+            headers: Vec::new(),
+            partition: None,
+            timestamp: None,
+        }
+    }
+
+    /// With key `key`, as bytes.
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// With a key encoded as NestJS encodes keys: a string as itself, a
+    /// number as its text, an object as JSON, so franz and Nest producers
+    /// put the same key on the same partition.
+    pub fn nest_key<K: Serialize + ?Sized>(mut self, key: &K) -> Result<Self, TransportError> {
+        self.key = codec::encode(&codec::Json, key)?;
+        Ok(self)
+    }
+
+    /// With header `name` = `value` too.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// On partition `partition`.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// With timestamp `ms` (since the epoch).
+    pub fn timestamp(mut self, ms: i64) -> Self {
+        self.timestamp = Some(ms);
+        self
+    }
+}
+
+/// What `emit` and `send` take: a [`Message`], or a plain value by
+/// reference.
+pub trait IntoMessage {
+    /// The value's type.
+    type Value: Serialize;
+    /// The message.
+    fn into_message(self) -> Message<Self::Value>;
+}
+
+impl<T: Serialize> IntoMessage for Message<T> {
+    type Value = T;
+    fn into_message(self) -> Self {
+        self
+    }
+}
+
+impl<'a, T: Serialize + ?Sized> IntoMessage for &'a T {
+    type Value = &'a T;
+    fn into_message(self) -> Message<&'a T> {
+        Message::new(self)
+    }
+}
+
+/// What the reply router hands a request's stream.
+#[derive(Debug)]
+enum Routed {
+    Value(Option<Bytes>),
+    End,
+    Failed(TransportError),
+}
+
+/// A request waiting for replies.
+#[derive(Debug)]
+struct Pending {
+    tx: mpsc::UnboundedSender<Routed>,
+    /// A value arrived, so a null-valued disposal message is the end.
+    seen_value: bool,
+    /// The reply partition the request named.
+    reply_to: TopicPartition,
+}
+
+/// Requests waiting for replies, by correlation id.
 #[derive(Debug, Default)]
 struct ReplyRouter {
-    pending: HashMap<String, (Waiter, Vec<NestValue>)>,
+    pending: HashMap<String, Pending>,
     /// Lowest assigned partition per reply topic (what NestJS sends as
     /// `kafka_replyPartition`).
     reply_partitions: BTreeMap<String, i32>,
@@ -62,27 +219,149 @@ struct ReplyRouter {
 
 impl ReplyRouter {
     /// Routes one reply message; unknown ids (replies for other instances
-    /// sharing a partition, or for requests that timed out) are dropped.
-    fn route(&mut self, id: &str, msg: Result<ReplyMessage, crate::nest::PayloadError>) {
-        let Some((_, values)) = self.pending.get_mut(id) else {
+    /// sharing a partition, duplicates, or requests given up) are dropped.
+    fn route(&mut self, meta: nest::ReplyMeta, value: Option<Bytes>) {
+        let id = meta.correlation_id;
+        let Some(p) = self.pending.get_mut(&id) else {
             return;
         };
-        let done = match msg {
-            Err(e) => Some(Err(TransportError::Payload(e))),
-            Ok(ReplyMessage::Error(e)) => Some(Err(TransportError::Remote(e))),
-            Ok(ReplyMessage::Value { value, last }) => {
-                // A stream that completes after its last value was flushed
-                // ends with an extra null (§3); it is not a value.
-                if !(last && value == NestValue::Null && !values.is_empty()) {
-                    values.push(value);
-                }
-                last.then(|| Ok(std::mem::take(values)))
+        let done = if let Some(err) = meta.error {
+            let _ = p.tx.send(Routed::Failed(TransportError::Remote(
+                RemoteError::from_body(nest::remote_error(err.as_ref())),
+            )));
+            true
+        } else {
+            // A stream that completes after its last value was flushed
+            // ends with an extra null (§3); it is not a value.
+            if !(meta.last && value.is_none() && p.seen_value) {
+                p.seen_value = true;
+                let _ = p.tx.send(Routed::Value(value));
             }
+            if meta.last {
+                let _ = p.tx.send(Routed::End);
+            }
+            meta.last
         };
-        if let Some(result) = done
-            && let Some((waiter, _)) = self.pending.remove(id)
-        {
-            let _ = waiter.send(result);
+        if done {
+            self.pending.remove(&id);
+        }
+    }
+
+    /// Fails the requests whose replies were to land on `partitions`.
+    fn fail_moved(&mut self, partitions: &[TopicPartition]) {
+        self.pending.retain(|_, p| {
+            if partitions.contains(&p.reply_to) {
+                let _ =
+                    p.tx.send(Routed::Failed(TransportError::ReplyPartitionMoved {
+                        topic: p.reply_to.topic.clone(),
+                        partition: p.reply_to.partition,
+                    }));
+                false
+            } else {
+                true
+            }
+        });
+        for tp in partitions {
+            if self.reply_partitions.get(&tp.topic) == Some(&tp.partition) {
+                self.reply_partitions.remove(&tp.topic);
+            }
+        }
+    }
+}
+
+/// Removes a request's router entry when dropped: a `send` cancelled at any
+/// point leaves nothing behind.
+#[derive(Debug)]
+struct PendingGuard {
+    router: Arc<Mutex<ReplyRouter>>,
+    id: String,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        lock(&self.router).pending.remove(&self.id);
+        metrics::gauge!("franz_transport_in_flight", "side" => "client").decrement(1.0);
+    }
+}
+
+/// The replies to one request, as they arrive: a typed [`Stream`] that
+/// ends after the last value (NestJS's `kafka_nest-is-disposed`), on the
+/// remote error, or at the request's deadline (a `Timeout` item).
+/// Dropping it gives the request up.
+#[derive(Debug)]
+pub struct Replies<R> {
+    rx: mpsc::UnboundedReceiver<Routed>,
+    codec: Arc<dyn Codec>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    pattern: String,
+    timeout: Duration,
+    done: bool,
+    _guard: PendingGuard,
+    _type: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> Stream for Replies<R> {
+    type Item = Result<R, TransportError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let this = &mut *self;
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(Routed::Value(v))) => {
+                let decoded = codec::decode::<R>(&*this.codec, v.as_ref()).map_err(|e| {
+                    TransportError::Reply {
+                        pattern: this.pattern.clone(),
+                        source: e,
+                    }
+                });
+                Poll::Ready(Some(decoded))
+            }
+            Poll::Ready(Some(Routed::End)) | Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Routed::Failed(e))) => {
+                this.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    this.done = true;
+                    metrics::counter!("franz_transport_timeouts_total", "pattern" => this.pattern.clone())
+                        .increment(1);
+                    Poll::Ready(Some(Err(TransportError::Timeout {
+                        pattern: this.pattern.clone(),
+                        after: this.timeout,
+                    })))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+use std::future::Future as _;
+
+/// A command to the reply reader.
+enum Command {
+    /// Read these reply topics too; answer once a partition of each is
+    /// assigned.
+    Subscribe(Vec<String>, oneshot::Sender<Result<(), TransportError>>),
+}
+
+/// The reply reader task and its command channel.
+#[derive(Debug)]
+struct Reader {
+    commands: mpsc::UnboundedSender<Command>,
+    task: JoinHandle<Result<(), TransportError>>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Subscribe(t, _) => f.debug_tuple("Subscribe").field(t).finish(),
         }
     }
 }
@@ -91,87 +370,139 @@ impl ReplyRouter {
 /// matched by correlation id, and fire-and-forget events. Keys go through
 /// the producer's Java-compatible murmur2 partitioner, as KafkaJS does.
 ///
+/// `send` is cancel-safe: dropping it at any point frees its entry in the
+/// reply router, and a reply that comes later is dropped.
+///
 /// ```no_run
 /// # async fn demo() -> Result<(), franz_transport::TransportError> {
-/// use franz_transport::{TransportClient, TransportClientConfig};
+/// use franz_transport::{Message, TransportClient, TransportClientConfig};
 /// let config = TransportClientConfig::new("127.0.0.1:9092", "gateway-replies");
-/// let client = TransportClient::connect(config, &["billing.charge"]).await?;
-/// let receipt: serde_json::Value =
-///     client.send("billing.charge", &serde_json::json!({"order": 7, "cents": 1250})).await?;
-/// client.emit("orders.created", &serde_json::json!({"order": 7})).await?;
+/// let client = TransportClient::connect(config, &["order.created"]).await?;
+/// let invoice: serde_json::Value =
+///     client.send("order.created", &serde_json::json!({"id": "0c3f9a12", "total": 1250})).await?;
+/// client.emit("order.shipped", Message::new("0c3f9a12").key("customer-7")).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
 pub struct TransportClient {
+    config: TransportClientConfig,
     producer: Producer,
     router: Arc<Mutex<ReplyRouter>>,
-    request_timeout: Duration,
     stop: Arc<AtomicBool>,
-    reader: Option<JoinHandle<Result<(), TransportError>>>,
+    reader: tokio::sync::Mutex<Option<Reader>>,
 }
 
 impl TransportClient {
     /// Connects and joins the reply group for the `<pattern>.reply` topics
     /// of `patterns`; returns once a reply partition of each is assigned.
+    /// When a reply topic has fewer partitions than the group has
+    /// instances, the one left without fails here with `NoReplyPartition`
+    /// once the group is stable, not at the request timeout.
     pub async fn connect(
         config: TransportClientConfig,
         patterns: &[&str],
     ) -> Result<Self, TransportError> {
         let producer = Producer::new(config.producer.clone()).await?;
-        let router = Arc::new(Mutex::new(ReplyRouter::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = if patterns.is_empty() {
-            None
-        } else {
-            let topics: Vec<String> = patterns.iter().map(|p| nest::reply_topic(p)).collect();
-            let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-            let mut group = GroupConfig::new(config.reply_group.as_str());
-            group.assignors = vec![Arc::new(RangeAssignor)];
-            group.heartbeat_interval = Duration::from_secs(1);
-            group.session_timeout = Duration::from_secs(10);
-            let mut consumer = GroupConsumer::new(config.consumer.clone(), group, &refs).await?;
-            // Join before the first request, so the reply partition is known.
-            let deadline = tokio::time::Instant::now() + config.request_timeout;
-            loop {
-                consumer.poll(Duration::from_millis(100)).await?;
-                let assigned = publish_partitions(&router, &consumer);
-                if topics.iter().all(|t| assigned.contains_key(t)) {
-                    break;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    let missing = topics
-                        .iter()
-                        .find(|t| !assigned.contains_key(*t))
-                        .cloned()
-                        .unwrap_or_default();
-                    return Err(TransportError::NoReplyPartition(missing));
-                }
-            }
-            Some(tokio::spawn(read_replies(
-                consumer,
-                Arc::clone(&router),
-                Arc::clone(&stop),
-            )))
-        };
-        Ok(Self {
+        let client = Self {
+            config,
             producer,
-            router,
-            request_timeout: config.request_timeout,
-            stop,
-            reader,
-        })
+            router: Arc::new(Mutex::new(ReplyRouter::default())),
+            stop: Arc::new(AtomicBool::new(false)),
+            reader: tokio::sync::Mutex::new(None),
+        };
+        if !patterns.is_empty() {
+            client.add_patterns(patterns).await?;
+        }
+        Ok(client)
     }
 
-    /// Sends `payload` to message pattern `pattern` and returns the reply.
-    /// For a handler that streams several values, this is the last one.
-    pub async fn send<T: Serialize + ?Sized, R: DeserializeOwned>(
+    /// Starts reading the replies of more message patterns, while requests
+    /// to the others stay in flight (the reply group rebalances
+    /// cooperatively, so their partitions are kept).
+    pub async fn add_patterns(&self, patterns: &[&str]) -> Result<(), TransportError> {
+        let topics: Vec<String> = patterns.iter().map(|p| nest::reply_topic(p)).collect();
+        let mut reader = self.reader.lock().await;
+        if reader.is_none() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+            let mut consumer =
+                GroupConsumer::new(self.config.consumer.clone(), self.group_config(), &refs)
+                    .await?;
+            consumer.set_listener(ReplyHooks::new(&self.router, &self.config));
+            let admin = Admin::new(consumer.consumer_mut().client().clone());
+            // Join before the first request, so the reply partition is known.
+            let deadline = Instant::now() + self.config.request_timeout;
+            await_reply_partitions(
+                &mut consumer,
+                &self.router,
+                &topics,
+                &admin,
+                &self.config.reply_group,
+                deadline,
+            )
+            .await?;
+            let task = tokio::spawn(read_replies(
+                consumer,
+                Arc::clone(&self.router),
+                Arc::clone(&self.stop),
+                rx,
+                admin,
+                self.config.reply_group.clone(),
+                self.config.request_timeout,
+            ));
+            *reader = Some(Reader { commands: tx, task });
+            return Ok(());
+        }
+        let Some(r) = reader.as_ref() else {
+            return Err(TransportError::Closed);
+        };
+        let (done_tx, done_rx) = oneshot::channel();
+        r.commands
+            .send(Command::Subscribe(topics, done_tx))
+            .map_err(|_| TransportError::Closed)?;
+        drop(reader);
+        done_rx.await.map_err(|_| TransportError::Closed)?
+    }
+
+    fn group_config(&self) -> GroupConfig {
+        let mut group = GroupConfig::new(self.config.reply_group.as_str());
+        group.assignors.clone_from(&self.config.assignors);
+        group.heartbeat_interval = self.config.heartbeat_interval;
+        group.session_timeout = self.config.session_timeout;
+        group.rebalance_timeout = self.config.rebalance_timeout;
+        group.revoke_timeout = group.revoke_timeout.min(self.config.rebalance_timeout / 2);
+        group.protocol = self.config.group_protocol;
+        group
+    }
+
+    /// Sends `message` (a [`Message`], or a value by reference) to message
+    /// pattern `pattern` and returns the reply. For a handler that streams
+    /// several values, this is the last one. The whole call, the produce
+    /// included, is bounded by `request_timeout`.
+    pub async fn send<M: IntoMessage, R: DeserializeOwned>(
         &self,
         pattern: &str,
-        payload: &T,
+        message: M,
     ) -> Result<R, TransportError> {
-        let values = self.request(pattern, None, payload).await?;
-        let last = values.last().cloned().unwrap_or(NestValue::Null);
-        Ok(last.parse()?)
+        use futures_util::StreamExt;
+        let started = std::time::Instant::now();
+        let mut replies = self.send_stream::<M, R>(pattern, message).await?;
+        let mut last = None;
+        while let Some(r) = replies.next().await {
+            last = Some(r?);
+        }
+        metrics::histogram!("franz_transport_request_seconds", "pattern" => pattern.to_string())
+            .record(started.elapsed().as_secs_f64());
+        match last {
+            Some(v) => Ok(v),
+            // Only a stream that ended without a value: decode a null.
+            None => Ok(codec::decode::<R>(&*self.config.codec, None).map_err(|e| {
+                TransportError::Reply {
+                    pattern: pattern.to_string(),
+                    source: e,
+                }
+            })?),
+        }
     }
 
     /// [`send`](Self::send) with a key: the request lands on the partition
@@ -182,69 +513,94 @@ impl TransportClient {
         key: impl Into<Bytes>,
         payload: &T,
     ) -> Result<R, TransportError> {
-        let values = self.request(pattern, Some(key.into()), payload).await?;
-        let last = values.last().cloned().unwrap_or(NestValue::Null);
-        Ok(last.parse()?)
+        self.send(pattern, Message::new(payload).key(key)).await
     }
 
-    /// Every value a streaming handler sent, in order.
-    pub async fn send_stream<T: Serialize + ?Sized>(
+    /// Sends a request and returns its replies as a typed stream, as they
+    /// arrive (a streaming handler's values, in order). The produce is
+    /// acknowledged when this returns; the stream ends at the deadline.
+    pub async fn send_stream<M: IntoMessage, R: DeserializeOwned>(
         &self,
         pattern: &str,
-        payload: &T,
-    ) -> Result<Vec<Value>, TransportError> {
-        let values = self.request(pattern, None, payload).await?;
-        values
-            .iter()
-            .map(|v| v.to_json().map_err(TransportError::from))
-            .collect()
-    }
-
-    async fn request<T: Serialize + ?Sized>(
-        &self,
-        pattern: &str,
-        key: Option<Bytes>,
-        payload: &T,
-    ) -> Result<Vec<NestValue>, TransportError> {
+        message: M,
+    ) -> Result<Replies<R>, TransportError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        let timeout = self.config.request_timeout;
         let reply_topic = nest::reply_topic(pattern);
         let id = nest::correlation_id();
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = mpsc::unbounded_channel();
         let partition = {
             let mut r = lock(&self.router);
             let partition = *r
                 .reply_partitions
                 .get(&reply_topic)
                 .ok_or_else(|| TransportError::NoReplyPartition(reply_topic.clone()))?;
-            r.pending.insert(id.clone(), (tx, Vec::new()));
+            r.pending.insert(
+                id.clone(),
+                Pending {
+                    tx,
+                    seen_value: false,
+                    reply_to: TopicPartition::new(reply_topic.as_str(), partition),
+                },
+            );
             partition
         };
-        let record = nest::request(pattern, key, nest::encode(payload)?, &id, partition);
-        let sent = async { self.producer.send(to_producer(record)).await?.await }.await;
-        if let Err(e) = sent {
-            lock(&self.router).pending.remove(&id);
-            return Err(e.into());
-        }
-        match tokio::time::timeout(self.request_timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(TransportError::Closed),
+        metrics::gauge!("franz_transport_in_flight", "side" => "client").increment(1.0);
+        // From here the entry is the guard's: dropped anywhere, it goes.
+        let guard = PendingGuard {
+            router: Arc::clone(&self.router),
+            id: id.clone(),
+        };
+        let message = message.into_message();
+        let value = encode_value(&*self.config.codec, message.value.as_ref())?;
+        let mut record = nest::request(pattern, None, value, &id, partition);
+        fill(
+            &mut record,
+            message.key,
+            message.headers,
+            message.partition,
+            message.timestamp,
+        );
+        let produce = async { self.producer.send(to_producer(record)).await?.await };
+        match tokio::time::timeout_at(deadline, produce).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.into()),
             Err(_) => {
-                lock(&self.router).pending.remove(&id);
-                Err(TransportError::Timeout {
+                return Err(TransportError::Timeout {
                     pattern: pattern.to_string(),
-                    after: self.request_timeout,
-                })
+                    after: timeout,
+                });
             }
         }
+        metrics::counter!("franz_transport_requests_total", "pattern" => pattern.to_string())
+            .increment(1);
+        Ok(Replies {
+            rx,
+            codec: Arc::clone(&self.config.codec),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            pattern: pattern.to_string(),
+            timeout,
+            done: false,
+            _guard: guard,
+            _type: std::marker::PhantomData,
+        })
     }
 
-    /// Emits an event (no reply) and waits for the broker's acknowledgement.
-    pub async fn emit<T: Serialize + ?Sized>(
+    /// How many requests wait for replies (for monitoring, and for tests
+    /// that cancel sends).
+    pub fn pending_requests(&self) -> usize {
+        lock(&self.router).pending.len()
+    }
+
+    /// Emits an event (a [`Message`], or a value by reference; no reply)
+    /// and waits for the broker's acknowledgement.
+    pub async fn emit<M: IntoMessage>(
         &self,
         pattern: &str,
-        payload: &T,
+        message: M,
     ) -> Result<(), TransportError> {
-        let record = nest::event(pattern, None, nest::encode(payload)?);
-        self.producer.send(to_producer(record)).await?.await?;
+        let record = self.event_record(pattern, message.into_message())?;
+        self.producer.send(record).await?.await?;
         Ok(())
     }
 
@@ -255,23 +611,57 @@ impl TransportClient {
         key: impl Into<Bytes>,
         payload: &T,
     ) -> Result<(), TransportError> {
-        let record = nest::event(pattern, Some(key.into()), nest::encode(payload)?);
-        self.producer.send(to_producer(record)).await?.await?;
+        self.emit(pattern, Message::new(payload).key(key)).await
+    }
+
+    /// Emits several events, queued together (the producer batches them),
+    /// and waits for every acknowledgement. The first failure is returned;
+    /// events before it in the same partition were written.
+    pub async fn emit_batch<M: IntoMessage>(
+        &self,
+        pattern: &str,
+        messages: impl IntoIterator<Item = M>,
+    ) -> Result<(), TransportError> {
+        let mut acks = Vec::new();
+        for m in messages {
+            let record = self.event_record(pattern, m.into_message())?;
+            acks.push(self.producer.send(record).await?);
+        }
+        for ack in acks {
+            ack.await?;
+        }
         Ok(())
+    }
+
+    fn event_record<T: Serialize>(
+        &self,
+        pattern: &str,
+        message: Message<T>,
+    ) -> Result<ProducerRecord, TransportError> {
+        let value = encode_value(&*self.config.codec, message.value.as_ref())?;
+        let mut record = nest::event(pattern, None, value);
+        fill(
+            &mut record,
+            message.key,
+            message.headers,
+            message.partition,
+            message.timestamp,
+        );
+        Ok(to_producer(record))
     }
 
     /// Stops reading replies (pending requests fail with `Closed`), leaves
     /// the reply group and flushes the producer.
-    pub async fn close(mut self) -> Result<(), TransportError> {
+    pub async fn close(self) -> Result<(), TransportError> {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(reader) = self.reader.take() {
-            match reader.await {
+        if let Some(reader) = self.reader.lock().await.take() {
+            match reader.task.await {
                 Ok(r) => r?,
                 Err(_) => return Err(TransportError::Closed),
             }
         }
-        for (_, (waiter, _)) in lock(&self.router).pending.drain() {
-            let _ = waiter.send(Err(TransportError::Closed));
+        for (_, p) in lock(&self.router).pending.drain() {
+            let _ = p.tx.send(Routed::Failed(TransportError::Closed));
         }
         self.producer.close(Duration::from_secs(10)).await?;
         Ok(())
@@ -281,6 +671,38 @@ impl TransportClient {
 impl Drop for TransportClient {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A message's value through the codec; `None` stays a null value.
+fn encode_value<T: Serialize>(
+    codec: &dyn Codec,
+    value: Option<&T>,
+) -> Result<Option<Bytes>, TransportError> {
+    match value {
+        Some(v) => Ok(codec::encode(codec, v)?),
+        None => Ok(None),
+    }
+}
+
+/// A message's key, headers, partition and timestamp on a record, and a
+/// `traceparent` unless the caller brought one.
+fn fill(
+    record: &mut OutgoingRecord,
+    key: Option<Bytes>,
+    headers: Vec<(String, Bytes)>,
+    partition: Option<i32>,
+    timestamp: Option<i64>,
+) {
+    record.key = key;
+    record.partition = partition;
+    record.timestamp = timestamp;
+    let traced = headers.iter().any(|(k, _)| k == trace::TRACEPARENT);
+    record.headers.extend(headers);
+    if !traced {
+        record
+            .headers
+            .push((trace::TRACEPARENT.to_string(), trace::child_of(None).into()));
     }
 }
 
@@ -318,10 +740,82 @@ fn publish_partitions(
     lowest
 }
 
+/// Polls (routing replies) until a partition of each of `topics` is
+/// assigned. A topic with fewer partitions than the stable group has
+/// members fails at once: waiting cannot help.
+async fn await_reply_partitions(
+    consumer: &mut GroupConsumer,
+    router: &Arc<Mutex<ReplyRouter>>,
+    topics: &[String],
+    admin: &Admin,
+    group: &str,
+    deadline: Instant,
+) -> Result<(), TransportError> {
+    let mut last_check = Instant::now();
+    loop {
+        let records = consumer.poll(Duration::from_millis(100)).await?;
+        route_all(router, &records);
+        let assigned = publish_partitions(router, consumer);
+        let Some(missing) = topics.iter().find(|t| !assigned.contains_key(*t)) else {
+            return Ok(());
+        };
+        let joined = consumer.member().1 >= 0;
+        if joined && last_check.elapsed() >= Duration::from_millis(500) {
+            last_check = Instant::now();
+            if let Some((partitions, members)) = too_few(admin, group, missing).await {
+                return Err(TransportError::TooFewReplyPartitions {
+                    topic: missing.clone(),
+                    partitions,
+                    instances: members,
+                });
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(TransportError::NoReplyPartition(missing.clone()));
+        }
+    }
+}
+
+/// `(partitions, members)` when the stable group has more members than
+/// `topic` has partitions.
+async fn too_few(admin: &Admin, group: &str, topic: &str) -> Option<(usize, usize)> {
+    let described = admin.describe_groups(&[group]).await.ok()?;
+    let (_, g) = described.into_iter().next()?;
+    let g = g.ok()?;
+    if g.state != "Stable" {
+        return None;
+    }
+    let partitions = admin
+        .client()
+        .topic_metadata(topic)
+        .await
+        .ok()?
+        .partitions
+        .len();
+    (partitions < g.members.len()).then_some((partitions, g.members.len()))
+}
+
+fn route_all(router: &Mutex<ReplyRouter>, records: &[franz_consumer::ConsumerRecord]) {
+    if records.is_empty() {
+        return;
+    }
+    let mut r = lock(router);
+    for rec in records {
+        let headers = rec.headers.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
+        if let Some(meta) = nest::reply_meta(headers) {
+            r.route(meta, rec.value.clone());
+        }
+    }
+}
+
 async fn read_replies(
     mut consumer: GroupConsumer,
     router: Arc<Mutex<ReplyRouter>>,
     stop: Arc<AtomicBool>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    admin: Admin,
+    group: String,
+    request_timeout: Duration,
 ) -> Result<(), TransportError> {
     // Reply offsets are committed only to show the group's lag: a restarted
     // client reads from the end anyway. So they are committed when the
@@ -331,7 +825,21 @@ async fn read_replies(
     // have waited for it.
     let mut uncommitted = false;
     let mut last_commit = std::time::Instant::now();
+    let mut topics: BTreeSet<String> = BTreeSet::new();
+    for tp in consumer.assignment() {
+        topics.insert(tp.topic);
+    }
     while !stop.load(Ordering::Relaxed) {
+        if let Ok(Command::Subscribe(more, done)) = commands.try_recv() {
+            topics.extend(more.iter().cloned());
+            let all: Vec<&str> = topics.iter().map(String::as_str).collect();
+            consumer.subscribe(&all);
+            let deadline = Instant::now() + request_timeout;
+            let r = await_reply_partitions(&mut consumer, &router, &more, &admin, &group, deadline)
+                .await;
+            let _ = done.send(r);
+            continue;
+        }
         let records = match consumer.poll(Duration::from_millis(200)).await {
             Ok(r) => r,
             Err(e) => {
@@ -341,15 +849,7 @@ async fn read_replies(
             }
         };
         publish_partitions(&router, &consumer);
-        {
-            let mut r = lock(&router);
-            for rec in &records {
-                let headers = rec.headers.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
-                if let Some((id, msg)) = nest::read_reply(headers, rec.value.as_ref()) {
-                    r.route(&id, msg);
-                }
-            }
-        }
+        route_all(&router, &records);
         uncommitted |= !records.is_empty();
         if uncommitted && (records.is_empty() || last_commit.elapsed() >= REPLY_COMMIT_INTERVAL) {
             commit_replies(&mut consumer).await;
@@ -361,6 +861,59 @@ async fn read_replies(
     }
     consumer.close().await?;
     Ok(())
+}
+
+/// Fails requests whose reply partition moves. Under cooperative
+/// rebalancing and KIP-848 a revoked partition really leaves, so its
+/// requests fail at once; under an eager assignor every partition is
+/// revoked on every rebalance, so they fail only if the new assignment
+/// does not give the partition back. Lost partitions fail at once.
+struct ReplyHooks {
+    router: Arc<Mutex<ReplyRouter>>,
+    cooperative: bool,
+    moving: Mutex<Vec<TopicPartition>>,
+}
+
+impl ReplyHooks {
+    fn new(router: &Arc<Mutex<ReplyRouter>>, config: &TransportClientConfig) -> Self {
+        Self {
+            router: Arc::clone(router),
+            cooperative: config.group_protocol == GroupProtocol::Consumer
+                || config.assignors.iter().all(|a| a.cooperative()),
+            moving: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl RebalanceListener for ReplyHooks {
+    fn on_revoked<'a>(&'a self, partitions: &'a [TopicPartition]) -> HookFuture<'a> {
+        if self.cooperative {
+            lock(&self.router).fail_moved(partitions);
+        } else {
+            self.moving
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(partitions);
+        }
+        Box::pin(async {})
+    }
+
+    fn on_assigned<'a>(&'a self, partitions: &'a [TopicPartition]) -> HookFuture<'a> {
+        let moved: Vec<TopicPartition> =
+            std::mem::take(&mut *self.moving.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .filter(|tp| !partitions.contains(tp))
+                .collect();
+        if !moved.is_empty() {
+            lock(&self.router).fail_moved(&moved);
+        }
+        Box::pin(async {})
+    }
+
+    fn on_lost<'a>(&'a self, partitions: &'a [TopicPartition]) -> HookFuture<'a> {
+        lock(&self.router).fail_moved(partitions);
+        Box::pin(async {})
+    }
 }
 
 /// How often a busy reply reader commits (Java's auto-commit interval).
@@ -379,6 +932,7 @@ pub(crate) fn to_producer(r: OutgoingRecord) -> ProducerRecord {
         key: r.key,
         value: r.value,
         partition: r.partition,
+        timestamp: r.timestamp,
         ..ProducerRecord::default()
     };
     for (k, v) in r.headers {
@@ -395,81 +949,86 @@ fn lock(m: &Mutex<ReplyRouter>) -> MutexGuard<'_, ReplyRouter> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use serde_json::json;
-
     use super::*;
 
+    fn meta(id: &str, last: bool, error: Option<&str>) -> nest::ReplyMeta {
+        nest::ReplyMeta {
+            correlation_id: id.into(),
+            error: error.map(|e| Some(Bytes::from(e.to_string()))),
+            last,
+        }
+    }
+
+    fn pending(r: &mut ReplyRouter, id: &str) -> mpsc::UnboundedReceiver<Routed> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        r.pending.insert(
+            id.into(),
+            Pending {
+                tx,
+                seen_value: false,
+                reply_to: TopicPartition::new("p.reply", 0),
+            },
+        );
+        rx
+    }
+
     #[test]
-    fn the_router_collects_a_stream_until_disposed_and_drops_strangers() {
+    fn the_router_streams_until_disposed_and_drops_strangers() {
         let mut r = ReplyRouter::default();
-        let (tx, mut rx) = oneshot::channel();
-        r.pending.insert("a".into(), (tx, Vec::new()));
-        r.route(
-            "zzz",
-            Ok(ReplyMessage::Value {
-                value: NestValue::Text("x".into()),
-                last: true,
-            }),
-        );
-        r.route(
-            "a",
-            Ok(ReplyMessage::Value {
-                value: NestValue::Text("1".into()),
-                last: false,
-            }),
-        );
-        assert!(rx.try_recv().is_err(), "not done before is-disposed");
-        r.route(
-            "a",
-            Ok(ReplyMessage::Value {
-                value: NestValue::Json(json!({"n": 2})),
-                last: false,
-            }),
-        );
-        r.route(
-            "a",
-            Ok(ReplyMessage::Value {
-                value: NestValue::Null,
-                last: true,
-            }),
-        );
-        let values = rx.try_recv().unwrap().unwrap();
-        assert_eq!(
-            values,
-            vec![
-                NestValue::Text("1".into()),
-                NestValue::Json(json!({"n": 2}))
-            ],
+        let mut rx = pending(&mut r, "a");
+        r.route(meta("zzz", true, None), Some(Bytes::from("x")));
+        r.route(meta("a", false, None), Some(Bytes::from("1")));
+        r.route(meta("a", false, None), Some(Bytes::from(r#"{"n":2}"#)));
+        r.route(meta("a", true, None), None);
+        assert!(matches!(rx.try_recv().unwrap(), Routed::Value(Some(v)) if v == "1"));
+        assert!(matches!(rx.try_recv().unwrap(), Routed::Value(Some(_))));
+        assert!(
+            matches!(rx.try_recv().unwrap(), Routed::End),
             "the trailing null is not a value"
         );
         assert!(r.pending.is_empty());
 
-        let (tx, mut rx) = oneshot::channel();
-        r.pending.insert("b".into(), (tx, Vec::new()));
+        let mut rx = pending(&mut r, "b");
         r.route(
-            "b",
-            Ok(ReplyMessage::Error(
-                json!({"status": "error", "message": "no"}),
-            )),
+            meta("b", true, Some(r#"{"status":"error","message":"no"}"#)),
+            None,
         );
-        assert!(matches!(
-            rx.try_recv().unwrap(),
-            Err(TransportError::Remote(_))
-        ));
+        match rx.try_recv().unwrap() {
+            Routed::Failed(TransportError::Remote(e)) => {
+                assert_eq!(e.status.as_deref(), Some("error"));
+                assert_eq!(e.message.as_deref(), Some("no"));
+            }
+            other => panic!("{other:?}"),
+        }
 
-        let (tx, mut rx) = oneshot::channel();
-        r.pending.insert("c".into(), (tx, Vec::new()));
-        r.route(
-            "c",
-            Ok(ReplyMessage::Value {
-                value: NestValue::Null,
-                last: true,
-            }),
-        );
-        assert_eq!(
-            rx.try_recv().unwrap().unwrap(),
-            vec![NestValue::Null],
+        let mut rx = pending(&mut r, "c");
+        r.route(meta("c", true, None), None);
+        assert!(
+            matches!(rx.try_recv().unwrap(), Routed::Value(None)),
             "a void handler replies null"
         );
+        assert!(matches!(rx.try_recv().unwrap(), Routed::End));
+    }
+
+    #[test]
+    fn a_moved_reply_partition_fails_its_requests_only() {
+        let mut r = ReplyRouter::default();
+        let mut moved = pending(&mut r, "a");
+        let (tx, mut kept) = mpsc::unbounded_channel();
+        r.pending.insert(
+            "b".into(),
+            Pending {
+                tx,
+                seen_value: false,
+                reply_to: TopicPartition::new("p.reply", 1),
+            },
+        );
+        r.fail_moved(&[TopicPartition::new("p.reply", 0)]);
+        assert!(matches!(
+            moved.try_recv().unwrap(),
+            Routed::Failed(TransportError::ReplyPartitionMoved { partition: 0, .. })
+        ));
+        assert!(kept.try_recv().is_err());
+        assert_eq!(r.pending.len(), 1);
     }
 }

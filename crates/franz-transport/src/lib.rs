@@ -35,13 +35,20 @@
 //! restart within the session timeout moves no partitions.
 
 mod client;
+pub mod codec;
 mod error;
+mod handler;
 pub mod nest;
 mod server;
+pub mod trace;
 
-pub use client::{TransportClient, TransportClientConfig};
-pub use error::TransportError;
+pub use client::{IntoMessage, Message, Replies, TransportClient, TransportClientConfig};
+pub use codec::{Codec, CodecError};
+pub use error::{RemoteError, TransportError};
+pub use handler::{
+    BoxFuture, Ctx, FromIncoming, Handler, Headers, Incoming, IntoEventOutcome, IntoReply, Key,
+    Payload, Reply, ReplyBodyHandle, RpcError, State, Streamed,
+};
 pub use server::{
-    Ctx, EventHandler, MessageHandler, PayloadOnly, RpcError, TransportServer,
-    TransportServerBuilder, TransportServerConfig, WithCtx,
+    ServerState, ServerStatus, TransportServer, TransportServerBuilder, TransportServerConfig,
 };

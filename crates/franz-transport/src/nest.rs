@@ -142,7 +142,7 @@ pub fn correlation_id() -> String {
 }
 
 /// A record to produce, before it meets the producer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OutgoingRecord {
     /// Topic.
     pub topic: String,
@@ -154,6 +154,8 @@ pub struct OutgoingRecord {
     pub value: Option<Bytes>,
     /// Headers, in order.
     pub headers: Vec<(String, Bytes)>,
+    /// The record's timestamp in ms since the epoch (`None`: now).
+    pub timestamp: Option<i64>,
 }
 
 /// A request to a message pattern: topic `<pattern>`, the three request
@@ -184,6 +186,7 @@ pub fn request(
                 Bytes::from(reply_partition.to_string()),
             ),
         ],
+        ..OutgoingRecord::default()
     }
 }
 
@@ -195,6 +198,7 @@ pub fn event(pattern: &str, key: Option<Bytes>, value: Option<Bytes>) -> Outgoin
         key,
         value,
         headers: Vec::new(),
+        ..OutgoingRecord::default()
     }
 }
 
@@ -278,6 +282,7 @@ pub fn reply(to: &ReplyTo, outcome: Result<Option<Bytes>, Value>, last: bool) ->
         key: None,
         value,
         headers,
+        ..OutgoingRecord::default()
     }
 }
 
@@ -301,13 +306,23 @@ pub enum ReplyMessage {
     Error(Value),
 }
 
-/// Reads a reply: its correlation id and what it says, or `None` when it
-/// has no correlation id (Nest drops those too).
-pub fn read_reply<'a>(
+/// What a reply message's headers say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyMeta {
+    /// The correlation id.
+    pub correlation_id: String,
+    /// `kafka_nest-err`'s value when present (the remote error).
+    pub error: Option<Option<Bytes>>,
+    /// `kafka_nest-is-disposed` is present: the stream ends here.
+    pub last: bool,
+}
+
+/// Reads a reply's headers, or `None` when it has no correlation id (Nest
+/// drops those too).
+pub fn reply_meta<'a>(
     headers: impl IntoIterator<Item = (&'a [u8], Option<&'a Bytes>)>,
-    value: Option<&Bytes>,
-) -> Option<(String, Result<ReplyMessage, PayloadError>)> {
-    let (mut id, mut err, mut last) = (None, None, false);
+) -> Option<ReplyMeta> {
+    let (mut id, mut error, mut last) = (None, None, false);
     for (k, v) in headers {
         match k {
             k if k == headers::CORRELATION_ID.as_bytes() => {
@@ -315,19 +330,48 @@ pub fn read_reply<'a>(
                     .and_then(|v| std::str::from_utf8(v).ok())
                     .map(str::to_string);
             }
-            k if k == headers::NEST_ERR.as_bytes() => err = Some(v.cloned()),
+            k if k == headers::NEST_ERR.as_bytes() => error = Some(v.cloned()),
             k if k == headers::NEST_IS_DISPOSED.as_bytes() => last = true,
             _ => {}
         }
     }
-    let id = id?;
-    if let Some(e) = err {
-        let parsed = decode(e.as_ref()).and_then(|v| v.to_json());
-        return Some((id, parsed.map(ReplyMessage::Error)));
+    Some(ReplyMeta {
+        correlation_id: id?,
+        error,
+        last,
+    })
+}
+
+/// The remote error a `kafka_nest-err` header carries, parsed as Nest's
+/// client parses it (JSON when it starts with `{` or `[`, else a string).
+pub fn remote_error(header: Option<&Bytes>) -> Value {
+    match decode(header).and_then(|v| v.to_json()) {
+        Ok(v) => v,
+        Err(_) => Value::String(
+            header.map_or_else(String::new, |b| String::from_utf8_lossy(b).into_owned()),
+        ),
+    }
+}
+
+/// Reads a reply: its correlation id and what it says (the value parsed
+/// as Nest's JSON), or `None` when it has no correlation id.
+pub fn read_reply<'a>(
+    headers: impl IntoIterator<Item = (&'a [u8], Option<&'a Bytes>)>,
+    value: Option<&Bytes>,
+) -> Option<(String, Result<ReplyMessage, PayloadError>)> {
+    let meta = reply_meta(headers)?;
+    if let Some(e) = meta.error {
+        return Some((
+            meta.correlation_id,
+            Ok(ReplyMessage::Error(remote_error(e.as_ref()))),
+        ));
     }
     Some((
-        id,
-        decode(value).map(|value| ReplyMessage::Value { value, last }),
+        meta.correlation_id,
+        decode(value).map(|value| ReplyMessage::Value {
+            value,
+            last: meta.last,
+        }),
     ))
 }
 

@@ -3,315 +3,46 @@
 //! handler has succeeded (and, for requests, after its reply is written).
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use franz_client::admin::NewTopic;
+use franz_client::franz_protocol::ErrorCode;
 use franz_client::{Admin, Client};
 use franz_consumer::assignor::RoundRobinAssignor;
 use franz_consumer::{
-    ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer, GroupProtocol, TopicPartition,
+    ConsumeError, ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer, GroupProtocol,
+    HookFuture, OffsetMarks, RebalanceListener, TopicPartition,
 };
 use franz_producer::{Producer, ProducerConfig};
-use futures_util::FutureExt;
 use futures_util::stream::{self, StreamExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
-use std::panic::AssertUnwindSafe;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::client::{consumer_config, to_producer, transport_producer};
+use crate::codec::{self, Codec};
 use crate::error::TransportError;
-use crate::nest::{self, NestValue};
-
-/// A handler's failure: the error body sent back (for message patterns) or
-/// logged (for events), and whether trying again may help.
-///
-/// An event whose handler fails with a retriable error is handled again,
-/// after a backoff, up to `max_attempts`; a non-retriable one (NestJS has
-/// `RpcException` for both, and `KafkaRetriableException` for the first)
-/// goes to the dead-letter topic at once. `?` works in handlers: any
-/// `std::error::Error` converts into a retriable `RpcError`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RpcError {
-    body: Value,
-    retriable: bool,
-}
-
-impl RpcError {
-    /// NestJS's `RpcException("message")` body; retriable.
-    pub fn message(message: impl AsRef<str>) -> Self {
-        Self {
-            body: nest::rpc_error(message.as_ref()),
-            retriable: true,
-        }
-    }
-
-    /// A failure that trying again cannot fix (a malformed order, say): an
-    /// event goes to the dead-letter topic at once.
-    pub fn fatal(message: impl AsRef<str>) -> Self {
-        Self {
-            body: nest::rpc_error(message.as_ref()),
-            retriable: false,
-        }
-    }
-
-    /// An error with an arbitrary body (what a NestJS exception filter may
-    /// send).
-    pub fn with_body(body: Value, retriable: bool) -> Self {
-        Self { body, retriable }
-    }
-
-    /// The error body.
-    pub fn body(&self) -> &Value {
-        &self.body
-    }
-
-    /// Whether handling the record again may succeed.
-    pub fn is_retriable(&self) -> bool {
-        self.retriable
-    }
-
-    /// The message, for logs and the dead-letter header.
-    fn describe(&self) -> String {
-        match self.body.get("message").and_then(Value::as_str) {
-            Some(m) => m.to_string(),
-            None => self.body.to_string(),
-        }
-    }
-}
-
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for RpcError {
-    fn from(e: E) -> Self {
-        Self::message(e.to_string())
-    }
-}
-
-/// A handler that panicked: a retriable failure like any other (the panic
-/// may come from a bad record, which the attempts then dead-letter).
-fn panicked(payload: &(dyn std::any::Any + Send)) -> RpcError {
-    let what = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".into());
-    RpcError::message(format!("handler panicked: {what}"))
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type MessageFn = Arc<dyn Fn(NestValue, Ctx) -> BoxFuture<Result<Value, RpcError>> + Send + Sync>;
-type EventFn = Arc<
-    dyn Fn(NestValue, Ctx) -> Result<BoxFuture<Result<(), RpcError>>, nest::PayloadError>
-        + Send
-        + Sync,
->;
-
-/// Where a record came from, as NestJS's `KafkaContext` tells a handler
-/// (`@Ctx()`): topic, partition, offset, key, headers, timestamp, and the
-/// whole record.
-///
-/// ```no_run
-/// # async fn demo() -> Result<(), franz_transport::TransportError> {
-/// use franz_transport::{Ctx, TransportServer, TransportServerConfig};
-/// let server = TransportServer::builder(TransportServerConfig::new("127.0.0.1:9092", "billing"))
-///     .event("order.shipped", |id: String, ctx: Ctx| async move {
-///         println!("[{}/{}@{}] shipped {id}", ctx.topic(), ctx.partition(), ctx.offset());
-///         Ok(())
-///     })
-///     .start()
-///     .await?;
-/// # server.shutdown().await }
-/// ```
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    record: ConsumerRecord,
-}
-
-impl Ctx {
-    /// The topic (the pattern).
-    pub fn topic(&self) -> &str {
-        &self.record.topic
-    }
-
-    /// The partition.
-    pub fn partition(&self) -> i32 {
-        self.record.partition
-    }
-
-    /// The offset.
-    pub fn offset(&self) -> i64 {
-        self.record.offset
-    }
-
-    /// The key (`None` for a null key).
-    pub fn key(&self) -> Option<&bytes::Bytes> {
-        self.record.key.as_ref()
-    }
-
-    /// The headers, in order, duplicates kept (NestJS's own among them).
-    pub fn headers(&self) -> &[(bytes::Bytes, Option<bytes::Bytes>)] {
-        &self.record.headers
-    }
-
-    /// The last value of header `name`.
-    pub fn header(&self, name: &str) -> Option<&bytes::Bytes> {
-        self.record.header(name)
-    }
-
-    /// The timestamp, in ms since the epoch.
-    pub fn timestamp(&self) -> i64 {
-        self.record.timestamp
-    }
-
-    /// The whole record.
-    pub fn record(&self) -> &ConsumerRecord {
-        &self.record
-    }
-}
-
-/// Starts a handler (calls it, getting its future), a panic turned into a
-/// failure. The call happens here, not in the boxed future, because the
-/// future must not borrow the handler.
-fn start<Fut>(make: impl FnOnce() -> Fut) -> Result<Fut, RpcError> {
-    std::panic::catch_unwind(AssertUnwindSafe(make)).map_err(|p| panicked(&*p))
-}
-
-/// Runs a started handler's future, a panic while polling it turned into a
-/// failure.
-async fn finish<T>(fut: impl Future<Output = Result<T, RpcError>>) -> Result<T, RpcError> {
-    match AssertUnwindSafe(fut).catch_unwind().await {
-        Ok(r) => r,
-        Err(p) => Err(panicked(&*p)),
-    }
-}
-
-/// A message handler's run: decode, start, await, encode the reply.
-fn run_message<T, R, Fut>(
-    value: NestValue,
-    make: impl FnOnce(T) -> Fut,
-) -> BoxFuture<Result<Value, RpcError>>
-where
-    T: DeserializeOwned,
-    R: Serialize,
-    Fut: Future<Output = Result<R, RpcError>> + Send + 'static,
-{
-    let started = value
-        .parse::<T>()
-        .map_err(|e| RpcError::fatal(format!("payload: {e}")))
-        .and_then(|t| start(|| make(t)));
-    Box::pin(async move {
-        finish(started?).await.and_then(|r| {
-            serde_json::to_value(&r).map_err(|e| RpcError::fatal(format!("reply: {e}")))
-        })
-    })
-}
-
-/// An event handler's run: decode (a payload that does not fit is the
-/// caller's to dead-letter), start, await.
-fn run_event<T, Fut>(
-    value: NestValue,
-    make: impl FnOnce(T) -> Fut,
-) -> Result<BoxFuture<Result<(), RpcError>>, nest::PayloadError>
-where
-    T: DeserializeOwned,
-    Fut: Future<Output = Result<(), RpcError>> + Send + 'static,
-{
-    let t = value.parse::<T>()?;
-    let started = start(|| make(t));
-    Ok(Box::pin(async move { finish(started?).await }))
-}
-
-/// A message-pattern handler: an async fn of the payload, or of the payload
-/// and its [`Ctx`], returning `Result<impl Serialize, RpcError>`. `M` only
-/// tells the two shapes apart.
-pub trait MessageHandler<M>: Send + Sync + 'static {
-    /// Decodes the payload and runs the handler.
-    fn call(&self, value: NestValue, ctx: Ctx) -> BoxFuture<Result<Value, RpcError>>;
-}
-
-/// An event-pattern handler: an async fn of the payload, or of the payload
-/// and its [`Ctx`], returning `Result<(), RpcError>`. `M` only tells the
-/// two shapes apart.
-pub trait EventHandler<M>: Send + Sync + 'static {
-    /// Decodes the payload (an error means it does not fit `T`) and starts
-    /// the handler.
-    fn call(
-        &self,
-        value: NestValue,
-        ctx: Ctx,
-    ) -> Result<BoxFuture<Result<(), RpcError>>, nest::PayloadError>;
-}
-
-/// Marks handlers that take only the payload.
-#[derive(Debug)]
-pub struct PayloadOnly<T>(std::marker::PhantomData<fn() -> T>);
-
-/// Marks handlers that take the payload and its [`Ctx`].
-#[derive(Debug)]
-pub struct WithCtx<T>(std::marker::PhantomData<fn() -> T>);
-
-impl<F, Fut, T, R> MessageHandler<PayloadOnly<(T, R)>> for F
-where
-    F: Fn(T) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, RpcError>> + Send + 'static,
-    T: DeserializeOwned + Send + 'static,
-    R: Serialize + 'static,
-{
-    fn call(&self, value: NestValue, _ctx: Ctx) -> BoxFuture<Result<Value, RpcError>> {
-        run_message(value, self)
-    }
-}
-
-impl<F, Fut, T, R> MessageHandler<WithCtx<(T, R)>> for F
-where
-    F: Fn(T, Ctx) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, RpcError>> + Send + 'static,
-    T: DeserializeOwned + Send + 'static,
-    R: Serialize + 'static,
-{
-    fn call(&self, value: NestValue, ctx: Ctx) -> BoxFuture<Result<Value, RpcError>> {
-        run_message(value, |t| self(t, ctx))
-    }
-}
-
-impl<F, Fut, T> EventHandler<PayloadOnly<T>> for F
-where
-    F: Fn(T) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), RpcError>> + Send + 'static,
-    T: DeserializeOwned + Send + 'static,
-{
-    fn call(
-        &self,
-        value: NestValue,
-        _ctx: Ctx,
-    ) -> Result<BoxFuture<Result<(), RpcError>>, nest::PayloadError> {
-        run_event(value, self)
-    }
-}
-
-impl<F, Fut, T> EventHandler<WithCtx<T>> for F
-where
-    F: Fn(T, Ctx) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), RpcError>> + Send + 'static,
-    T: DeserializeOwned + Send + 'static,
-{
-    fn call(
-        &self,
-        value: NestValue,
-        ctx: Ctx,
-    ) -> Result<BoxFuture<Result<(), RpcError>>, nest::PayloadError> {
-        run_event(value, |t| self(t, ctx))
-    }
-}
+use crate::handler::{
+    self, EventFn, Handler, Incoming, IntoEventOutcome, IntoReply, MessageFn, ReplyBody,
+    ReplyParts, StateMap,
+};
+use crate::nest;
+use crate::trace;
 
 #[derive(Clone)]
-enum Handler {
+enum Route {
     Message(MessageFn),
     Event(EventFn),
+}
+
+/// A pattern's handler and the codec its payloads and replies use.
+#[derive(Clone)]
+struct Pattern {
+    route: Route,
+    codec: Option<Arc<dyn Codec>>,
 }
 
 /// Server settings.
@@ -366,6 +97,15 @@ pub struct TransportServerConfig {
     /// partition commits only up to its first failure; only handlers of
     /// different partitions (different keys) overlap.
     pub partitions_concurrently: usize,
+    /// The codec of payloads and replies, unless a pattern names its own
+    /// (default [`codec::Json`], NestJS's rules).
+    pub codec: Arc<dyn Codec>,
+    /// How long a rebalance waits for handlers of revoked partitions
+    /// before the member rejoins without them. Handlers run between polls,
+    /// so a revoke always waits for the handlers in hand and commits what
+    /// they earned; this bounds how long (it is also the group's rebalance
+    /// timeout, as Java's `max.poll.interval.ms`). Default 60 s.
+    pub rebalance_timeout: Duration,
 }
 
 impl TransportServerConfig {
@@ -386,6 +126,8 @@ impl TransportServerConfig {
             group_protocol: GroupProtocol::Classic,
             assignors: vec![Arc::new(RoundRobinAssignor)],
             partitions_concurrently: 1,
+            codec: codec::default_codec(),
+            rebalance_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -393,43 +135,76 @@ impl TransportServerConfig {
 /// Registers handlers, then [`start`](Self::start)s the server.
 pub struct TransportServerBuilder {
     config: TransportServerConfig,
-    handlers: BTreeMap<String, Handler>,
+    patterns: BTreeMap<String, Pattern>,
+    state: StateMap,
 }
 
 impl std::fmt::Debug for TransportServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TransportServerBuilder")
             .field("config", &self.config)
-            .field("patterns", &self.handlers.keys().collect::<Vec<_>>())
-            .finish()
+            .field("patterns", &self.patterns.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
     }
 }
 
-/// A running NestJS-compatible server.
+/// Where a server is: watch it with [`TransportServer::status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerState {
+    /// In the group, handling records.
+    Connected,
+    /// Polls are failing (a broker down, the network); it keeps trying.
+    Disconnected,
+    /// Partitions are moving: revoked ones were drained and committed.
+    Rebalancing,
+    /// Shut down (or dropped) cleanly.
+    Stopped,
+    /// Stopped by a failure it cannot retry (the coordinator refused the
+    /// member, say); the reason is in the log and in `shutdown`'s error.
+    Crashed,
+    /// A newer instance with the same `group_instance_id` took over.
+    Fenced,
+}
+
+/// A server's status: its state, and the partitions stalled on a
+/// dead-letter write that keeps failing (nothing past them is committed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStatus {
+    /// Where the server is.
+    pub state: ServerState,
+    /// Partitions stalled on a failing dead-letter write.
+    pub stalled: Vec<TopicPartition>,
+}
+
+/// A running NestJS-compatible server. Dropping it stops it (the task
+/// finishes the records in hand, commits, and leaves the group in the
+/// background); [`shutdown`](Self::shutdown) does the same and waits.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), franz_transport::TransportError> {
-/// use franz_transport::{RpcError, TransportServer, TransportServerConfig};
+/// use std::time::Duration;
+/// use franz_transport::{Payload, RpcError, TransportServer, TransportServerConfig};
 /// #[derive(serde::Deserialize)]
 /// struct Charge { order: u64, cents: u64 }
 /// let server = TransportServer::builder(TransportServerConfig::new("127.0.0.1:9092", "billing"))
-///     .message("billing.charge", |c: Charge| async move {
+///     .message("billing.charge", |Payload(c): Payload<Charge>| async move {
 ///         if c.cents == 0 { return Err(RpcError::message("nothing to charge")); }
 ///         Ok(serde_json::json!({"order": c.order, "charged": c.cents}))
 ///     })
-///     .event("orders.created", |order: serde_json::Value| async move {
+///     .event("orders.created", |Payload(order): Payload<serde_json::Value>| async move {
 ///         println!("new order {order}");
-///         Ok(())
 ///     })
 ///     .start()
 ///     .await?;
-/// server.shutdown().await?;
+/// server.shutdown(Duration::from_secs(30)).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
 pub struct TransportServer {
     stop: Arc<AtomicBool>,
-    task: JoinHandle<Result<(), TransportError>>,
+    task: Option<JoinHandle<Result<(), TransportError>>>,
+    status: watch::Receiver<ServerStatus>,
 }
 
 impl TransportServer {
@@ -437,84 +212,208 @@ impl TransportServer {
     pub fn builder(config: TransportServerConfig) -> TransportServerBuilder {
         TransportServerBuilder {
             config,
-            handlers: BTreeMap::new(),
+            patterns: BTreeMap::new(),
+            state: StateMap::default(),
         }
     }
 
-    /// Stops after the record in hand, leaves the group, flushes replies.
-    pub async fn shutdown(self) -> Result<(), TransportError> {
+    /// The server's status, as it changes.
+    pub fn status(&self) -> watch::Receiver<ServerStatus> {
+        self.status.clone()
+    }
+
+    /// Stops fetching, lets the handlers in hand finish, commits what they
+    /// earned, flushes replies and leaves the group, all within `deadline`.
+    /// Past it the server task is aborted (uncommitted records are handled
+    /// again by the next owner) and this returns `Timeout`.
+    pub async fn shutdown(mut self, deadline: Duration) -> Result<(), TransportError> {
         self.stop.store(true, Ordering::Relaxed);
-        self.task.await.map_err(|_| TransportError::Closed)?
+        let Some(mut task) = self.task.take() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(deadline, &mut task).await {
+            Ok(joined) => joined.map_err(|_| TransportError::Closed)?,
+            Err(_) => {
+                task.abort();
+                Err(TransportError::Timeout {
+                    pattern: "shutdown".into(),
+                    after: deadline,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for TransportServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
 impl TransportServerBuilder {
     /// A message pattern (`@MessagePattern`): the handler's result, or its
     /// error, is sent to the requester's reply topic and partition. The
-    /// handler takes the payload, or the payload and its [`Ctx`]:
-    /// `|order: Order| async move { .. }` or
-    /// `|order: Order, ctx: Ctx| async move { .. }`.
-    pub fn message<M, H: MessageHandler<M>>(mut self, pattern: &str, handler: H) -> Self {
-        let handler = Arc::new(handler);
-        let f: MessageFn = Arc::new(move |value: NestValue, ctx: Ctx| {
-            let handler = Arc::clone(&handler);
-            Box::pin(async move { handler.call(value, ctx).await })
-        });
-        self.handlers
-            .insert(pattern.to_string(), Handler::Message(f));
+    /// handler is an async fn of extractors ([`Payload`](crate::Payload),
+    /// [`Ctx`](crate::Ctx), [`Headers`](crate::Headers),
+    /// [`Key`](crate::Key), [`State`](crate::State)) returning
+    /// `Result<T, RpcError>`, `Result<Reply<T>, RpcError>` or
+    /// `Result<Streamed<S>, RpcError>`.
+    pub fn message<A, H>(mut self, pattern: &str, handler: H) -> Self
+    where
+        H: Handler<A>,
+        H::Output: IntoReply,
+    {
+        self.patterns.insert(
+            pattern.to_string(),
+            Pattern {
+                route: Route::Message(handler::message_fn(handler)),
+                codec: None,
+            },
+        );
         self
     }
 
     /// An event pattern (`@EventPattern`): no reply. A failing handler is
     /// handled again after a backoff of its partition, up to
     /// `max_attempts`, then dead-lettered; the offset is never committed
-    /// past an event neither handled nor dead-lettered. The handler takes
-    /// the payload, or the payload and its [`Ctx`].
-    pub fn event<M, H: EventHandler<M>>(mut self, pattern: &str, handler: H) -> Self {
-        let handler = Arc::new(handler);
-        let f: EventFn = Arc::new(move |value: NestValue, ctx: Ctx| handler.call(value, ctx));
-        self.handlers.insert(pattern.to_string(), Handler::Event(f));
+    /// past an event neither handled nor dead-lettered. The handler is an
+    /// async fn of extractors returning `Result<(), RpcError>` or `()`.
+    pub fn event<A, H>(mut self, pattern: &str, handler: H) -> Self
+    where
+        H: Handler<A>,
+        H::Output: IntoEventOutcome,
+    {
+        self.patterns.insert(
+            pattern.to_string(),
+            Pattern {
+                route: Route::Event(handler::event_fn(handler)),
+                codec: None,
+            },
+        );
+        self
+    }
+
+    /// Gives pattern `pattern` (registered before) its own codec.
+    pub fn pattern_codec(mut self, pattern: &str, codec: impl Codec) -> Self {
+        if let Some(p) = self.patterns.get_mut(pattern) {
+            p.codec = Some(Arc::new(codec));
+        }
+        self
+    }
+
+    /// Shared application state, for handlers' [`State<S>`](crate::State)
+    /// extractors (one value per type).
+    pub fn state<S: Clone + Send + Sync + 'static>(mut self, state: S) -> Self {
+        self.state.insert(state);
         self
     }
 
     /// Joins the group (with KafkaJS's `RoundRobinAssigner`, so it can share
     /// a group with NestJS servers) and starts handling.
     pub async fn start(self) -> Result<TransportServer, TransportError> {
-        let Self { config, handlers } = self;
-        let patterns: Vec<&str> = handlers.keys().map(String::as_str).collect();
+        let Self {
+            config,
+            patterns,
+            state,
+        } = self;
+        let names: Vec<&str> = patterns.keys().map(String::as_str).collect();
         let producer = Producer::new(config.producer.clone()).await?;
-        ensure_dead_letter_topics(&config, &handlers).await?;
+        ensure_dead_letter_topics(&config, &patterns).await?;
         let mut group = GroupConfig::new(config.group_id.as_str());
         group.assignors.clone_from(&config.assignors);
         group.heartbeat_interval = config.heartbeat_interval;
         group.session_timeout = config.session_timeout;
+        group.rebalance_timeout = config.rebalance_timeout;
+        group.revoke_timeout = group.revoke_timeout.min(config.rebalance_timeout / 2);
         group.protocol = config.group_protocol;
         group
             .group_instance_id
             .clone_from(&config.group_instance_id);
         // As long as a JoinGroup may take: the rebalance timeout and a request.
         let join_timeout = group.rebalance_timeout + config.consumer.client.request_timeout;
-        let mut consumer = GroupConsumer::new(config.consumer.clone(), group, &patterns).await?;
+        let mut consumer = GroupConsumer::new(config.consumer.clone(), group, &names).await?;
+        let (status_tx, status) = watch::channel(ServerStatus {
+            state: ServerState::Rebalancing,
+            stalled: Vec::new(),
+        });
+        let status_tx = Arc::new(status_tx);
+        consumer.set_listener(StatusHooks(Arc::clone(&status_tx)));
         // Join now, so that `start` returning means the server is serving.
         consumer.wait_for_assignment(join_timeout).await?;
+        set_state(&status_tx, ServerState::Connected);
         let stop = Arc::new(AtomicBool::new(false));
+        let default_codec = Arc::clone(&config.codec);
+        let routes = patterns
+            .into_iter()
+            .map(|(name, p)| {
+                let codec = p.codec.unwrap_or_else(|| Arc::clone(&default_codec));
+                (name, (p.route, codec))
+            })
+            .collect();
         let worker = Worker {
             config,
-            handlers,
+            routes,
+            state: Arc::new(state),
             producer,
+            marks: consumer.offset_marks(),
             consumer,
             retries: BTreeMap::new(),
             uncommitted: BTreeMap::new(),
             last_commit: std::time::Instant::now(),
+            status: Arc::clone(&status_tx),
         };
         let task = tokio::spawn(worker.run(Arc::clone(&stop)));
-        Ok(TransportServer { stop, task })
+        Ok(TransportServer {
+            stop,
+            task: Some(task),
+            status,
+        })
+    }
+}
+
+fn set_state(status: &watch::Sender<ServerStatus>, state: ServerState) {
+    status.send_if_modified(|s| {
+        let changed = s.state != state;
+        s.state = state;
+        changed
+    });
+}
+
+/// Rebalance hooks that report the server's state: revoked partitions were
+/// drained (handlers run between polls, so none is in flight when the hook
+/// runs) and what they earned is in the offset marks the consumer commits
+/// before letting them go.
+struct StatusHooks(Arc<watch::Sender<ServerStatus>>);
+
+impl RebalanceListener for StatusHooks {
+    fn on_assigned<'a>(&'a self, partitions: &'a [TopicPartition]) -> HookFuture<'a> {
+        tracing::info!(?partitions, "partitions assigned");
+        set_state(&self.0, ServerState::Connected);
+        Box::pin(async {})
+    }
+
+    fn on_revoked<'a>(&'a self, partitions: &'a [TopicPartition]) -> HookFuture<'a> {
+        tracing::info!(
+            ?partitions,
+            "partitions revoked; their earned offsets are committed"
+        );
+        set_state(&self.0, ServerState::Rebalancing);
+        Box::pin(async {})
+    }
+
+    fn on_lost<'a>(&'a self, partitions: &'a [TopicPartition]) -> HookFuture<'a> {
+        tracing::warn!(
+            ?partitions,
+            "partitions lost; nothing more is committed for them"
+        );
+        set_state(&self.0, ServerState::Rebalancing);
+        Box::pin(async {})
     }
 }
 
 async fn ensure_dead_letter_topics(
     config: &TransportServerConfig,
-    handlers: &BTreeMap<String, Handler>,
+    handlers: &BTreeMap<String, Pattern>,
 ) -> Result<(), TransportError> {
     if handlers.is_empty() {
         return Ok(());
@@ -556,8 +455,11 @@ async fn ensure_dead_letter_topics(
 struct Failure {
     record: ConsumerRecord,
     reason: String,
-    /// Whether handling it again may help; if not it is dead-lettered now.
+    /// Whether handling it again may help; if not it is parked now.
     retriable: bool,
+    /// For a request: the error reply to send once attempts run out
+    /// (instead of a dead letter).
+    reply: Option<nest::OutgoingRecord>,
 }
 
 /// What handling one partition's records earned.
@@ -573,11 +475,12 @@ struct PartitionOutcome {
 /// What one record's handling came to.
 enum Handled {
     Done,
-    /// A reply was queued; its acknowledgement decides.
-    Reply(franz_producer::DeliveryFuture),
+    /// Replies were queued; their acknowledgements decide.
+    Replies(Vec<franz_producer::DeliveryFuture>),
     Failed {
         reason: String,
         retriable: bool,
+        reply: Option<nest::OutgoingRecord>,
     },
 }
 
@@ -590,27 +493,44 @@ struct Retry {
     resume_at: Instant,
     /// Paused until `resume_at`.
     paused: bool,
-    /// Every attempt is used but the dead-letter write failed: the next
-    /// time round, write the dead letter again instead of handling.
-    dead_letter: Option<String>,
+    /// Every attempt is used but parking the record failed: the next time
+    /// round, park it again instead of handling.
+    park: Option<Park>,
+}
+
+/// How a record whose attempts are used is parked.
+#[derive(Debug, Clone)]
+struct Park {
+    reason: String,
+    /// A request's error reply; a dead letter if it cannot be written.
+    reply: Option<nest::OutgoingRecord>,
 }
 
 struct Worker {
     config: TransportServerConfig,
-    handlers: BTreeMap<String, Handler>,
+    routes: BTreeMap<String, (Route, Arc<dyn Codec>)>,
+    state: Arc<StateMap>,
     producer: Producer,
     consumer: GroupConsumer,
+    /// What the consumer commits when partitions are revoked: the worker
+    /// copies its earned offsets here before every poll.
+    marks: OffsetMarks,
     /// Partitions whose head record failed, by partition: only they wait.
     retries: BTreeMap<TopicPartition, Retry>,
     /// Offsets earned (handler succeeded, reply acknowledged) and not yet
     /// committed; see [`Worker::commit_due`].
     uncommitted: BTreeMap<TopicPartition, i64>,
     last_commit: Instant,
+    status: Arc<watch::Sender<ServerStatus>>,
 }
 
 impl Worker {
     async fn run(mut self, stop: Arc<AtomicBool>) -> Result<(), TransportError> {
-        while !stop.load(Ordering::Relaxed) {
+        let mut failing_since: Option<Instant> = None;
+        let outcome = loop {
+            if stop.load(Ordering::Relaxed) {
+                break Ok(());
+            }
             self.resume_due();
             let wait = self
                 .retries
@@ -620,21 +540,50 @@ impl Worker {
                 .min()
                 .unwrap_or(Duration::MAX)
                 .clamp(Duration::from_millis(1), Duration::from_millis(200));
+            // A revoke inside this poll commits these before the partitions go.
+            for (tp, offset) in &self.uncommitted {
+                self.marks.mark(tp, *offset);
+            }
             let records = match self.consumer.poll(wait).await {
                 Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "transport server poll failed; retrying");
-                    tokio::time::sleep(self.config.retry_backoff).await;
-                    continue;
-                }
+                Err(e) => match classify(&e) {
+                    PollFailure::Fatal(state) => {
+                        tracing::error!(error = %e, "transport server stopped: the group refused it");
+                        set_state(&self.status, state);
+                        break Err(TransportError::Consume(e));
+                    }
+                    PollFailure::Transient => {
+                        tracing::warn!(error = %e, "transport server poll failed; retrying");
+                        if failing_since.get_or_insert_with(Instant::now).elapsed()
+                            >= Duration::from_secs(1)
+                        {
+                            set_state(&self.status, ServerState::Disconnected);
+                        }
+                        tokio::time::sleep(self.config.retry_backoff).await;
+                        continue;
+                    }
+                },
             };
+            if failing_since.take().is_some() {
+                set_state(&self.status, ServerState::Connected);
+            }
+            // Offsets earned for partitions that moved are not ours to
+            // commit (the revoke committed them, or they were lost).
+            let assigned = self.consumer.assignment();
+            self.uncommitted.retain(|tp, _| assigned.contains(tp));
             let idle = records.is_empty();
             self.handle(records).await;
             self.commit_due(idle).await;
-        }
+        };
         self.commit_due(true).await;
-        self.producer.close(Duration::from_secs(10)).await?;
-        self.consumer.close().await?;
+        let flushed = self.producer.close(Duration::from_secs(10)).await;
+        let left = self.consumer.close().await;
+        if outcome.is_ok() {
+            set_state(&self.status, ServerState::Stopped);
+        }
+        outcome?;
+        flushed?;
+        left?;
         Ok(())
     }
 
@@ -698,8 +647,9 @@ impl Worker {
 
     /// The failure policy for a partition's head record: another attempt
     /// after a backoff that pauses only this partition, or (every attempt
-    /// used, or not retriable) the dead-letter topic. Nothing past the
-    /// record is committed until it is handled or dead-lettered.
+    /// used, or not retriable) parking it: a request's error reply, or the
+    /// dead-letter topic. Nothing past the record is committed until it is
+    /// handled or parked.
     async fn failed(&mut self, tp: TopicPartition, failure: Failure) {
         let offset = failure.record.offset;
         let attempts = self
@@ -707,32 +657,36 @@ impl Worker {
             .get(&tp)
             .filter(|r| r.offset == offset)
             .map_or(1, |r| {
-                r.attempts
-                    .saturating_add(u32::from(r.dead_letter.is_none()))
+                r.attempts.saturating_add(u32::from(r.park.is_none()))
             });
         let exhausted =
             !failure.retriable || self.config.max_attempts.is_some_and(|max| attempts >= max);
-        let mut dead_letter = None;
+        let mut park = None;
         if exhausted {
-            match self
-                .dead_letter(&failure.record, &failure.reason, attempts)
-                .await
-            {
+            let p = Park {
+                reason: failure.reason.clone(),
+                reply: failure.reply,
+            };
+            match self.park(&failure.record, &p, attempts).await {
                 Ok(()) => {
                     self.retries.remove(&tp);
+                    self.set_stalled(&tp, false);
                     let o = self.uncommitted.entry(tp.clone()).or_insert(offset + 1);
                     *o = (*o).max(offset + 1);
                     if let Err(e) = self.consumer.consumer_mut().seek(&tp, offset + 1) {
-                        tracing::warn!(error = %e, "could not move past a dead letter");
+                        tracing::warn!(error = %e, "could not move past a parked record");
                     }
                     return;
                 }
                 Err(e) => {
-                    tracing::error!(topic = %tp.topic, partition = tp.partition, offset, error = %e, "dead-letter write failed; the partition stalls and tries again");
-                    dead_letter = Some(failure.reason.clone());
+                    tracing::error!(topic = %tp.topic, partition = tp.partition, offset, error = %e, "parking a failed record failed; the partition stalls and tries again");
+                    self.set_stalled(&tp, true);
+                    park = Some(p);
                 }
             }
         } else {
+            metrics::counter!("franz_transport_retried_total", "pattern" => tp.topic.clone())
+                .increment(1);
             tracing::warn!(topic = %tp.topic, partition = tp.partition, offset, attempts, reason = %failure.reason, "handler failed; will retry");
         }
         // Resume at the failed record, after a backoff of this partition.
@@ -753,9 +707,43 @@ impl Worker {
                 attempts,
                 resume_at,
                 paused,
-                dead_letter,
+                park,
             },
         );
+    }
+
+    /// Reports a partition stalled on parking a record, or no longer.
+    fn set_stalled(&self, tp: &TopicPartition, stalled: bool) {
+        self.status.send_if_modified(|s| {
+            let at = s.stalled.iter().position(|t| t == tp);
+            match (stalled, at) {
+                (true, None) => s.stalled.push(tp.clone()),
+                (false, Some(i)) => {
+                    s.stalled.remove(i);
+                }
+                _ => return false,
+            }
+            true
+        });
+    }
+
+    /// Parks a record whose attempts are used: a request's error reply if
+    /// it has one and it can be written, else a dead letter.
+    async fn park(
+        &self,
+        record: &ConsumerRecord,
+        park: &Park,
+        attempts: u32,
+    ) -> Result<(), TransportError> {
+        if let Some(reply) = &park.reply {
+            match self.write_bounded(reply.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the error reply cannot be written; dead-lettering the request");
+                }
+            }
+        }
+        self.dead_letter(record, &park.reason, attempts).await
     }
 
     /// `retry_backoff` doubled per attempt, at most `retry_backoff_max`,
@@ -791,43 +779,53 @@ impl Worker {
         let mut replies = Vec::new();
         let pending = self.retries.get(tp);
         for record in records {
-            if let Some(reason) = pending
+            if let Some(park) = pending
                 .filter(|r| r.offset == record.offset)
-                .and_then(|r| r.dead_letter.clone())
+                .and_then(|r| r.park.clone())
             {
                 outcome.failed = Some(Failure {
                     record: record.clone(),
-                    reason,
+                    reason: park.reason,
                     retriable: false,
+                    reply: park.reply,
                 });
                 break;
             }
             match self.handle_one(record).await {
                 Handled::Done => outcome.done = Some(record.offset + 1),
-                Handled::Reply(ack) => replies.push((record, ack)),
-                Handled::Failed { reason, retriable } => {
+                Handled::Replies(acks) => replies.push((record, acks)),
+                Handled::Failed {
+                    reason,
+                    retriable,
+                    reply,
+                } => {
                     outcome.failed = Some(Failure {
                         record: record.clone(),
                         reason,
                         retriable,
+                        reply,
                     });
                     break;
                 }
             }
         }
-        for (record, ack) in replies {
+        for (record, acks) in replies {
             let offset = record.offset;
-            let failure = match ack.await {
-                Ok(_) => None,
-                Err(e) if !e.is_retriable() => {
-                    let reason = format!("reply not delivered: {e}");
-                    match self.dead_letter(record, &reason, 1).await {
-                        Ok(()) => None,
-                        Err(_) => Some((reason, false)),
+            let mut failure = None;
+            for ack in acks {
+                failure = match ack.await {
+                    Ok(_) => continue,
+                    Err(e) if !e.is_retriable() => {
+                        let reason = format!("reply not delivered: {e}");
+                        match self.dead_letter(record, &reason, 1).await {
+                            Ok(()) => None,
+                            Err(_) => Some((reason, false)),
+                        }
                     }
-                }
-                Err(e) => Some((format!("reply not delivered: {e}"), true)),
-            };
+                    Err(e) => Some((format!("reply not delivered: {e}"), true)),
+                };
+                break;
+            }
             match failure {
                 None => outcome.done = outcome.done.max(Some(offset + 1)),
                 Some((reason, retriable)) => {
@@ -842,6 +840,7 @@ impl Worker {
                             record: record.clone(),
                             reason,
                             retriable,
+                            reply: None,
                         });
                     }
                     outcome.done = outcome.done.map(|d| d.min(offset));
@@ -870,74 +869,173 @@ impl Worker {
         }
     }
 
-    /// Runs the handler for one record; a request's reply is queued and its
-    /// acknowledgement handed back for the caller to await.
+    /// Runs the handler for one record, in a span; a request's replies are
+    /// queued and their acknowledgements handed back for the caller to
+    /// await.
     async fn handle_one(&self, record: &ConsumerRecord) -> Handled {
         let headers = record.headers.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
         let reply_to = nest::reply_to(headers);
-        let value = nest::decode(record.value.as_ref());
-        let reply = match self.handlers.get(&*record.topic) {
-            Some(Handler::Message(f)) => {
-                let outcome = match value {
-                    Ok(v) => {
-                        f(
-                            v,
-                            Ctx {
-                                record: record.clone(),
-                            },
-                        )
-                        .await
+        let Some((route, codec)) = self.routes.get(&*record.topic) else {
+            let Some(to) = reply_to else {
+                return Handled::Done;
+            };
+            let err = Value::String(
+                "There is no matching message handler defined in the remote service.".into(),
+            );
+            return self.queue([nest::reply(&to, Err(err), false)]).await;
+        };
+        let incoming = Incoming {
+            record: record.clone(),
+            codec: Arc::clone(codec),
+            state: Arc::clone(&self.state),
+        };
+        let kind = match route {
+            Route::Message(_) => "message",
+            Route::Event(_) => "event",
+        };
+        let span = trace::handler_span(record, kind, reply_to.as_ref());
+        let in_flight = metrics::gauge!("franz_transport_in_flight", "side" => "server");
+        in_flight.increment(1.0);
+        let started = Instant::now();
+        let handled = match route {
+            Route::Event(f) => match f(&incoming).instrument(span).await {
+                Ok(()) => Handled::Done,
+                Err(e) => Handled::Failed {
+                    reason: e.describe(),
+                    retriable: e.is_retriable(),
+                    reply: None,
+                },
+            },
+            Route::Message(f) => {
+                let body = f(&incoming).instrument(span.clone()).await;
+                match reply_to {
+                    // Emitted to a message pattern: the result is ignored, as Nest.
+                    None => {
+                        if let ReplyBody::Stream(s) = body {
+                            s.for_each(|_| async {}).instrument(span).await;
+                        }
+                        Handled::Done
                     }
-                    Err(e) => Err(RpcError::fatal(format!("payload: {e}"))),
-                };
-                let Some(to) = reply_to else {
-                    return Handled::Done; // emitted to a message pattern: result ignored, as Nest
-                };
-                nest::reply(
-                    &to,
-                    outcome.map(|v| nest::encode_json(&v)).map_err(|e| e.body),
-                    true,
-                )
-            }
-            Some(Handler::Event(f)) => {
-                let run = match value {
-                    Ok(v) => f(
-                        v,
-                        Ctx {
-                            record: record.clone(),
-                        },
-                    )
-                    .map_err(|e| RpcError::fatal(format!("payload: {e}"))),
-                    Err(e) => Err(RpcError::fatal(format!("payload: {e}"))),
-                };
-                let result = match run {
-                    Ok(fut) => fut.await,
-                    Err(e) => Err(e),
-                };
-                return match result {
-                    Ok(()) => Handled::Done,
-                    Err(e) => Handled::Failed {
-                        reason: e.describe(),
-                        retriable: e.is_retriable(),
-                    },
-                };
-            }
-            None => {
-                let Some(to) = reply_to else {
-                    return Handled::Done;
-                };
-                let err = Value::String(
-                    "There is no matching message handler defined in the remote service.".into(),
-                );
-                nest::reply(&to, Err(err), false)
+                    Some(to) => self.answer(record, &to, body, span).await,
+                }
             }
         };
-        match self.producer.send(to_producer(reply)).await {
-            Ok(ack) => Handled::Reply(ack),
-            Err(e) => Handled::Failed {
+        in_flight.decrement(1.0);
+        let outcome = if matches!(handled, Handled::Failed { .. }) {
+            "failed"
+        } else {
+            "handled"
+        };
+        metrics::counter!("franz_transport_records_total", "pattern" => record.topic.to_string(), "kind" => kind, "outcome" => outcome).increment(1);
+        metrics::histogram!("franz_transport_handler_seconds", "pattern" => record.topic.to_string(), "kind" => kind)
+            .record(started.elapsed().as_secs_f64());
+        handled
+    }
+
+    /// Sends a message handler's replies. A stream's values go out as they
+    /// come, each held until the next arrives so that the last one carries
+    /// `kafka_nest-is-disposed` (as a Nest server merges its completion
+    /// into the last value: a Nest client would otherwise see an extra
+    /// null); an empty stream sends the null disposal message alone.
+    async fn answer(
+        &self,
+        record: &ConsumerRecord,
+        to: &nest::ReplyTo,
+        body: ReplyBody,
+        span: tracing::Span,
+    ) -> Handled {
+        let parent = record.header(trace::TRACEPARENT);
+        let reply = |outcome: Result<ReplyParts, Value>, last: bool| {
+            let traceparent = trace::child_of(parent.map(|b| b.as_ref()));
+            reply_record(to, outcome, last, traceparent)
+        };
+        match body {
+            ReplyBody::One(Ok(parts)) => self.queue([reply(Ok(parts), true)]).await,
+            ReplyBody::One(Err(e)) if e.retries_request() => Handled::Failed {
+                reason: e.describe(),
+                retriable: true,
+                reply: Some(reply(Err(e.into_body()), true)),
+            },
+            ReplyBody::One(Err(e)) => self.queue([reply(Err(e.into_body()), true)]).await,
+            ReplyBody::Stream(mut values) => {
+                let mut acks = Vec::new();
+                let mut held: Option<ReplyParts> = None;
+                let last = loop {
+                    match values.next().instrument(span.clone()).await {
+                        Some(Ok(parts)) => {
+                            if let Some(prev) = held.replace(parts) {
+                                match self.queue_one(reply(Ok(prev), false)).await {
+                                    Ok(ack) => acks.push(ack),
+                                    Err(failed) => return failed,
+                                }
+                            }
+                        }
+                        Some(Err(e)) => {
+                            if let Some(prev) = held.take() {
+                                match self.queue_one(reply(Ok(prev), false)).await {
+                                    Ok(ack) => acks.push(ack),
+                                    Err(failed) => return failed,
+                                }
+                            }
+                            break reply(Err(e.into_body()), true);
+                        }
+                        None => break reply(Ok(held.take().unwrap_or_default()), true),
+                    }
+                };
+                match self.queue_one(last).await {
+                    Ok(ack) => acks.push(ack),
+                    Err(failed) => return failed,
+                }
+                Handled::Replies(acks)
+            }
+        }
+    }
+
+    /// Queues reply records; their acknowledgements are awaited later.
+    async fn queue(&self, records: impl IntoIterator<Item = nest::OutgoingRecord>) -> Handled {
+        let mut acks = Vec::new();
+        for r in records {
+            match self.queue_one(r).await {
+                Ok(ack) => acks.push(ack),
+                Err(failed) => return failed,
+            }
+        }
+        Handled::Replies(acks)
+    }
+
+    async fn queue_one(
+        &self,
+        record: nest::OutgoingRecord,
+    ) -> Result<franz_producer::DeliveryFuture, Handled> {
+        self.producer
+            .send(to_producer(record))
+            .await
+            .map_err(|e| Handled::Failed {
                 reason: format!("reply not sent: {e}"),
                 retriable: e.is_retriable(),
-            },
+                reply: None,
+            })
+    }
+
+    /// Writes a record and waits for its acknowledgement, bounded, so that
+    /// a target that is gone stalls only this partition's progress (it is
+    /// retried after a backoff), not the server: other partitions' commits
+    /// and handlers go on.
+    async fn write_bounded(&self, record: nest::OutgoingRecord) -> Result<(), TransportError> {
+        let bound = self
+            .config
+            .consumer
+            .client
+            .request_timeout
+            .min(Duration::from_secs(10));
+        let topic = record.topic.clone();
+        let write = async { self.producer.send(to_producer(record)).await?.await };
+        match tokio::time::timeout(bound, write).await {
+            Ok(r) => r.map(|_| ()).map_err(TransportError::from),
+            Err(_) => Err(TransportError::Timeout {
+                pattern: topic,
+                after: bound,
+            }),
         }
     }
 
@@ -1016,23 +1114,55 @@ impl Worker {
             key: record.key.clone(),
             value: record.value.clone(),
             headers,
+            timestamp: None,
         };
-        // Bounded, so a dead-letter topic that is gone stalls only this
-        // partition's progress (it is retried after a backoff), not the
-        // server: other partitions' commits and handlers go on.
-        let bound = self
-            .config
-            .consumer
-            .client
-            .request_timeout
-            .min(Duration::from_secs(10));
-        let write = async { self.producer.send(to_producer(out)).await?.await };
-        match tokio::time::timeout(bound, write).await {
-            Ok(r) => r.map(|_| ()).map_err(TransportError::from),
-            Err(_) => Err(TransportError::Timeout {
-                pattern: format!("{}{}", record.topic, self.config.dead_letter_suffix),
-                after: bound,
-            }),
+        self.write_bounded(out).await?;
+        metrics::counter!("franz_transport_dead_lettered_total", "pattern" => record.topic.to_string())
+            .increment(1);
+        Ok(())
+    }
+}
+
+/// One reply message: Nest's layout, plus the handler's key and headers and
+/// the trace context.
+fn reply_record(
+    to: &nest::ReplyTo,
+    outcome: Result<ReplyParts, Value>,
+    last: bool,
+    traceparent: String,
+) -> nest::OutgoingRecord {
+    let (parts, outcome) = match outcome {
+        Ok(mut p) => {
+            let value = p.value.take();
+            (p, Ok(value))
         }
+        Err(e) => (ReplyParts::default(), Err(e)),
+    };
+    let mut rec = nest::reply(to, outcome, last);
+    rec.key = parts.key;
+    rec.headers.extend(parts.headers);
+    rec.headers
+        .push((trace::TRACEPARENT.to_string(), traceparent.into()));
+    rec
+}
+
+/// What a failed poll means for the server.
+enum PollFailure {
+    /// The member stopped for good, in this state.
+    Fatal(ServerState),
+    /// Worth polling again.
+    Transient,
+}
+
+fn classify(e: &ConsumeError) -> PollFailure {
+    match e {
+        ConsumeError::Group {
+            code: ErrorCode::FencedInstanceId,
+            ..
+        } => PollFailure::Fatal(ServerState::Fenced),
+        ConsumeError::Group { .. } | ConsumeError::Closed | ConsumeError::InvalidGroupConfig(_) => {
+            PollFailure::Fatal(ServerState::Crashed)
+        }
+        _ => PollFailure::Transient,
     }
 }

@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
 
+use franz_transport::Payload;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -36,10 +37,10 @@ async fn nothing_needs_creating_beforehand_when_the_broker_auto_creates() {
     let server = {
         let events = Arc::clone(&events);
         TransportServer::builder(config)
-            .message(&pattern, |v: Value| async move {
+            .message(&pattern, |Payload(v): Payload<Value>| async move {
                 Ok(json!({"id": v["id"], "status": "INVOICED"}))
             })
-            .event(&event, move |_v: Value| {
+            .event(&event, move |Payload(_v): Payload<Value>| {
                 let events = Arc::clone(&events);
                 async move {
                     events.fetch_add(1, Ordering::SeqCst);
@@ -65,5 +66,8 @@ async fn nothing_needs_creating_beforehand_when_the_broker_auto_creates() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     client.close().await.unwrap();
-    server.shutdown().await.unwrap();
+    server
+        .shutdown(std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
 }

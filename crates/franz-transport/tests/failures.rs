@@ -16,6 +16,7 @@
 mod common;
 
 use common::{admin, bootstrap, create_topics};
+use franz_transport::Payload;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -106,7 +107,7 @@ async fn a_failing_event_is_dead_lettered_while_other_partitions_go_on() {
     let server = {
         let seen = Arc::clone(&seen);
         TransportServer::builder(config(&b, &group))
-            .event(&topic, move |v: serde_json::Value| {
+            .event(&topic, move |Payload(v): Payload<serde_json::Value>| {
                 let seen = Arc::clone(&seen);
                 async move {
                     let s = v.as_str().unwrap_or_default().to_string();
@@ -196,7 +197,10 @@ async fn a_failing_event_is_dead_lettered_while_other_partitions_go_on() {
             .contains("handler bug")
     );
     client.close().await.unwrap();
-    server.shutdown().await.unwrap();
+    server
+        .shutdown(std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,7 +215,7 @@ async fn a_request_with_an_invalid_reply_partition_is_handled_once_and_dead_lett
     let server = {
         let runs = Arc::clone(&runs);
         TransportServer::builder(config(&b, &group))
-            .message(&pattern, move |v: serde_json::Value| {
+            .message(&pattern, move |Payload(v): Payload<serde_json::Value>| {
                 let runs = Arc::clone(&runs);
                 async move {
                     *runs.lock().unwrap() += 1;
@@ -257,7 +261,10 @@ async fn a_request_with_an_invalid_reply_partition_is_handled_once_and_dead_lett
         replies[0].header("kafka_correlationId").map(|v| v.as_ref()),
         Some(&b"c-2"[..])
     );
-    server.shutdown().await.unwrap();
+    server
+        .shutdown(std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,12 +274,15 @@ async fn with_the_dead_letter_topic_gone_nothing_is_committed_past_the_failure()
     create_topic(&b, &topic, 1).await;
     let group = unique_group("nodlt");
     let server = TransportServer::builder(config(&b, &group))
-        .event(&topic, |v: serde_json::Value| async move {
-            if v == "bad" {
-                return Err(RpcError::fatal("always"));
-            }
-            Ok(())
-        })
+        .event(
+            &topic,
+            |Payload(v): Payload<serde_json::Value>| async move {
+                if v == "bad" {
+                    return Err(RpcError::fatal("always"));
+                }
+                Ok(())
+            },
+        )
         .start()
         .await
         .unwrap();
@@ -310,7 +320,10 @@ async fn with_the_dead_letter_topic_gone_nothing_is_committed_past_the_failure()
     create_topic(&b, &format!("{topic}.DLT"), 1).await;
     wait_committed(&b, &group, &tp, 3).await;
     assert_eq!(read(&b, &format!("{topic}.DLT"), 1).await.len(), 1);
-    server.shutdown().await.unwrap();
+    server
+        .shutdown(std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,13 +335,16 @@ async fn a_handler_sees_its_record_through_ctx() {
     let server = {
         let seen = Arc::clone(&seen);
         TransportServer::builder(config(&b, &unique_group("ctx")))
-            .event(&topic, move |_id: String, ctx: franz_transport::Ctx| {
-                let seen = Arc::clone(&seen);
-                async move {
-                    *seen.lock().unwrap() = Some(ctx);
-                    Ok(())
-                }
-            })
+            .event(
+                &topic,
+                move |Payload(_id): Payload<String>, ctx: franz_transport::Ctx| {
+                    let seen = Arc::clone(&seen);
+                    async move {
+                        *seen.lock().unwrap() = Some(ctx);
+                        Ok(())
+                    }
+                },
+            )
             .start()
             .await
             .unwrap()
@@ -363,5 +379,8 @@ async fn a_handler_sees_its_record_through_ctx() {
     assert_eq!(ctx.timestamp(), 1_700_000_000_123);
     assert_eq!(ctx.header("trace").map(|v| v.as_ref()), Some(&b"t-1"[..]));
     assert_eq!(ctx.record().value.as_deref(), Some(&b"0c3f9a12"[..]));
-    server.shutdown().await.unwrap();
+    server
+        .shutdown(std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
 }

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
 
+use franz_transport::Payload;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,8 +36,10 @@ async fn requests_and_events_survive_a_broker_restart() {
     let server = {
         let audited = Arc::clone(&audited);
         TransportServer::builder(TransportServerConfig::new(&b, "svc"))
-            .message("svc.echo", |v: Value| async move { Ok::<_, RpcError>(v) })
-            .event("svc.audit", move |e: Value| {
+            .message("svc.echo", |Payload(v): Payload<Value>| async move {
+                Ok::<_, RpcError>(v)
+            })
+            .event("svc.audit", move |Payload(e): Payload<Value>| {
                 let audited = Arc::clone(&audited);
                 async move {
                     let n = e["n"].as_u64().unwrap_or_default();
@@ -109,5 +112,8 @@ async fn requests_and_events_survive_a_broker_restart() {
     assert!(audited.lock().unwrap().values().all(|n| *n >= 1));
 
     Arc::into_inner(client).unwrap().close().await.unwrap();
-    server.shutdown().await.unwrap();
+    server
+        .shutdown(std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
 }

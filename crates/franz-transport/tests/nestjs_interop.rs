@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
 
+use franz_transport::Payload;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -84,11 +85,13 @@ async fn a_franz_client_calls_a_nestjs_server() {
         .send::<_, Value>(&charge, &json!({"order": 8, "cents": 0}))
         .await
     {
-        Err(TransportError::Remote(body)) => {
+        Err(TransportError::Remote(e)) => {
             assert_eq!(
-                body,
+                e.raw,
                 json!({"status": "error", "message": "nothing to charge"})
             );
+            assert_eq!(e.status.as_deref(), Some("error"));
+            assert_eq!(e.message.as_deref(), Some("nothing to charge"));
         }
         other => panic!("expected Nest's RpcException body, got {other:?}"),
     }
@@ -119,13 +122,13 @@ async fn a_nestjs_client_calls_a_franz_server() {
     let server = {
         let events = Arc::clone(&events);
         TransportServer::builder(TransportServerConfig::new(&b, &unique_group("franz-srv")))
-            .message(&charge, |c: Value| async move {
+            .message(&charge, |Payload(c): Payload<Value>| async move {
                 if c["cents"] == 0 {
                     return Err(RpcError::message("nothing to charge"));
                 }
                 Ok(json!({"order": c["order"], "charged": c["cents"], "by": "franz"}))
             })
-            .event(&created, move |e: Value| {
+            .event(&created, move |Payload(e): Payload<Value>| {
                 let events = Arc::clone(&events);
                 async move {
                     events.lock().unwrap().push(e);
@@ -179,5 +182,8 @@ async fn a_nestjs_client_calls_a_franz_server() {
         *events.lock().unwrap(),
         vec![json!({"order": 7, "status": "created"})]
     );
-    server.shutdown().await.unwrap();
+    server
+        .shutdown(std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
 }

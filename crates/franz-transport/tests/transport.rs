@@ -7,6 +7,7 @@
 mod common;
 
 use common::{admin, bootstrap, create_topics};
+use franz_transport::Payload;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -41,10 +42,10 @@ async fn requests_get_replies_and_remote_errors_are_typed() {
     .await;
 
     let server = TransportServer::builder(TransportServerConfig::new(&b, &unique_group("srv")))
-        .message(&sum, |xs: Vec<i64>| async move {
+        .message(&sum, |Payload(xs): Payload<Vec<i64>>| async move {
             Ok::<_, RpcError>(xs.iter().sum::<i64>())
         })
-        .message(&charge, |c: Charge| async move {
+        .message(&charge, |Payload(c): Payload<Charge>| async move {
             if c.cents == 0 {
                 return Err(RpcError::message("nothing to charge"));
             }
@@ -107,11 +108,13 @@ async fn requests_get_replies_and_remote_errors_are_typed() {
         .send::<_, Value>(&charge, &Charge { order: 8, cents: 0 })
         .await
     {
-        Err(TransportError::Remote(body)) => {
+        Err(TransportError::Remote(e)) => {
             assert_eq!(
-                body,
+                e.raw,
                 json!({"status": "error", "message": "nothing to charge"})
             );
+            assert_eq!(e.status.as_deref(), Some("error"));
+            assert_eq!(e.message.as_deref(), Some("nothing to charge"));
         }
         other => panic!("expected a remote error, got {other:?}"),
     }
@@ -120,10 +123,11 @@ async fn requests_get_replies_and_remote_errors_are_typed() {
         .send::<_, Value>(&charge, &json!({"order": "x"}))
         .await
     {
-        Err(TransportError::Remote(body)) => {
+        Err(TransportError::Remote(e)) => {
+            let m = e.message.clone().unwrap_or_default();
             assert!(
-                body["message"].as_str().unwrap().starts_with("payload:"),
-                "{body}"
+                m.starts_with("payload at ") && m.contains(" does not decode as "),
+                "{e:?}"
             );
         }
         other => panic!("expected a remote error, got {other:?}"),
@@ -135,7 +139,10 @@ async fn requests_get_replies_and_remote_errors_are_typed() {
     ));
 
     client.close().await.unwrap();
-    server.shutdown().await.unwrap();
+    server
+        .shutdown(std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +157,7 @@ async fn events_are_committed_only_after_the_handler_succeeds() {
     let server = {
         let (calls, handled) = (Arc::clone(&calls), Arc::clone(&handled));
         TransportServer::builder(TransportServerConfig::new(&b, &group))
-            .event(&created, move |c: Charge| {
+            .event(&created, move |Payload(c): Payload<Charge>| {
                 let (calls, handled) = (Arc::clone(&calls), Arc::clone(&handled));
                 async move {
                     // The first two attempts fail: the event must come back.
@@ -229,7 +236,10 @@ async fn events_are_committed_only_after_the_handler_succeeds() {
     );
 
     client.close().await.unwrap();
-    server.shutdown().await.unwrap();
+    server
+        .shutdown(std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +305,7 @@ async fn partitions_are_handled_concurrently_and_each_in_order() {
             let (in_flight, most, seen) =
                 (Arc::clone(&in_flight), Arc::clone(&most), Arc::clone(&seen));
             TransportServer::builder(config)
-                .event(&topic, move |e: Value| {
+                .event(&topic, move |Payload(e): Payload<Value>| {
                     let (in_flight, most, seen) =
                         (Arc::clone(&in_flight), Arc::clone(&most), Arc::clone(&seen));
                     async move {
@@ -362,6 +372,9 @@ async fn partitions_are_handled_concurrently_and_each_in_order() {
             assert_eq!(most, 1, "handlers overlapped with concurrency 1");
         }
         client.close().await.unwrap();
-        server.shutdown().await.unwrap();
+        server
+            .shutdown(std::time::Duration::from_secs(30))
+            .await
+            .unwrap();
     }
 }

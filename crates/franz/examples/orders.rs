@@ -24,7 +24,8 @@ use franz::client::admin::NewTopic;
 use franz::client::{Admin, Client, ClientConfig};
 use franz::consumer::{Consumer, ConsumerConfig, OffsetReset};
 use franz::transport::{
-    Ctx, RpcError, TransportClient, TransportClientConfig, TransportServer, TransportServerConfig,
+    Ctx, Payload, RpcError, TransportClient, TransportClientConfig, TransportServer,
+    TransportServerConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -94,7 +95,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.max_attempts = Some(3);
         config.retry_backoff = Duration::from_millis(200);
         let server = TransportServer::builder(config)
-            .message(CREATED, move |order: Order| async move {
+            .message(CREATED, move |Payload(order): Payload<Order>| async move {
                 println!(
                     "[{instance}] invoicing order {} ({})",
                     order.id, order.total
@@ -105,26 +106,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     total: order.total,
                 })
             })
-            .event(SHIPPED, move |event: Shipped, ctx: Ctx| {
-                let shipped = Arc::clone(&shipped);
-                async move {
-                    if event.id == STUCK {
-                        return Err(RpcError::message("carrier API unavailable"));
+            .event(
+                SHIPPED,
+                move |Payload(event): Payload<Shipped>, ctx: Ctx| {
+                    let shipped = Arc::clone(&shipped);
+                    async move {
+                        if event.id == STUCK {
+                            return Err(RpcError::message("carrier API unavailable"));
+                        }
+                        println!(
+                            "[{}/{}@{}] shipped {}",
+                            ctx.topic(),
+                            ctx.partition(),
+                            ctx.offset(),
+                            event.id
+                        );
+                        shipped
+                            .lock()
+                            .map_err(|_| RpcError::fatal("ledger poisoned"))?
+                            .insert(event.id);
+                        Ok(())
                     }
-                    println!(
-                        "[{}/{}@{}] shipped {}",
-                        ctx.topic(),
-                        ctx.partition(),
-                        ctx.offset(),
-                        event.id
-                    );
-                    shipped
-                        .lock()
-                        .map_err(|_| RpcError::fatal("ledger poisoned"))?
-                        .insert(event.id);
-                    Ok(())
-                }
-            })
+                },
+            )
             .start()
             .await?;
         println!("[demo] {instance} is up");
@@ -203,7 +207,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     gateway.close().await?;
     for server in billing {
-        server.shutdown().await?;
+        server.shutdown(std::time::Duration::from_secs(30)).await?;
     }
     if logged != good || parked.len() != 1 {
         return Err(format!(
