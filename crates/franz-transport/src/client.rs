@@ -432,7 +432,7 @@ impl TransportClient {
             let admin = Admin::new(consumer.consumer_mut().client().clone());
             // Join before the first request, so the reply partition is known.
             let deadline = Instant::now() + self.config.request_timeout;
-            await_reply_partitions(
+            if let Err(e) = await_reply_partitions(
                 &mut consumer,
                 &self.router,
                 &topics,
@@ -440,7 +440,13 @@ impl TransportClient {
                 &self.config.reply_group,
                 deadline,
             )
-            .await?;
+            .await
+            {
+                // Leave now, so the others rebalance once, not again at
+                // the session timeout.
+                let _ = consumer.close().await;
+                return Err(e);
+            }
             let task = tokio::spawn(read_replies(
                 consumer,
                 Arc::clone(&self.router),
@@ -584,6 +590,15 @@ impl TransportClient {
             _guard: guard,
             _type: std::marker::PhantomData,
         })
+    }
+
+    /// The reply partition requests to `pattern` name now (the lowest of
+    /// `<pattern>.reply` assigned to this instance), if any.
+    pub fn reply_partition(&self, pattern: &str) -> Option<i32> {
+        lock(&self.router)
+            .reply_partitions
+            .get(&nest::reply_topic(pattern))
+            .copied()
     }
 
     /// How many requests wait for replies (for monitoring, and for tests
