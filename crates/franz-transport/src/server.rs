@@ -540,10 +540,6 @@ impl Worker {
                 .min()
                 .unwrap_or(Duration::MAX)
                 .clamp(Duration::from_millis(1), Duration::from_millis(200));
-            // A revoke inside this poll commits these before the partitions go.
-            for (tp, offset) in &self.uncommitted {
-                self.marks.mark(tp, *offset);
-            }
             let records = match self.consumer.poll(wait).await {
                 Ok(r) => r,
                 Err(e) => match classify(&e) {
@@ -585,6 +581,18 @@ impl Worker {
         flushed?;
         left?;
         Ok(())
+    }
+
+    /// Records that `tp` may be committed up to `next` (exclusive): for the
+    /// next commit, and in the offset marks, which a revoke commits before
+    /// the partition goes. Marks only grow, so they are set here, where an
+    /// offset is earned, and never from an older value: a revoke that
+    /// committed a stale mark would move the group's offset backwards and
+    /// have records handled twice.
+    fn earn(&mut self, tp: &TopicPartition, next: i64) {
+        let o = self.uncommitted.entry(tp.clone()).or_insert(next);
+        *o = (*o).max(next);
+        self.marks.mark(tp, next);
     }
 
     /// Resumes partitions whose backoff is over, and forgets retries of
@@ -633,8 +641,7 @@ impl Worker {
             .await;
         for (tp, outcome) in outcomes {
             if let Some(done) = outcome.done {
-                let o = self.uncommitted.entry(tp.clone()).or_insert(done);
-                *o = (*o).max(done);
+                self.earn(&tp, done);
                 if self.retries.get(&tp).is_some_and(|r| r.offset < done) {
                     self.retries.remove(&tp);
                 }
@@ -671,8 +678,7 @@ impl Worker {
                 Ok(()) => {
                     self.retries.remove(&tp);
                     self.set_stalled(&tp, false);
-                    let o = self.uncommitted.entry(tp.clone()).or_insert(offset + 1);
-                    *o = (*o).max(offset + 1);
+                    self.earn(&tp, offset + 1);
                     if let Err(e) = self.consumer.consumer_mut().seek(&tp, offset + 1) {
                         tracing::warn!(error = %e, "could not move past a parked record");
                     }
