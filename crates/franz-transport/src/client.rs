@@ -2,6 +2,7 @@
 //! and wait for the reply, `emit` events.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -342,8 +343,6 @@ impl<R: DeserializeOwned> Stream for Replies<R> {
     }
 }
 
-use std::future::Future as _;
-
 /// A command to the reply reader.
 enum Command {
     /// Read these reply topics too; answer once a partition of each is
@@ -557,16 +556,9 @@ impl TransportClient {
             router: Arc::clone(&self.router),
             id: id.clone(),
         };
-        let message = message.into_message();
-        let value = encode_value(&*self.config.codec, message.value.as_ref())?;
-        let mut record = nest::request(pattern, None, value, &id, partition);
-        fill(
-            &mut record,
-            message.key,
-            message.headers,
-            message.partition,
-            message.timestamp,
-        );
+        let record = self.outgoing(message.into_message(), |value| {
+            nest::request(pattern, None, value, &id, partition)
+        })?;
         let produce = async { self.producer.send(to_producer(record)).await?.await };
         match tokio::time::timeout_at(deadline, produce).await {
             Ok(Ok(_)) => {}
@@ -648,20 +640,39 @@ impl TransportClient {
         Ok(())
     }
 
+    /// A message as a record: the value through the codec (`None` stays a
+    /// null value) into `layout` (a request's or an event's), then the
+    /// message's key, headers, partition and timestamp, and a
+    /// `traceparent` unless the caller brought one.
+    fn outgoing<T: Serialize>(
+        &self,
+        message: Message<T>,
+        layout: impl FnOnce(Option<Bytes>) -> OutgoingRecord,
+    ) -> Result<OutgoingRecord, TransportError> {
+        let value = match &message.value {
+            Some(v) => codec::encode(&*self.config.codec, v)?,
+            None => None,
+        };
+        let mut record = layout(value);
+        record.key = message.key;
+        record.partition = message.partition;
+        record.timestamp = message.timestamp;
+        let traced = message.headers.iter().any(|(k, _)| k == trace::TRACEPARENT);
+        record.headers.extend(message.headers);
+        if !traced {
+            record
+                .headers
+                .push((trace::TRACEPARENT.to_string(), trace::child_of(None).into()));
+        }
+        Ok(record)
+    }
+
     fn event_record<T: Serialize>(
         &self,
         pattern: &str,
         message: Message<T>,
     ) -> Result<ProducerRecord, TransportError> {
-        let value = encode_value(&*self.config.codec, message.value.as_ref())?;
-        let mut record = nest::event(pattern, None, value);
-        fill(
-            &mut record,
-            message.key,
-            message.headers,
-            message.partition,
-            message.timestamp,
-        );
+        let record = self.outgoing(message, |value| nest::event(pattern, None, value))?;
         Ok(to_producer(record))
     }
 
@@ -686,38 +697,6 @@ impl TransportClient {
 impl Drop for TransportClient {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// A message's value through the codec; `None` stays a null value.
-fn encode_value<T: Serialize>(
-    codec: &dyn Codec,
-    value: Option<&T>,
-) -> Result<Option<Bytes>, TransportError> {
-    match value {
-        Some(v) => Ok(codec::encode(codec, v)?),
-        None => Ok(None),
-    }
-}
-
-/// A message's key, headers, partition and timestamp on a record, and a
-/// `traceparent` unless the caller brought one.
-fn fill(
-    record: &mut OutgoingRecord,
-    key: Option<Bytes>,
-    headers: Vec<(String, Bytes)>,
-    partition: Option<i32>,
-    timestamp: Option<i64>,
-) {
-    record.key = key;
-    record.partition = partition;
-    record.timestamp = timestamp;
-    let traced = headers.iter().any(|(k, _)| k == trace::TRACEPARENT);
-    record.headers.extend(headers);
-    if !traced {
-        record
-            .headers
-            .push((trace::TRACEPARENT.to_string(), trace::child_of(None).into()));
     }
 }
 

@@ -565,8 +565,11 @@ impl Worker {
             }
             // Offsets earned for partitions that moved are not ours to
             // commit (the revoke committed them, or they were lost).
+            // Retries of partitions that moved are forgotten too: their
+            // next owner starts over.
             let assigned = self.consumer.assignment();
             self.uncommitted.retain(|tp, _| assigned.contains(tp));
+            self.retries.retain(|tp, _| assigned.contains(tp));
             let idle = records.is_empty();
             self.handle(records).await;
             self.commit_due(idle).await;
@@ -595,11 +598,8 @@ impl Worker {
         self.marks.mark(tp, next);
     }
 
-    /// Resumes partitions whose backoff is over, and forgets retries of
-    /// partitions the member no longer owns (their next owner starts over).
+    /// Resumes partitions whose backoff is over.
     fn resume_due(&mut self) {
-        let assigned = self.consumer.assignment();
-        self.retries.retain(|tp, _| assigned.contains(tp));
         let now = Instant::now();
         let due: Vec<TopicPartition> = self
             .retries
@@ -819,16 +819,15 @@ impl Worker {
             let offset = record.offset;
             let mut failure = None;
             for ack in acks {
-                failure = match ack.await {
-                    Ok(_) => continue,
-                    Err(e) if !e.is_retriable() => {
-                        let reason = format!("reply not delivered: {e}");
-                        match self.dead_letter(record, &reason, 1).await {
-                            Ok(()) => None,
-                            Err(_) => Some((reason, false)),
-                        }
+                let Err(e) = ack.await else { continue };
+                let reason = format!("reply not delivered: {e}");
+                failure = if e.is_retriable() {
+                    Some((reason, true))
+                } else {
+                    match self.dead_letter(record, &reason, 1).await {
+                        Ok(()) => None,
+                        Err(_) => Some((reason, false)),
                     }
-                    Err(e) => Some((format!("reply not delivered: {e}"), true)),
                 };
                 break;
             }
@@ -932,8 +931,8 @@ impl Worker {
         } else {
             "handled"
         };
-        metrics::counter!("franz_transport_records_total", "pattern" => record.topic.to_string(), "kind" => kind, "outcome" => outcome).increment(1);
-        metrics::histogram!("franz_transport_handler_seconds", "pattern" => record.topic.to_string(), "kind" => kind)
+        metrics::counter!("franz_transport_records_total", "pattern" => Arc::clone(&record.topic), "kind" => kind, "outcome" => outcome).increment(1);
+        metrics::histogram!("franz_transport_handler_seconds", "pattern" => Arc::clone(&record.topic), "kind" => kind)
             .record(started.elapsed().as_secs_f64());
         handled
     }
