@@ -20,3 +20,63 @@ export function decorateClass(Class, ...decorators) {
   }
   return out;
 }
+
+/**
+ * Resolves once `stopFile` exists (the Rust test creates it when it is
+ * done), or after `maxSeconds` as a safety net.
+ */
+export async function waitForStop(stopFile, maxSeconds) {
+  const { existsSync } = await import('node:fs');
+  const deadline = Date.now() + Number(maxSeconds) * 1000;
+  while (!existsSync(stopFile) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/**
+ * MessagePack (de)serializers for ServerKafka and ClientKafka, the way a
+ * Nest app plugs in its own codec: `serializer` and `deserializer` options,
+ * with `parser: { keepBinary: true }` so the value reaches the
+ * deserializer as the raw Buffer. Keys and headers stay Nest's.
+ */
+export async function msgpackCodecs() {
+  const { encode, decode } = await import('@msgpack/msgpack');
+  const toBuffer = (v) => (v === undefined || v === null ? null : Buffer.from(encode(v)));
+  const fromBuffer = (b) => (b === null || b === undefined || b.length === 0 ? null : decode(b));
+  const isEnvelope = (v) =>
+    v !== null && typeof v === 'object' && !Buffer.isBuffer(v) && ('key' in v || 'value' in v);
+  const serializer = {
+    serialize(value) {
+      const message = isEnvelope(value) ? { ...value } : { value };
+      message.value = toBuffer(message.value);
+      if (message.key !== undefined && message.key !== null && typeof message.key !== 'string') {
+        message.key = JSON.stringify(message.key);
+      }
+      message.headers = message.headers ?? {};
+      return message;
+    },
+  };
+  // ServerKafka: the request packet.
+  const requestDeserializer = {
+    deserialize(message, options) {
+      return { pattern: options?.channel, data: fromBuffer(message.value) };
+    },
+  };
+  // ClientKafka: a reply, with Nest's err / is-disposed headers.
+  const responseDeserializer = {
+    deserialize(message) {
+      const id = message.headers['kafka_correlationId'].toString();
+      if (message.headers['kafka_nest-err'] !== undefined) {
+        return { id, err: message.headers['kafka_nest-err'], isDisposed: true };
+      }
+      const isDisposed = message.headers['kafka_nest-is-disposed'] !== undefined;
+      return { id, response: fromBuffer(message.value), isDisposed };
+    },
+  };
+  return { serializer, requestDeserializer, responseDeserializer };
+}
+
+/** Applies a parameter decorator (`@Payload()`, `@Ctx()`) to argument `index`. */
+export function decorateParam(Class, name, index, decorator) {
+  decorator(Class.prototype, name, index);
+}

@@ -1,9 +1,13 @@
-//! Node.js peers (KafkaJS, NestJS) run from the npm project in `tests/node`.
+//! Node.js peers (KafkaJS, NestJS) run from the npm project in `tests/node`
+//! (NestJS 11) or `tests/node-nest12` (NestJS 12, same scripts).
 //!
 //! [`ensure_npm_packages`] runs `npm ci` there once per lock-file version
 //! (a stamp in `node_modules` records which), under a cross-process lock.
 //! [`run_script`] runs one of the project's scripts with a deadline and
-//! returns its stdout; a failure carries both streams.
+//! returns its stdout; a failure carries both streams. [`run_script_on`]
+//! runs it against a chosen NestJS major: the scripts live once, in
+//! `tests/node`, and are copied beside the NestJS 12 project's
+//! `node_modules` so that their imports resolve there.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,10 +22,40 @@ pub fn project_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/node")
 }
 
+/// Which `@nestjs/microservices` the Node.js scripts load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NestVersion {
+    /// 11.2 (the `tests/node` project).
+    V11,
+    /// 12.1 (the `tests/node-nest12` project; Node.js 20+).
+    V12,
+}
+
+impl NestVersion {
+    /// Both majors the interop tests cover.
+    pub const ALL: [NestVersion; 2] = [NestVersion::V11, NestVersion::V12];
+
+    /// The npm project of this major.
+    pub fn project_dir(self) -> PathBuf {
+        match self {
+            NestVersion::V11 => project_dir(),
+            NestVersion::V12 => {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/node-nest12")
+            }
+        }
+    }
+}
+
 /// Checks `node` and `npm` and installs the project's locked packages if
 /// they are missing or stale. Blocking.
 pub fn ensure_npm_packages() -> Result<PathBuf, HarnessError> {
-    let dir = project_dir();
+    ensure_project(NestVersion::V11)
+}
+
+/// [`ensure_npm_packages`] for the project of one NestJS major; for 12 it
+/// also copies the scripts of `tests/node` beside its `node_modules`.
+pub fn ensure_project(nest: NestVersion) -> Result<PathBuf, HarnessError> {
+    let dir = nest.project_dir();
     let version = Command::new("node")
         .arg("--version")
         .stdin(Stdio::null())
@@ -51,7 +85,7 @@ pub fn ensure_npm_packages() -> Result<PathBuf, HarnessError> {
     let stamp_value = format!("{:016x}", crate::dist::fnv1a(lock_text.as_bytes()));
     let stamp = dir.join("node_modules/.franz-installed");
 
-    let guard_path = std::env::temp_dir().join("franz-testkit-locks/npm.lock");
+    let guard_path = std::env::temp_dir().join(format!("franz-testkit-locks/npm-{nest:?}.lock"));
     if let Some(parent) = guard_path.parent() {
         fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
     }
@@ -62,6 +96,9 @@ pub fn ensure_npm_packages() -> Result<PathBuf, HarnessError> {
         .open(&guard_path)
         .ctx(|| format!("opening {}", guard_path.display()))?;
     guard.lock().ctx(|| "locking the npm install".into())?;
+    if nest != NestVersion::V11 {
+        copy_scripts(&project_dir(), &dir)?;
+    }
     if fs::read_to_string(&stamp).ok().as_deref() == Some(stamp_value.as_str()) {
         return Ok(dir);
     }
@@ -89,10 +126,35 @@ pub fn ensure_npm_packages() -> Result<PathBuf, HarnessError> {
     Ok(dir)
 }
 
+/// Copies the `.mjs` scripts of `from` into `to` when they differ.
+fn copy_scripts(from: &Path, to: &Path) -> Result<(), HarnessError> {
+    for entry in fs::read_dir(from).ctx(|| format!("listing {}", from.display()))? {
+        let path = entry.ctx(|| format!("listing {}", from.display()))?.path();
+        if path.extension().is_some_and(|e| e == "mjs") {
+            let text = fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+            let target = to.join(path.file_name().unwrap_or_default());
+            if fs::read(&target).ok().as_deref() != Some(text.as_slice()) {
+                fs::write(&target, text).ctx(|| format!("writing {}", target.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs `node <script> <args...>` in the npm project (installing packages
 /// first if needed) and returns its stdout. Blocking.
 pub fn run_script(script: &str, args: &[&str], timeout: Duration) -> Result<String, HarnessError> {
-    let dir = ensure_npm_packages()?;
+    run_script_on(NestVersion::V11, script, args, timeout)
+}
+
+/// [`run_script`] against the packages of one NestJS major.
+pub fn run_script_on(
+    nest: NestVersion,
+    script: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<String, HarnessError> {
+    let dir = ensure_project(nest)?;
     let mut cmd = Command::new("node");
     cmd.current_dir(&dir)
         .arg(script)

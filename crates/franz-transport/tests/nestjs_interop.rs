@@ -1,5 +1,6 @@
-//! Interop with real `@nestjs/microservices` 11.2 (on KafkaJS 2.2.4) from
-//! the npm registry, both ways, on the shared broker:
+//! Interop with real `@nestjs/microservices` 11.2 and 12.1 (on KafkaJS
+//! 2.2.4) from the npm registry, both ways, on the shared broker (each test
+//! runs once per NestJS major):
 //! - a franz client calls a NestJS server (reply, `RpcException`, event);
 //! - a NestJS `ClientKafka` calls a franz server (reply, error, event).
 
@@ -9,8 +10,7 @@ use franz_transport::Payload;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use franz_client::admin::NewTopic;
-use franz_client::{Admin, Client, ClientConfig};
+use franz_testkit::node::NestVersion;
 use franz_testkit::{KafkaCluster, node, unique_group, unique_topic};
 use franz_transport::{
     RpcError, TransportClient, TransportClientConfig, TransportError, TransportServer,
@@ -18,49 +18,29 @@ use franz_transport::{
 };
 use serde_json::{Value, json};
 
-async fn create_topics(b: &str, topics: &[&str]) -> Admin {
-    let admin = Admin::new(Client::connect(ClientConfig::new(b)).await.unwrap());
-    let new = topics.iter().map(|t| NewTopic::new(*t, 1, 1)).collect();
-    for (t, r) in admin.create_topics(new, false).await.unwrap() {
-        r.unwrap_or_else(|e| panic!("{t}: {e}"));
-    }
-    admin
+#[macro_use]
+mod common;
+
+per_nest_version! {
+    a_franz_client_calls_a_nestjs_server => franz_client_calls_nest;
+    a_nestjs_client_calls_a_franz_server => nest_client_calls_franz;
 }
 
-/// Waits until `group` has a member and is stable (the Nest app listens).
-async fn wait_for_group(admin: &Admin, group: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let d = admin.describe_groups(&[group]).await.unwrap();
-        if d[0]
-            .1
-            .as_ref()
-            .is_ok_and(|g| !g.members.is_empty() && g.state == "Stable")
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "group {group} never became stable: {d:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_franz_client_calls_a_nestjs_server() {
+async fn franz_client_calls_nest(nest: NestVersion) {
     let b = KafkaCluster::shared().await.unwrap().bootstrap();
     let charge = unique_topic("nest.billing.charge");
     let created = unique_topic("nest.orders.created");
     let reply = format!("{charge}.reply");
-    let admin = create_topics(&b, &[&charge, &created, &reply]).await;
+    common::create_topics(&b, &[(&charge, 1), (&created, 1), (&reply, 1)]).await;
+    let admin = common::admin(&b).await;
     let group = unique_group("nest-server");
 
     let nest = {
         let (b, group, charge, created) =
             (b.clone(), group.clone(), charge.clone(), created.clone());
         tokio::task::spawn_blocking(move || {
-            node::run_script(
+            node::run_script_on(
+                nest,
                 "nest-server.mjs",
                 &[&b, &group, &charge, &created, "25"],
                 Duration::from_secs(240),
@@ -68,7 +48,7 @@ async fn a_franz_client_calls_a_nestjs_server() {
         })
     };
     // Nest appends "-server" to the group id.
-    wait_for_group(&admin, &format!("{group}-server")).await;
+    common::wait_for_members(&admin, &format!("{group}-server"), 1).await;
 
     let client = TransportClient::connect(
         TransportClientConfig::new(&b, &unique_group("franz-replies")),
@@ -110,13 +90,12 @@ async fn a_franz_client_calls_a_nestjs_server() {
     assert_eq!(events, json!([{"order": 7, "status": "created"}]), "{out}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_nestjs_client_calls_a_franz_server() {
+async fn nest_client_calls_franz(nest: NestVersion) {
     let b = KafkaCluster::shared().await.unwrap().bootstrap();
     let charge = unique_topic("franz.billing.charge");
     let created = unique_topic("franz.orders.created");
     let reply = format!("{charge}.reply");
-    create_topics(&b, &[&charge, &created, &reply]).await;
+    common::create_topics(&b, &[(&charge, 1), (&created, 1), (&reply, 1)]).await;
 
     let events = Arc::new(Mutex::new(Vec::<Value>::new()));
     let server = {
@@ -144,7 +123,8 @@ async fn a_nestjs_client_calls_a_franz_server() {
         let (b, charge, created) = (b.clone(), charge.clone(), created.clone());
         let group = unique_group("nest-client");
         tokio::task::spawn_blocking(move || {
-            node::run_script(
+            node::run_script_on(
+                nest,
                 "nest-client.mjs",
                 &[&b, &group, &charge, &created],
                 Duration::from_secs(240),

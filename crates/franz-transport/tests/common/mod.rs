@@ -2,6 +2,31 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+/// One `#[tokio::test]` per NestJS major for `$body(NestVersion, ..)`.
+#[allow(unused_macros)] // used by the NestJS suites only
+macro_rules! per_nest_version {
+    ($($name:ident => $body:ident;)*) => {
+        mod nest11 {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $body(franz_testkit::node::NestVersion::V11).await
+                }
+            )*
+        }
+        mod nest12 {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $body(franz_testkit::node::NestVersion::V12).await
+                }
+            )*
+        }
+    };
+}
+
 use franz_client::admin::NewTopic;
 use franz_client::{Admin, Client, ClientConfig};
 use franz_testkit::KafkaCluster;
@@ -25,4 +50,96 @@ pub(crate) async fn create_topics(b: &str, topics: &[(&str, i32)]) {
     for (t, r) in admin(b).await.create_topics(new, false).await.unwrap() {
         r.unwrap_or_else(|e| panic!("{t}: {e}"));
     }
+}
+
+/// A NestJS script running in the background until [`NestPeer::stop`].
+pub(crate) struct NestPeer {
+    stop_file: std::path::PathBuf,
+    run: tokio::task::JoinHandle<Result<String, franz_testkit::HarnessError>>,
+}
+
+impl NestPeer {
+    /// Runs `node <script> <args...> <stopFile> <tail...>` on NestJS `nest`:
+    /// the script serves until the stop file exists.
+    pub(crate) fn start(
+        nest: franz_testkit::node::NestVersion,
+        script: &str,
+        args: &[&str],
+        tail: &[&str],
+    ) -> Self {
+        let stop_file = std::env::temp_dir().join(franz_testkit::unique_topic("nest-stop"));
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.push(stop_file.display().to_string());
+        all.extend(tail.iter().map(|a| a.to_string()));
+        let script = script.to_string();
+        let run = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            franz_testkit::node::run_script_on(
+                nest,
+                &script,
+                &refs,
+                std::time::Duration::from_secs(300),
+            )
+        });
+        Self { stop_file, run }
+    }
+
+    /// Tells the script to stop and returns its stdout.
+    pub(crate) async fn stop(self) -> String {
+        std::fs::write(&self.stop_file, b"stop").unwrap();
+        let out = self.run.await.unwrap().unwrap();
+        let _ = std::fs::remove_file(&self.stop_file);
+        out
+    }
+}
+
+/// The JSON after `prefix` on a line of a script's output.
+pub(crate) fn output_line(out: &str, prefix: &str) -> serde_json::Value {
+    let text = out
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{out}"));
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("`{prefix}{text}`: {e}"))
+}
+
+/// Waits until `group` is stable with `members` members.
+pub(crate) async fn wait_for_members(admin: &Admin, group: &str, members: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let d = admin.describe_groups(&[group]).await.unwrap();
+        if d[0]
+            .1
+            .as_ref()
+            .is_ok_and(|g| g.members.len() == members && g.state == "Stable")
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "group {group} never became stable with {members} members: {d:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+/// Runs a NestJS script that exits by itself and returns its stdout.
+pub(crate) async fn run_nest(
+    nest: franz_testkit::node::NestVersion,
+    script: &str,
+    args: &[&str],
+) -> String {
+    let script = script.to_string();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        franz_testkit::node::run_script_on(
+            nest,
+            &script,
+            &refs,
+            std::time::Duration::from_secs(240),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap()
 }
