@@ -33,15 +33,13 @@ pub enum NestVersion {
 
 impl NestVersion {
     /// Both majors the interop tests cover.
-    pub const ALL: [NestVersion; 2] = [NestVersion::V11, NestVersion::V12];
+    pub const ALL: [Self; 2] = [Self::V11, Self::V12];
 
     /// The npm project of this major.
     pub fn project_dir(self) -> PathBuf {
         match self {
-            NestVersion::V11 => project_dir(),
-            NestVersion::V12 => {
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/node-nest12")
-            }
+            Self::V11 => project_dir(),
+            Self::V12 => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/node-nest12"),
         }
     }
 }
