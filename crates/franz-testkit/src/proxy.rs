@@ -120,6 +120,8 @@ struct Rules {
     rewritten: HashMap<i16, u64>,
     record: HashSet<i16>,
     recorded: HashMap<i16, Vec<RecordedRequest>>,
+    swallow: HashSet<(i16, String)>,
+    swallowed: HashMap<i16, u64>,
 }
 
 impl std::fmt::Debug for Rules {
@@ -287,10 +289,27 @@ impl FaultProxy {
         self.rules().recorded.remove(&api_key).unwrap_or_default()
     }
 
-    /// Removes every rule (drops, delays, black hole, rewrites, recording);
-    /// counters stay.
+    /// Stops forwarding requests to `api_key` from clients whose header
+    /// names `client_id`: the broker never sees them (nothing reaches the
+    /// log) and the client waits for a response that never comes, while
+    /// every other client and API goes on. One client's path cut, the rest
+    /// of the cluster healthy.
+    pub fn swallow_requests_from(&self, api_key: i16, client_id: &str) {
+        self.rules()
+            .swallow
+            .insert((api_key, client_id.to_string()));
+    }
+
+    /// How many requests to `api_key` were swallowed.
+    pub fn swallowed_requests(&self, api_key: i16) -> u64 {
+        self.rules().swallowed.get(&api_key).copied().unwrap_or(0)
+    }
+
+    /// Removes every rule (drops, delays, black hole, rewrites, recording,
+    /// swallowing); counters stay.
     pub fn clear_faults(&self) {
         let mut rules = self.rules();
+        rules.swallow.clear();
         rules.rewrite.clear();
         rules.record.clear();
         rules.cut_next.clear();
@@ -425,12 +444,28 @@ fn pump_requests(
             if rules.black_hole {
                 continue;
             }
+            if let Some((key, _)) = api
+                && !rules.swallow.is_empty()
+                && request_client_id(&frame)
+                    .is_some_and(|id| rules.swallow.contains(&(key, id.to_string())))
+            {
+                *rules.swallowed.entry(key).or_default() += 1;
+                continue;
+            }
         }
         if to.write_all(&frame).is_err() {
             break;
         }
     }
     finish(&from, &to, flags);
+}
+
+/// The client id of a request frame (size prefix included): the nullable
+/// string after the correlation id, in every request header version.
+fn request_client_id(frame: &[u8]) -> Option<&str> {
+    let len = i16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    let len = usize::try_from(len).ok()?;
+    std::str::from_utf8(frame.get(14..14 + len)?).ok()
 }
 
 /// Broker to client: apply drop, delay and black-hole rules per response.

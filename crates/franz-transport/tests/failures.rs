@@ -15,14 +15,14 @@
 
 mod common;
 
-use common::{admin, bootstrap, create_topics};
+use common::{admin, bootstrap, create_topics, produce, read};
 use franz_transport::Payload;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use franz_client::{Client, ClientConfig};
-use franz_consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, TopicPartition};
+use franz_consumer::{ConsumerRecord, TopicPartition};
 use franz_producer::{Producer, ProducerConfig, ProducerRecord};
 use franz_testkit::{unique_group, unique_topic};
 use franz_transport::{
@@ -40,31 +40,6 @@ fn config(b: &str, group: &str) -> TransportServerConfig {
     c.retry_backoff_max = Duration::from_secs(2);
     c.partitions_concurrently = 2;
     c
-}
-
-async fn produce(b: &str, topic: &str, partition: i32, value: &str, headers: &[(&str, &str)]) {
-    let producer = Producer::new(ProducerConfig::new(b)).await.unwrap();
-    let mut r = ProducerRecord::new(topic, value.to_string()).with_partition(partition);
-    for (k, v) in headers {
-        r = r.with_header(*k, v.to_string());
-    }
-    producer.send(r).await.unwrap().await.unwrap();
-    producer.close(Duration::from_secs(5)).await.unwrap();
-}
-
-/// Reads `n` records of `topic` from the start.
-async fn read(b: &str, topic: &str, n: usize) -> Vec<ConsumerRecord> {
-    let mut c = ConsumerConfig::new(b);
-    c.auto_offset_reset = OffsetReset::Earliest;
-    let mut consumer = Consumer::new(c).await.unwrap();
-    consumer.assign_topic(topic).await.unwrap();
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while got.len() < n {
-        assert!(Instant::now() < deadline, "{topic}: {} of {n}", got.len());
-        got.extend(consumer.poll(Duration::from_millis(300)).await.unwrap());
-    }
-    got
 }
 
 async fn committed(b: &str, group: &str, tp: &TopicPartition) -> Option<i64> {

@@ -143,3 +143,50 @@ pub(crate) async fn run_nest(
     .unwrap()
     .unwrap()
 }
+
+/// Produces one record (string value, string headers) and waits for its ack.
+pub(crate) async fn produce(
+    b: &str,
+    topic: &str,
+    partition: i32,
+    value: &str,
+    headers: &[(&str, &str)],
+) {
+    let producer = franz_producer::Producer::new(franz_producer::ProducerConfig::new(b))
+        .await
+        .unwrap();
+    let mut r =
+        franz_producer::ProducerRecord::new(topic, value.to_string()).with_partition(partition);
+    for (k, v) in headers {
+        r = r.with_header(*k, v.to_string());
+    }
+    producer.send(r).await.unwrap().await.unwrap();
+    producer
+        .close(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+/// Reads `n` records of `topic` from the start.
+pub(crate) async fn read(b: &str, topic: &str, n: usize) -> Vec<franz_consumer::ConsumerRecord> {
+    let mut c = franz_consumer::ConsumerConfig::new(b);
+    c.auto_offset_reset = franz_consumer::OffsetReset::Earliest;
+    let mut consumer = franz_consumer::Consumer::new(c).await.unwrap();
+    consumer.assign_topic(topic).await.unwrap();
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while got.len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic}: {} of {n}",
+            got.len()
+        );
+        got.extend(
+            consumer
+                .poll(std::time::Duration::from_millis(300))
+                .await
+                .unwrap(),
+        );
+    }
+    got
+}
