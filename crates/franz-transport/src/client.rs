@@ -10,7 +10,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use franz_client::Admin;
+use franz_client::admin::NewTopic;
+use franz_client::{Admin, ClientConfig};
 use franz_consumer::assignor::{Assignor, CooperativeStickyAssignor};
 use franz_consumer::{
     ConsumerConfig, GroupConfig, GroupConsumer, GroupProtocol, HookFuture, OffsetReset,
@@ -27,6 +28,7 @@ use tokio::time::Instant;
 use crate::codec::{self, Codec};
 use crate::error::{RemoteError, TransportError};
 use crate::nest::{self, OutgoingRecord};
+use crate::topics::{self, Provision};
 use crate::trace;
 
 /// Client settings.
@@ -64,16 +66,39 @@ pub struct TransportClientConfig {
     /// The reply group's protocol (default classic; KIP-848 keeps
     /// partitions too).
     pub group_protocol: GroupProtocol,
+    /// Create the patterns' request and reply topics on connect (and on
+    /// `add_patterns`) when they are missing. Default `None`: the broker's
+    /// auto-creation, or topics made beforehand.
+    pub provision: Option<Provision>,
 }
 
 impl TransportClientConfig {
     /// Defaults for `bootstrap_servers`, with reply group `group`.
     pub fn new(bootstrap_servers: &str, reply_group: &str) -> Self {
+        Self::with_client(ClientConfig::new(bootstrap_servers), reply_group)
+    }
+
+    /// Defaults on one [`ClientConfig`] (bootstrap servers, TLS, SASL,
+    /// client id, timeouts), shared by the reply consumer and the producer.
+    ///
+    /// ```
+    /// use franz_client::{ClientConfig, SaslMechanism, SecurityProtocol};
+    /// use franz_transport::TransportClientConfig;
+    /// let mut client = ClientConfig::new("broker:9093").with_sasl(
+    ///     SaslMechanism::ScramSha512,
+    ///     "gateway",
+    ///     "secret",
+    /// );
+    /// client.security_protocol = SecurityProtocol::SaslSsl;
+    /// let config = TransportClientConfig::with_client(client, "gateway-replies");
+    /// assert_eq!(config.consumer.client.security_protocol, config.producer.client.security_protocol);
+    /// ```
+    pub fn with_client(client: ClientConfig, reply_group: &str) -> Self {
         Self {
             // Replies are written after the request; a new reply partition
             // is read from its end, so earlier instances' replies are skipped.
-            consumer: consumer_config(bootstrap_servers),
-            producer: transport_producer(bootstrap_servers),
+            consumer: consumer_config(client.clone()),
+            producer: transport_producer(client),
             reply_group: reply_group.to_string(),
             request_timeout: Duration::from_secs(30),
             codec: codec::default_codec(),
@@ -82,6 +107,7 @@ impl TransportClientConfig {
             rebalance_timeout: Duration::from_secs(60),
             assignors: vec![Arc::new(CooperativeStickyAssignor)],
             group_protocol: GroupProtocol::Classic,
+            provision: None,
         }
     }
 }
@@ -420,6 +446,19 @@ impl TransportClient {
     /// cooperatively, so their partitions are kept).
     pub async fn add_patterns(&self, patterns: &[&str]) -> Result<(), TransportError> {
         let topics: Vec<String> = patterns.iter().map(|p| nest::reply_topic(p)).collect();
+        if let Some(p) = &self.config.provision {
+            let requests = patterns
+                .iter()
+                .map(|t| NewTopic::new(*t, p.partitions, p.replication_factor));
+            let replies = topics
+                .iter()
+                .map(|t| NewTopic::new(t.as_str(), p.reply_partitions, p.replication_factor));
+            topics::create_missing(
+                &self.config.consumer.client,
+                requests.chain(replies).collect(),
+            )
+            .await?;
+        }
         let mut reader = self.reader.lock().await;
         if reader.is_none() {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -703,8 +742,8 @@ impl Drop for TransportClient {
 /// The consumer settings both ends use: a new group starts at the latest
 /// offset (as NestJS, whose KafkaJS `fromBeginning` defaults to false), and
 /// fetches return within 100 ms so replies are not held up.
-pub(crate) fn consumer_config(bootstrap_servers: &str) -> ConsumerConfig {
-    let mut consumer = ConsumerConfig::new(bootstrap_servers);
+pub(crate) fn consumer_config(client: ClientConfig) -> ConsumerConfig {
+    let mut consumer = ConsumerConfig::with_client(client);
     consumer.auto_offset_reset = OffsetReset::Latest;
     consumer.fetch_max_wait = Duration::from_millis(100);
     consumer
@@ -713,10 +752,10 @@ pub(crate) fn consumer_config(bootstrap_servers: &str) -> ConsumerConfig {
 /// The producer settings both ends use: no linger, as KafkaJS, because a
 /// request or reply waiting to fill a batch is latency the caller sees
 /// (records still batch while earlier requests are in flight).
-pub(crate) fn transport_producer(bootstrap_servers: &str) -> ProducerConfig {
+pub(crate) fn transport_producer(client: ClientConfig) -> ProducerConfig {
     ProducerConfig {
         linger: Duration::ZERO,
-        ..ProducerConfig::new(bootstrap_servers)
+        ..ProducerConfig::from_client(client)
     }
 }
 

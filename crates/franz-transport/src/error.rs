@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use franz_client::ClientError;
 use franz_consumer::ConsumeError;
 use franz_producer::ProduceError;
 use serde_json::Value;
@@ -72,6 +73,15 @@ pub enum TransportError {
         /// The partition.
         partition: i32,
     },
+    /// Creating a topic the transport was asked to provision failed (an
+    /// existing topic is not a failure).
+    #[error("provisioning topic {topic:?}: {source}")]
+    Provision {
+        /// The topic (empty when the request as a whole failed).
+        topic: String,
+        /// The broker's or the connection's error.
+        source: ClientError,
+    },
     /// The client or server is shut down.
     #[error("the transport is closed")]
     Closed,
@@ -84,6 +94,7 @@ impl TransportError {
             Self::Produce(e) => e.is_retriable(),
             Self::Consume(e) => e.is_retriable(),
             Self::Timeout { .. } | Self::ReplyPartitionMoved { .. } => true,
+            Self::Provision { source, .. } => source.is_retriable(),
             Self::Remote(_)
             | Self::Payload(_)
             | Self::Encode(_)

@@ -40,6 +40,7 @@ mod error;
 mod handler;
 pub mod nest;
 mod server;
+pub mod topics;
 pub mod trace;
 
 pub use client::{IntoMessage, Message, Replies, TransportClient, TransportClientConfig};
@@ -52,3 +53,4 @@ pub use handler::{
 pub use server::{
     ServerState, ServerStatus, TransportServer, TransportServerBuilder, TransportServerConfig,
 };
+pub use topics::{NestNames, Provision};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use franz_client::admin::NewTopic;
 use franz_client::franz_protocol::ErrorCode;
-use franz_client::{Admin, Client};
+use franz_client::{Admin, Client, ClientConfig};
 use franz_consumer::assignor::RoundRobinAssignor;
 use franz_consumer::{
     ConsumeError, ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer, GroupProtocol,
@@ -30,6 +30,7 @@ use crate::handler::{
     ReplyParts, StateMap,
 };
 use crate::nest;
+use crate::topics::{self, Provision};
 use crate::trace;
 
 #[derive(Clone)]
@@ -106,15 +107,39 @@ pub struct TransportServerConfig {
     /// they earned; this bounds how long (it is also the group's rebalance
     /// timeout, as Java's `max.poll.interval.ms`). Default 60 s.
     pub rebalance_timeout: Duration,
+    /// Create the patterns' topics on start when they are missing (their
+    /// dead-letter topics are created in any case). Default `None`.
+    pub provision: Option<Provision>,
 }
 
 impl TransportServerConfig {
     /// Defaults for `bootstrap_servers` and `group_id`; new groups start at
     /// the latest offset, as NestJS (KafkaJS `fromBeginning: false`).
     pub fn new(bootstrap_servers: &str, group_id: &str) -> Self {
+        Self::with_client(ClientConfig::new(bootstrap_servers), group_id)
+    }
+
+    /// Defaults on one [`ClientConfig`] (bootstrap servers, TLS, SASL,
+    /// client id, timeouts), shared by the group consumer and the producer
+    /// of replies and dead letters.
+    ///
+    /// ```
+    /// use franz_client::{ClientConfig, SecurityProtocol};
+    /// use franz_transport::TransportServerConfig;
+    /// use franz_transport::topics::NestNames;
+    /// // Joining the group of Nest servers configured with
+    /// // `client.clientId: "billing"`, `consumer.groupId: "billing"`.
+    /// let names = NestNames::server("billing", "billing");
+    /// let mut client = ClientConfig::new("broker:9093");
+    /// client.security_protocol = SecurityProtocol::Ssl;
+    /// client.client_id = names.client_id;
+    /// let config = TransportServerConfig::with_client(client, &names.group_id);
+    /// assert_eq!(config.group_id, "billing-server");
+    /// ```
+    pub fn with_client(client: ClientConfig, group_id: &str) -> Self {
         Self {
-            consumer: consumer_config(bootstrap_servers),
-            producer: transport_producer(bootstrap_servers),
+            consumer: consumer_config(client.clone()),
+            producer: transport_producer(client),
             group_id: group_id.to_string(),
             dead_letter_suffix: ".DLT".into(),
             max_attempts: Some(5),
@@ -128,6 +153,7 @@ impl TransportServerConfig {
             partitions_concurrently: 1,
             codec: codec::default_codec(),
             rebalance_timeout: Duration::from_secs(60),
+            provision: None,
         }
     }
 }
@@ -317,6 +343,13 @@ impl TransportServerBuilder {
             state,
         } = self;
         let names: Vec<&str> = patterns.keys().map(String::as_str).collect();
+        if let Some(p) = &config.provision {
+            let topics = names
+                .iter()
+                .map(|t| NewTopic::new(*t, p.partitions, p.replication_factor))
+                .collect();
+            topics::create_missing(&config.consumer.client, topics).await?;
+        }
         let producer = Producer::new(config.producer.clone()).await?;
         ensure_dead_letter_topics(&config, &patterns).await?;
         let mut group = GroupConfig::new(config.group_id.as_str());
@@ -442,7 +475,7 @@ async fn ensure_dead_letter_topics(
     client.close();
     for (topic, r) in created {
         if let Err(e) = r
-            && !e.to_string().contains("TOPIC_ALREADY_EXISTS")
+            && !topics::already_exists(&e)
         {
             tracing::warn!(%topic, error = %e, "could not create the dead-letter topic");
         }

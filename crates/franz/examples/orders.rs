@@ -20,11 +20,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use franz::client::admin::NewTopic;
-use franz::client::{Admin, Client, ClientConfig};
 use franz::consumer::{Consumer, ConsumerConfig, OffsetReset};
 use franz::transport::{
-    Ctx, Payload, RpcError, TransportClient, TransportClientConfig, TransportServer,
+    Ctx, Payload, Provision, RpcError, TransportClient, TransportClientConfig, TransportServer,
     TransportServerConfig,
 };
 use serde::{Deserialize, Serialize};
@@ -70,19 +68,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bootstrap = kafka.bootstrap();
     println!("[demo] broker at {bootstrap}");
 
-    // Topics: patterns with 3 partitions, the reply topic with 1 per gateway.
-    let admin = Admin::new(Client::connect(ClientConfig::new(&bootstrap)).await?);
-    let topics = [(CREATED, 3), (SHIPPED, 3), ("order.created.reply", 1)]
-        .iter()
-        .map(|(t, p)| NewTopic::new(*t, *p, 1))
-        .collect();
-    for (topic, r) in admin.create_topics(topics, false).await? {
-        if let Err(e) = r
-            && !e.to_string().contains("TOPIC_ALREADY_EXISTS")
-        {
-            return Err(format!("creating {topic}: {e}").into());
-        }
-    }
+    // Topics are provisioned by the transport: the patterns with 3
+    // partitions (by the billing servers), the reply topic with 1 per
+    // gateway instance (by the gateway). Existing topics are left alone.
+    let provision = Provision {
+        partitions: 3,
+        reply_partitions: 1,
+        replication_factor: 1,
+    };
 
     // Two billing instances share the group (and its partitions).
     let shipped: Arc<Mutex<BTreeSet<String>>> = Arc::default();
@@ -90,6 +83,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for instance in ["billing-1", "billing-2"] {
         let shipped = Arc::clone(&shipped);
         let mut config = TransportServerConfig::new(&bootstrap, "billing-consumer");
+        config.provision = Some(provision.clone());
         // The stuck shipment: three attempts, 200 ms apart and doubling,
         // then the dead-letter topic. Other partitions go on meanwhile.
         config.max_attempts = Some(3);
@@ -144,11 +138,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     dlt.seek_to_end().await?;
 
     // The gateway.
-    let gateway = TransportClient::connect(
-        TransportClientConfig::new(&bootstrap, "gateway-consumer"),
-        &[CREATED],
-    )
-    .await?;
+    let mut config = TransportClientConfig::new(&bootstrap, "gateway-consumer");
+    config.provision = Some(provision);
+    let gateway = TransportClient::connect(config, &[CREATED]).await?;
     println!("[demo] gateway is up");
     let orders = [
         ("0c3f9a12", "ada", 4_200),
