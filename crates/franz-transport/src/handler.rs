@@ -524,44 +524,133 @@ impl IntoEventOutcome for () {
     }
 }
 
-/// A message handler, erased.
-pub(crate) type MessageFn = Arc<dyn Fn(&Incoming) -> BoxFuture<ReplyBody> + Send + Sync>;
-/// An event handler, erased.
-pub(crate) type EventFn = Arc<dyn Fn(&Incoming) -> BoxFuture<Result<(), RpcError>> + Send + Sync>;
+/// What a handler came to, as its tower [`Service`](tower::Service)
+/// returns it: a message's reply (one value or a stream) or an event's
+/// outcome. Opaque: layers pass it on (or answer with their own error).
+pub struct HandlerOutcome(pub(crate) Outcome);
 
-/// Erases a message handler: extraction, the call and the polling each
-/// catch panics.
-pub(crate) fn message_fn<A, H>(handler: H) -> MessageFn
+impl std::fmt::Debug for HandlerOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match &self.0 {
+            Outcome::Reply(_) => "HandlerOutcome::Reply",
+            Outcome::Event(_) => "HandlerOutcome::Event",
+        })
+    }
+}
+
+pub(crate) enum Outcome {
+    Reply(ReplyBody),
+    Event(Result<(), RpcError>),
+}
+
+/// A handler as a tower [`Service`](tower::Service) of [`Incoming`]
+/// records, which [`TransportServerBuilder::layer`] wraps in tower layers
+/// (`tower::timeout::TimeoutLayer`, `ConcurrencyLimitLayer`, users' own).
+/// It is always ready and never fails: a handler's failure is inside its
+/// [`HandlerOutcome`]; only layers add errors, which the server turns into
+/// [`RpcError::message`]s.
+///
+/// [`TransportServerBuilder::layer`]: crate::TransportServerBuilder::layer
+#[derive(Clone)]
+pub struct HandlerService {
+    call: Arc<dyn Fn(Incoming) -> BoxFuture<HandlerOutcome> + Send + Sync>,
+}
+
+impl std::fmt::Debug for HandlerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandlerService")
+    }
+}
+
+impl tower::Service<Incoming> for HandlerService {
+    type Response = HandlerOutcome;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Result<HandlerOutcome, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, incoming: Incoming) -> Self::Future {
+        let fut = (self.call)(incoming);
+        Box::pin(async move { Ok(fut.await) })
+    }
+}
+
+/// A message handler as a service: extraction, the call and the polling
+/// each catch panics.
+pub(crate) fn message_service<A, H>(handler: H) -> HandlerService
 where
     H: Handler<A>,
     H::Output: IntoReply,
 {
-    Arc::new(move |incoming: &Incoming| {
-        let codec = Arc::clone(&incoming.codec);
-        let started = start(|| handler.call(incoming));
-        Box::pin(async move {
-            match finish(started).await {
-                Ok(out) => out.into_reply(codec).0,
-                Err(e) => ReplyBody::One(Err(e)),
-            }
-        })
-    })
+    HandlerService {
+        call: Arc::new(move |incoming: Incoming| {
+            let codec = Arc::clone(&incoming.codec);
+            let started = start(|| handler.call(&incoming));
+            Box::pin(async move {
+                HandlerOutcome(Outcome::Reply(match finish(started).await {
+                    Ok(out) => out.into_reply(codec).0,
+                    Err(e) => ReplyBody::One(Err(e)),
+                }))
+            })
+        }),
+    }
 }
 
-/// Erases an event handler, as [`message_fn`].
-pub(crate) fn event_fn<A, H>(handler: H) -> EventFn
+/// An event handler as a service, as [`message_service`].
+pub(crate) fn event_service<A, H>(handler: H) -> HandlerService
 where
     H: Handler<A>,
     H::Output: IntoEventOutcome,
 {
-    Arc::new(move |incoming: &Incoming| {
-        let started = start(|| handler.call(incoming));
-        Box::pin(async move {
-            finish(started)
-                .await
-                .and_then(IntoEventOutcome::into_outcome)
-        })
-    })
+    HandlerService {
+        call: Arc::new(move |incoming: Incoming| {
+            let started = start(|| handler.call(&incoming));
+            Box::pin(async move {
+                HandlerOutcome(Outcome::Event(
+                    finish(started)
+                        .await
+                        .and_then(IntoEventOutcome::into_outcome),
+                ))
+            })
+        }),
+    }
+}
+
+/// A layer's error as the handler's failure: a timeout layer's `Elapsed`
+/// or a user layer's refusal is retried as any `RpcException` is (events
+/// again, requests answered with it).
+pub(crate) fn layer_error(e: &(dyn std::error::Error + Send + Sync)) -> RpcError {
+    RpcError::message(format!("handler layer: {e}"))
+}
+
+/// Runs a (layered) handler service for one record; a panic in a layer is
+/// a failure like a panic in the handler.
+pub(crate) async fn run_service(
+    service: &tower::util::BoxCloneSyncService<Incoming, HandlerOutcome, tower::BoxError>,
+    incoming: Incoming,
+    message: bool,
+) -> Outcome {
+    use tower::ServiceExt as _;
+    let failed = |e: RpcError| {
+        if message {
+            Outcome::Reply(ReplyBody::One(Err(e)))
+        } else {
+            Outcome::Event(Err(e))
+        }
+    };
+    match AssertUnwindSafe(service.clone().oneshot(incoming))
+        .catch_unwind()
+        .await
+    {
+        Ok(Ok(HandlerOutcome(outcome))) => outcome,
+        Ok(Err(e)) => failed(layer_error(&*e)),
+        Err(p) => failed(panicked(&*p)),
+    }
 }
 
 /// Starts a handler, a panic turned into a failure.

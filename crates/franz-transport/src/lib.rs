@@ -47,10 +47,11 @@ pub use client::{IntoMessage, Message, Replies, TransportClient, TransportClient
 pub use codec::{Codec, CodecError};
 pub use error::{RemoteError, TransportError};
 pub use handler::{
-    BoxFuture, Ctx, FromIncoming, Handler, Headers, Incoming, IntoEventOutcome, IntoReply, Key,
-    Payload, Reply, ReplyBodyHandle, RpcError, State, Streamed,
+    BoxFuture, Ctx, FromIncoming, Handler, HandlerOutcome, HandlerService, Headers, Incoming,
+    IntoEventOutcome, IntoReply, Key, Payload, Reply, ReplyBodyHandle, RpcError, State, Streamed,
 };
 pub use server::{
-    ServerState, ServerStatus, TransportServer, TransportServerBuilder, TransportServerConfig,
+    BoxHandlerService, ServerState, ServerStatus, TransportServer, TransportServerBuilder,
+    TransportServerConfig,
 };
 pub use topics::{NestNames, Provision};

@@ -20,23 +20,39 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt as _};
 use tracing::Instrument;
 
 use crate::client::{consumer_config, to_producer, transport_producer};
 use crate::codec::{self, Codec};
 use crate::error::TransportError;
 use crate::handler::{
-    self, EventFn, Handler, Incoming, IntoEventOutcome, IntoReply, MessageFn, ReplyBody,
-    ReplyParts, StateMap,
+    self, Handler, HandlerOutcome, HandlerService, Incoming, IntoEventOutcome, IntoReply, Outcome,
+    ReplyBody, ReplyParts, StateMap,
 };
 use crate::nest;
 use crate::topics::{self, Provision};
 use crate::trace;
 
+/// A handler as a (possibly layered) service, boxed: what the layers of
+/// [`TransportServerBuilder::layer`] wrap.
+pub type BoxHandlerService = BoxCloneSyncService<Incoming, HandlerOutcome, tower::BoxError>;
+
 #[derive(Clone)]
-enum Route {
-    Message(MessageFn),
-    Event(EventFn),
+struct Route {
+    /// A message pattern (replies) or an event pattern.
+    message: bool,
+    service: BoxHandlerService,
+}
+
+impl Route {
+    fn new(message: bool, service: HandlerService) -> Self {
+        Self {
+            message,
+            service: BoxCloneSyncService::new(service.map_err(tower::BoxError::from)),
+        }
+    }
 }
 
 /// A pattern's handler and the codec its payloads and replies use.
@@ -292,7 +308,7 @@ impl TransportServerBuilder {
         self.patterns.insert(
             pattern.to_string(),
             Pattern {
-                route: Route::Message(handler::message_fn(handler)),
+                route: Route::new(true, handler::message_service(handler)),
                 codec: None,
             },
         );
@@ -312,10 +328,51 @@ impl TransportServerBuilder {
         self.patterns.insert(
             pattern.to_string(),
             Pattern {
-                route: Route::Event(handler::event_fn(handler)),
+                route: Route::new(false, handler::event_service(handler)),
                 codec: None,
             },
         );
+        self
+    }
+
+    /// Wraps every handler registered so far in a tower layer, as axum's
+    /// `Router::layer` does: register the patterns, then layer them. Each
+    /// pattern gets its own instance of the layer's service, so a
+    /// `ConcurrencyLimitLayer` limits each pattern on its own (tower's
+    /// `GlobalConcurrencyLimitLayer` shares one limit).
+    /// Layers see [`Incoming`] records and pass
+    /// [`HandlerOutcome`](crate::HandlerOutcome)s on; an error a layer adds
+    /// (a timeout's `Elapsed`, a refusal) is the handler's failure, with
+    /// the usual policy (an event retried, then dead-lettered; a request
+    /// answered with the error).
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), franz_transport::TransportError> {
+    /// use std::time::Duration;
+    /// use franz_transport::{Payload, RpcError, TransportServer, TransportServerConfig};
+    /// use tower::limit::ConcurrencyLimitLayer;
+    /// use tower::timeout::TimeoutLayer;
+    /// let server = TransportServer::builder(TransportServerConfig::new("127.0.0.1:9092", "billing"))
+    ///     .message("billing.charge", |Payload(cents): Payload<u64>| async move {
+    ///         Ok::<_, RpcError>(cents)
+    ///     })
+    ///     .layer(TimeoutLayer::new(Duration::from_secs(5)))
+    ///     .layer(ConcurrencyLimitLayer::new(16))
+    ///     .start()
+    ///     .await?;
+    /// # server.shutdown(Duration::from_secs(5)).await }
+    /// ```
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxHandlerService>,
+        L::Service: Service<Incoming, Response = HandlerOutcome> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Incoming>>::Error: Into<tower::BoxError>,
+        <L::Service as Service<Incoming>>::Future: Send + 'static,
+    {
+        for pattern in self.patterns.values_mut() {
+            let layered = layer.layer(pattern.route.service.clone());
+            pattern.route.service = BoxCloneSyncService::new(layered.map_err(Into::into));
+        }
         self
     }
 
@@ -927,16 +984,16 @@ impl Worker {
             codec: Arc::clone(codec),
             state: Arc::clone(&self.state),
         };
-        let kind = match route {
-            Route::Message(_) => "message",
-            Route::Event(_) => "event",
-        };
+        let kind = if route.message { "message" } else { "event" };
         let span = trace::handler_span(record, kind, reply_to.as_ref());
         let in_flight = metrics::gauge!("franz_transport_in_flight", "side" => "server");
         in_flight.increment(1.0);
         let started = Instant::now();
-        let handled = match route {
-            Route::Event(f) => match f(&incoming).instrument(span).await {
+        let outcome = handler::run_service(&route.service, incoming, route.message)
+            .instrument(span.clone())
+            .await;
+        let handled = match outcome {
+            Outcome::Event(result) => match result {
                 Ok(()) => Handled::Done,
                 Err(e) => Handled::Failed {
                     reason: e.describe(),
@@ -944,8 +1001,7 @@ impl Worker {
                     reply: None,
                 },
             },
-            Route::Message(f) => {
-                let body = f(&incoming).instrument(span.clone()).await;
+            Outcome::Reply(body) => {
                 match reply_to {
                     // Emitted to a message pattern: the result is ignored, as Nest.
                     None => {
