@@ -440,8 +440,14 @@ impl BrokerConnection {
         let raw = self.round_trip(req, version, timeout, size_hint).await;
         let result = raw.and_then(|body| self.decode::<R::Response>(body, version));
         let core = &self.handle.core;
-        core.metrics
-            .record(R::API_KEY, started.elapsed(), result.is_ok());
+        let took = started.elapsed();
+        core.metrics.record(R::API_KEY, took, result.is_ok());
+        // The `metrics` facade too (a no-op until the application installs
+        // a recorder): latency per API, and failures.
+        metrics::histogram!("franz_request_seconds", "api" => R::NAME).record(took.as_secs_f64());
+        if result.is_err() {
+            metrics::counter!("franz_request_errors_total", "api" => R::NAME).increment(1);
+        }
         let resp = result?;
         if let Some(ms) = resp.throttle_time_ms().filter(|ms| *ms > 0) {
             // KIP-219: the broker answered, then muted us; do not send
@@ -539,6 +545,7 @@ impl BrokerConnection {
         };
         self.touch();
         core.metrics.sent(frame.len());
+        metrics::counter!("franz_bytes_sent_total").increment(frame.len() as u64);
         if self.handle.queue.send(frame.freeze()).await.is_err() {
             return Err(self.closed_error());
         }
@@ -736,6 +743,7 @@ async fn read_loop<R: AsyncRead + Unpin>(core: Arc<Core>, mut read: BufReader<R>
             break ClientError::io(&name, "read", &e);
         }
         core.metrics.received(len + 4);
+        metrics::counter!("franz_bytes_received_total").increment((len + 4) as u64);
         let body = body.freeze();
         let Some(id) = frame::peek_correlation_id(&body) else {
             continue;

@@ -534,6 +534,9 @@ impl Consumer {
                 .map(|(tp, _)| tp.clone()),
             None => None,
         };
+        if !out.is_empty() {
+            metrics::counter!("franz_consumer_records_total").increment(out.len() as u64);
+        }
         out
     }
 
@@ -1020,6 +1023,8 @@ impl Consumer {
                     }
                 }
                 state.high_watermark = Some(p.high_watermark);
+                metrics::gauge!("franz_consumer_lag", "topic" => name.clone(), "partition" => p.partition_index.to_string())
+                    .set((p.high_watermark - position).max(0) as f64);
                 if p.preferred_read_replica >= 0 {
                     state.preferred_replica =
                         Some((p.preferred_read_replica, now + PREFERRED_REPLICA_TTL));

@@ -686,6 +686,10 @@ fn finish_batch(
     // bytes returned to the buffer.
     inner.memory.add_permits(batch.reserved);
     st.outstanding = st.outstanding.saturating_sub(1);
+    let outcome = if result.is_ok() { "acked" } else { "failed" };
+    metrics::counter!("franz_producer_batches_total", "outcome" => outcome).increment(1);
+    metrics::counter!("franz_producer_records_total", "outcome" => outcome)
+        .increment(u64::try_from(batch.records).unwrap_or(0));
     batch.shared.complete(result);
     inner.progress.notify_waiters();
 }
@@ -1110,6 +1114,7 @@ fn handle_response(inner: &Inner, leader: i32, batches: Vec<Keyed>, result: Requ
         let expired = now.duration_since(batch.created) >= cfg.delivery_timeout;
         match outcome {
             BatchOutcome::Retry | BatchOutcome::RetryAfterBump if !expired => {
+                metrics::counter!("franz_producer_retries_total").increment(1);
                 if let Some(q) = queue_of(st, &topic, partition) {
                     q.in_flight = false;
                     q.retry_at = Some(now + cfg.client.retry_backoff);

@@ -4,35 +4,64 @@
 //! replies matched by correlation id, event patterns, key-based
 //! partitioning, and offsets committed only after a handler succeeds. It
 //! speaks the `@nestjs/microservices` Kafka transporter's wire format both
-//! ways (`../shared/nestjs-kafka-interop.md`).
+//! ways (tested against NestJS 11.2 and 12.1 on KafkaJS 2.2.4), and shares
+//! server groups with Nest servers.
 //!
 //! ## Main types
+//! - [`TransportServer`] (Nest's `ServerKafka`): handlers per pattern, axum
+//!   style: async fns of extractors ([`Payload`], [`Ctx`], [`Headers`],
+//!   [`Key`], [`State`]) returning `Result<T, RpcError>`, a [`Reply`]
+//!   envelope or a [`Streamed`] stream; tower layers around them
+//!   ([`TransportServerBuilder::layer`]).
 //! - [`TransportClient`] (Nest's `ClientKafka`): `send` to a message pattern
-//!   and await the reply on `<pattern>.reply`, `emit` events.
-//! - [`TransportServer`] (Nest's `ServerKafka`): typed handlers per pattern.
-//! - [`nest`]: the sans-io wire layer: headers, value encoding and parsing
-//!   ([`nest::NestValue`]), request, event and reply layouts.
-//! - [`TransportError`]: typed failures, including the remote handler's
-//!   error body.
+//!   and await the reply on `<pattern>.reply`, `send_stream` for several,
+//!   `emit`/`emit_batch` events; [`Message`] envelopes.
+//! - [`Codec`]: JSON with NestJS's rules (default), MessagePack, raw bytes,
+//!   text, or one's own; per server, client or pattern.
+//! - [`nest`]: the sans-io wire layer: headers, value encoding and parsing,
+//!   request, event and reply layouts.
+//! - [`topics`]: NestJS's `-server`/`-client` names and opt-in
+//!   [`Provision`]ing of topics.
+//! - [`TransportError`] and [`RpcError`]: typed failures on each side.
 //!
 //! ## How data flows
-//! Request: `send` → a 21-hex correlation id registered in the reply router
-//! → record on topic `<pattern>` with `kafka_correlationId`,
-//! `kafka_replyTopic` and `kafka_replyPartition` (the lowest reply partition
-//! the client's group gave it) → the server's group consumer → the handler
-//! → a reply on exactly that topic and partition with the id echoed and
-//! `kafka_nest-is-disposed` → the client's reply reader routes it by id.
-//! Events skip the reply. The server commits a request's offset only after
-//! its reply is acknowledged, and an event's only after its handler
-//! returned `Ok`; a failed event is rewound and retried with backoff, and
-//! an event that does not deserialize goes to `<pattern>.dead-letter`.
+//! Request: `send` → a correlation id registered in the reply router → a
+//! record on topic `<pattern>` with `kafka_correlationId`,
+//! `kafka_replyTopic` and `kafka_replyPartition` (a reply partition the
+//! client's cooperative-sticky reply group gave it) → the server's group
+//! consumer → the handler (through its layers) → a reply on exactly that
+//! topic and partition with the id echoed, `kafka_nest-is-disposed` on the
+//! last → the client's reply reader routes it by id. Events skip the reply.
 //!
-//! Records of one partition are handled one at a time, in order; with
-//! `partitions_concurrently` above 1 (KafkaJS's
-//! `partitionsConsumedConcurrently`), handlers of different partitions run
-//! at the same time, so different keys do not queue behind each other.
-//! `group_instance_id` makes a server instance a static group member, so a
-//! restart within the session timeout moves no partitions.
+//! ## Delivery guarantees
+//! The server commits a request's offset only after its reply is
+//! acknowledged, and an event's only after its handler returned `Ok` (or
+//! the event was dead-lettered): at least once, across crashes and
+//! rebalances. A failed event is retried with exponential backoff that
+//! pauses only its partition, up to `max_attempts`, then goes to
+//! `<topic>.DLT` with Spring's `kafka_dlt-*` headers; a request gets an
+//! error reply. On revoke, handlers in hand finish (bounded by the
+//! rebalance timeout) and their offsets are committed before the
+//! partitions go.
+//!
+//! ## Cancel safety
+//! Dropping a `send` future at any point frees its router entry; a reply
+//! that arrives later is dropped. Dropping a server stops it without a
+//! final commit (what was not committed is handled again by the next
+//! owner); `shutdown(deadline)` drains and commits first.
+//!
+//! ## Observability
+//! A [`ServerStatus`] watch; a `tracing` span per record (pattern,
+//! correlation id, topic, partition, offset) with W3C `traceparent`
+//! carried in Kafka headers ([`trace`]); and, through the `metrics`
+//! facade: `franz_transport_records_total`, `_requests_total`,
+//! `_retried_total`, `_dead_lettered_total`, `_timeouts_total`,
+//! `_in_flight`, `_handler_seconds`, `_request_seconds` here, with the producer's
+//! (`franz_producer_records_total`, `_batches_total`, `_retries_total`),
+//! consumer's (`franz_consumer_records_total`, `franz_consumer_lag`) and
+//! connections' (`franz_request_seconds` per API,
+//! `franz_request_errors_total`, `franz_bytes_sent_total`,
+//! `franz_bytes_received_total`) figures.
 
 mod client;
 pub mod codec;
