@@ -843,7 +843,16 @@ fn plan(inner: &Inner) -> (Vec<(i32, Vec<Keyed>)>, Instant, Option<(i64, i16)>, 
                         expired.push(seal(open));
                     }
                 } else if flushing || now >= open.created + cfg.linger {
-                    if let Some(open) = q.open.take() {
+                    // Seal it only when it can go now. While the partition
+                    // has a batch in flight (or waiting), records keep
+                    // joining the open batch, as Java's accumulator appends
+                    // to its last undrained batch: sealing it at once made a
+                    // one-record batch per send with `linger` 0, and one
+                    // such batch per round trip is all a partition carried.
+                    if !q.in_flight
+                        && q.queued.is_empty()
+                        && let Some(open) = q.open.take()
+                    {
                         q.queued.push_back(seal(open));
                     }
                 } else {
