@@ -51,9 +51,9 @@ bench-consumer records="2000000" runs="3":
     benches/target/release/consumer-bench --records {{records}} --runs {{runs}}
 
 # Transport benchmark: franz vs NestJS request-reply (each its own process).
-bench-transport requests="20000":
+bench-transport requests="20000" runs="3":
     cargo build --release --manifest-path benches/Cargo.toml --bins
-    benches/target/release/transport-bench --requests {{requests}}
+    benches/target/release/transport-bench --requests {{requests}} --runs {{runs}}
 
 # All benchmarks.
 bench: bench-codec bench-producer bench-consumer bench-transport

@@ -87,7 +87,13 @@ fn main() {
         }
         for client in &clients {
             let of = |f: fn(&Measured) -> f64| {
-                median(per_run.iter().flatten().filter(|m| m.client == *client).map(f))
+                median(
+                    per_run
+                        .iter()
+                        .flatten()
+                        .filter(|m| m.client == *client)
+                        .map(f),
+                )
             };
             results.push(Measured {
                 client,
@@ -101,7 +107,9 @@ fn main() {
                 continue;
             }
             let pick = |run: &[Measured], c: &str| {
-                run.iter().find(|m| m.client == c).map(|m| (m.records_per_sec, m.cpu_secs))
+                run.iter()
+                    .find(|m| m.client == c)
+                    .map(|m| (m.records_per_sec, m.cpu_secs))
             };
             let ratios: Vec<(f64, f64)> = per_run
                 .iter()
@@ -136,7 +144,15 @@ fn main() {
     let mut wide_runs = Vec::new();
     for _ in 0..runs {
         for client in &wide_clients {
-            wide_runs.push(measure(client, &dist, &bootstrap, &wide, wide_records, 100, &rdkafka));
+            wide_runs.push(measure(
+                client,
+                &dist,
+                &bootstrap,
+                &wide,
+                wide_records,
+                100,
+                &rdkafka,
+            ));
         }
     }
     println!();
@@ -175,7 +191,13 @@ fn preload(
     size: usize,
 ) {
     create_topic(dist, bootstrap, topic, partitions);
-    let preload = client_command(sibling_bin("franz-produce"), bootstrap, topic, n, Some(size));
+    let preload = client_command(
+        sibling_bin("franz-produce"),
+        bootstrap,
+        topic,
+        n,
+        Some(size),
+    );
     let (out, _, _) = run_measured(preload);
     assert_eq!(result_field(&out, "failed="), 0.0, "preload failed: {out}");
 }
@@ -205,7 +227,13 @@ fn measure(
             ]);
             run_measured(cmd)
         }
-        "franz" => run_measured(client_command(sibling_bin("franz-consume"), bootstrap, topic, n, None)),
+        "franz" => run_measured(client_command(
+            sibling_bin("franz-consume"),
+            bootstrap,
+            topic,
+            n,
+            None,
+        )),
         "franz (no sessions)" => {
             let mut cmd = client_command(sibling_bin("franz-consume"), bootstrap, topic, n, None);
             cmd.args(["--sessions", "false"]);
