@@ -71,16 +71,7 @@ impl NestPeer {
         let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         all.push(stop_file.display().to_string());
         all.extend(tail.iter().map(|a| a.to_string()));
-        let script = script.to_string();
-        let run = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-            franz_testkit::node::run_script_on(
-                nest,
-                &script,
-                &refs,
-                std::time::Duration::from_secs(300),
-            )
-        });
+        let run = spawn_script(nest, script, all);
         Self { stop_file, run }
     }
 
@@ -128,20 +119,26 @@ pub(crate) async fn run_nest(
     script: &str,
     args: &[&str],
 ) -> String {
+    let args = args.iter().map(|a| a.to_string()).collect();
+    spawn_script(nest, script, args).await.unwrap().unwrap()
+}
+
+/// Runs `node <script> <args...>` on a blocking thread (deadline 300 s).
+fn spawn_script(
+    nest: franz_testkit::node::NestVersion,
+    script: &str,
+    args: Vec<String>,
+) -> tokio::task::JoinHandle<Result<String, franz_testkit::HarnessError>> {
     let script = script.to_string();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         franz_testkit::node::run_script_on(
             nest,
             &script,
             &refs,
-            std::time::Duration::from_secs(240),
+            std::time::Duration::from_secs(300),
         )
     })
-    .await
-    .unwrap()
-    .unwrap()
 }
 
 /// Produces one record (string value, string headers) and waits for its ack.
