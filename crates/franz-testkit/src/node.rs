@@ -71,9 +71,11 @@ pub fn ensure_project(nest: NestVersion) -> Result<PathBuf, HarnessError> {
         .next()
         .and_then(|m| m.parse().ok())
         .unwrap_or(0);
-    if major < 18 {
+    // NestJS 12 needs Node.js 20 (its `engines`); KafkaJS and NestJS 11, 18.
+    let needed = if nest == NestVersion::V12 { 20 } else { 18 };
+    if major < needed {
         return Err(HarnessError::Node(format!(
-            "Node.js 18+ needed, found {:?}",
+            "Node.js {needed}+ needed for the {nest:?} peers, found {:?}",
             String::from_utf8_lossy(&version.stdout).trim()
         )));
     }
