@@ -3,6 +3,7 @@
 // Usage: node nest-client.mjs <bootstrap> <groupId> <chargePattern> <eventPattern>
 import { ClientKafka } from '@nestjs/microservices';
 import { lastValueFrom, timeout } from 'rxjs';
+import { replyConsumerReady } from './nest-common.mjs';
 
 const [bootstrap, groupId, chargePattern, eventPattern] = process.argv.slice(2);
 const client = new ClientKafka({
@@ -11,6 +12,7 @@ const client = new ClientKafka({
 });
 client.subscribeToResponseOf(chargePattern);
 await client.connect();
+await replyConsumerReady(client);
 
 const reply = await lastValueFrom(client.send(chargePattern, { order: 7, cents: 1250 }).pipe(timeout(30000)));
 console.log(`reply ${JSON.stringify(reply)}`);

@@ -80,3 +80,30 @@ export async function msgpackCodecs() {
 export function decorateParam(Class, name, index, decorator) {
   decorator(Class.prototype, name, index);
 }
+
+/**
+ * Waits until a ClientKafka's reply consumer has been through a fetch
+ * (KafkaJS's FETCH_START fires per fetch; one after connect means the
+ * group join is done and the reply partition's starting offset is
+ * resolved), at most `maxMs`. A reply written before that point would be
+ * skipped by a consumer that starts at the latest offset: a NestJS client
+ * race, not the server's, which shows up when the machine is loaded.
+ */
+export async function replyConsumerReady(client, maxMs = 6000) {
+  const consumer = client.consumer;
+  if (!consumer || !consumer.events) {
+    return;
+  }
+  await new Promise((resolve) => {
+    let off = () => {};
+    const timer = setTimeout(() => {
+      off();
+      resolve();
+    }, maxMs);
+    off = consumer.on(consumer.events.FETCH_START, () => {
+      clearTimeout(timer);
+      off();
+      resolve();
+    });
+  });
+}

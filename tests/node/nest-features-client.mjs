@@ -7,7 +7,7 @@
 // Usage: node nest-features-client.mjs <bootstrap> <groupId> <prefix> [msgpack]
 import { ClientKafka } from '@nestjs/microservices';
 import { lastValueFrom, timeout, toArray } from 'rxjs';
-import { msgpackCodecs } from './nest-common.mjs';
+import { msgpackCodecs, replyConsumerReady } from './nest-common.mjs';
 
 const [bootstrap, groupId, prefix, mode] = process.argv.slice(2);
 const msgpack = mode === 'msgpack';
@@ -29,12 +29,14 @@ const all = (pattern, data) =>
 if (msgpack) {
   client.subscribeToResponseOf(`${prefix}.mpf`);
   await client.connect();
+  await replyConsumerReady(client);
   const got = await all(`${prefix}.mpf`, { n: 7, tags: ['a', 'b'], nested: { ok: true } });
   console.log(`mp ${JSON.stringify(got)}`);
 } else {
   client.subscribeToResponseOf(`${prefix}.stream`);
   client.subscribeToResponseOf(`${prefix}.void`);
   await client.connect();
+  await replyConsumerReady(client);
   console.log(`stream ${JSON.stringify(await all(`${prefix}.stream`, { n: 3 }))}`);
   console.log(`void ${JSON.stringify(await all(`${prefix}.void`, { n: 0 }))}`);
   for (const [k, key] of [['string', 'customer-42'], ['number', 7], ['object', { id: 1 }]]) {

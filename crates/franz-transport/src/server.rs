@@ -440,10 +440,21 @@ impl TransportServerBuilder {
                 (name, (p.route, codec))
             })
             .collect();
+        let parker = Parker {
+            producer: producer.clone(),
+            dead_letter_suffix: config.dead_letter_suffix.clone(),
+            write_bound: config
+                .consumer
+                .client
+                .request_timeout
+                .min(Duration::from_secs(10)),
+        };
         let worker = Worker {
             config,
             routes,
             state: Arc::new(state),
+            parker,
+            parking: std::sync::Mutex::default(),
             producer,
             marks: consumer.offset_marks(),
             consumer,
@@ -601,6 +612,12 @@ struct Worker {
     routes: BTreeMap<String, (Route, Arc<dyn Codec>)>,
     state: Arc<StateMap>,
     producer: Producer,
+    parker: Parker,
+    /// Parks in progress (their partitions paused at the record), applied
+    /// as they finish by [`Worker::finish_parks`]. In a mutex only so that
+    /// `&Worker` is `Sync` for the concurrent partition handlers (which
+    /// never touch it): the loop reaches it through `&mut self`, unlocked.
+    parking: std::sync::Mutex<stream::FuturesUnordered<handler::BoxFuture<Parked>>>,
     consumer: GroupConsumer,
     /// What the consumer commits when partitions are revoked: the worker
     /// copies its earned offsets here before every poll.
@@ -621,7 +638,10 @@ impl Worker {
             if stop.load(Ordering::Relaxed) {
                 break Ok(());
             }
+            self.finish_parks();
             self.resume_due();
+            // Parks in progress are looked at every 50 ms.
+            let longest = if self.parking().is_empty() { 200 } else { 50 };
             let wait = self
                 .retries
                 .values()
@@ -629,7 +649,7 @@ impl Worker {
                 .map(|r| r.resume_at.saturating_duration_since(Instant::now()))
                 .min()
                 .unwrap_or(Duration::MAX)
-                .clamp(Duration::from_millis(1), Duration::from_millis(200));
+                .clamp(Duration::from_millis(1), Duration::from_millis(longest));
             let records = match self.consumer.poll(wait).await {
                 Ok(r) => r,
                 Err(e) => match classify(&e) {
@@ -664,6 +684,12 @@ impl Worker {
             self.handle(records).await;
             self.commit_due(idle).await;
         };
+        // Parks in progress finish (each write is bounded), so that what
+        // they earned is committed.
+        while let Some(done) = self.parking().next().await {
+            self.parking().push(Box::pin(std::future::ready(done)));
+            self.finish_parks();
+        }
         self.commit_due(true).await;
         let flushed = self.producer.close(Duration::from_secs(10)).await;
         let left = self.consumer.close().await;
@@ -759,27 +785,32 @@ impl Worker {
         let exhausted =
             !failure.retriable || self.config.max_attempts.is_some_and(|max| attempts >= max);
         let mut park = None;
+        let mut parking = false;
         if exhausted {
             let p = Park {
                 reason: failure.reason.clone(),
                 reply: failure.reply,
             };
-            match self.park(&failure.record, &p, attempts).await {
-                Ok(()) => {
-                    self.retries.remove(&tp);
-                    self.set_stalled(&tp, false);
-                    self.earn(&tp, offset + 1);
-                    if let Err(e) = self.consumer.consumer_mut().seek(&tp, offset + 1) {
-                        tracing::warn!(error = %e, "could not move past a parked record");
-                    }
-                    return;
+            // The write runs beside the loop; the partition waits at the
+            // record, paused, until it is known (see `finish_parks`).
+            let (parker, record, tp2, p2) = (
+                self.parker.clone(),
+                failure.record.clone(),
+                tp.clone(),
+                p.clone(),
+            );
+            self.parking().push(Box::pin(async move {
+                let result = parker.park(&record, &p2, attempts).await;
+                Parked {
+                    tp: tp2,
+                    offset,
+                    attempts,
+                    park: p2,
+                    result,
                 }
-                Err(e) => {
-                    tracing::error!(topic = %tp.topic, partition = tp.partition, offset, error = %e, "parking a failed record failed; the partition stalls and tries again");
-                    self.set_stalled(&tp, true);
-                    park = Some(p);
-                }
-            }
+            }));
+            park = None;
+            parking = true;
         } else {
             metrics::counter!("franz_transport_retried_total", "pattern" => tp.topic.clone())
                 .increment(1);
@@ -794,7 +825,12 @@ impl Worker {
         if let Some(o) = self.uncommitted.get_mut(&tp) {
             *o = (*o).min(offset);
         }
-        let resume_at = Instant::now() + self.backoff(&tp, offset, attempts);
+        // A partition being parked waits for its park, not a backoff.
+        let resume_at = if parking {
+            Instant::now() + Duration::from_secs(86_400)
+        } else {
+            Instant::now() + self.backoff(&tp, offset, attempts)
+        };
         let paused = self.consumer.pause(std::slice::from_ref(&tp)).is_ok();
         self.retries.insert(
             tp,
@@ -806,6 +842,60 @@ impl Worker {
                 park,
             },
         );
+    }
+
+    /// Applies the parks that finished: a written park earns its record and
+    /// the partition goes on past it; a failed one stalls the partition,
+    /// which parks the record again after a backoff. A park of a partition
+    /// that moved meanwhile is dropped: its next owner handles the record
+    /// again (a dead letter may then be written twice, never lost).
+    fn finish_parks(&mut self) {
+        use futures_util::FutureExt as _;
+        while let Some(Some(done)) = self.parking().next().now_or_never() {
+            let Parked {
+                tp,
+                offset,
+                attempts,
+                park,
+                result,
+            } = done;
+            if !self
+                .retries
+                .get(&tp)
+                .is_some_and(|r| r.offset == offset && r.park.is_none())
+            {
+                continue;
+            }
+            match result {
+                Ok(()) => {
+                    self.retries.remove(&tp);
+                    self.set_stalled(&tp, false);
+                    self.earn(&tp, offset + 1);
+                    if let Err(e) = self.consumer.consumer_mut().seek(&tp, offset + 1) {
+                        tracing::warn!(error = %e, "could not move past a parked record");
+                    }
+                    if let Err(e) = self.consumer.resume(std::slice::from_ref(&tp)) {
+                        tracing::debug!(error = %e, "resuming after a park");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(topic = %tp.topic, partition = tp.partition, offset, error = %e, "parking a failed record failed; the partition stalls and tries again");
+                    self.set_stalled(&tp, true);
+                    let resume_at = Instant::now() + self.backoff(&tp, offset, attempts);
+                    if let Some(r) = self.retries.get_mut(&tp) {
+                        r.park = Some(park);
+                        r.resume_at = resume_at;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The parks in progress.
+    fn parking(&mut self) -> &mut stream::FuturesUnordered<handler::BoxFuture<Parked>> {
+        self.parking
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Reports a partition stalled on parking a record, or no longer.
@@ -821,25 +911,6 @@ impl Worker {
             }
             true
         });
-    }
-
-    /// Parks a record whose attempts are used: a request's error reply if
-    /// it has one and it can be written, else a dead letter.
-    async fn park(
-        &self,
-        record: &ConsumerRecord,
-        park: &Park,
-        attempts: u32,
-    ) -> Result<(), TransportError> {
-        if let Some(reply) = &park.reply {
-            match self.write_bounded(reply.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the error reply cannot be written; dead-lettering the request");
-                }
-            }
-        }
-        self.dead_letter(record, &park.reason, attempts).await
     }
 
     /// `retry_backoff` doubled per attempt, at most `retry_backoff_max`,
@@ -914,7 +985,7 @@ impl Worker {
                 failure = if e.is_retriable() {
                     Some((reason, true))
                 } else {
-                    match self.dead_letter(record, &reason, 1).await {
+                    match self.parker.dead_letter(record, &reason, 1).await {
                         Ok(()) => None,
                         Err(_) => Some((reason, false)),
                     }
@@ -1110,18 +1181,55 @@ impl Worker {
                 reply: None,
             })
     }
+}
+
+/// Writes parked records (error replies, dead letters) for the worker,
+/// away from it: a clone goes into each park, which runs beside the
+/// worker's loop, so that a dead-letter topic that cannot be written
+/// stalls only its partition while every other partition goes on.
+#[derive(Clone)]
+struct Parker {
+    producer: Producer,
+    dead_letter_suffix: String,
+    /// How long one write may take before it counts as failed.
+    write_bound: Duration,
+}
+
+/// A park that finished, for the worker to apply.
+struct Parked {
+    tp: TopicPartition,
+    offset: i64,
+    attempts: u32,
+    park: Park,
+    result: Result<(), TransportError>,
+}
+
+impl Parker {
+    /// Parks a record whose attempts are used: a request's error reply if
+    /// it has one and it can be written, else a dead letter.
+    async fn park(
+        &self,
+        record: &ConsumerRecord,
+        park: &Park,
+        attempts: u32,
+    ) -> Result<(), TransportError> {
+        if let Some(reply) = &park.reply {
+            match self.write_bounded(reply.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the error reply cannot be written; dead-lettering the request");
+                }
+            }
+        }
+        self.dead_letter(record, &park.reason, attempts).await
+    }
 
     /// Writes a record and waits for its acknowledgement, bounded, so that
     /// a target that is gone stalls only this partition's progress (it is
     /// retried after a backoff), not the server: other partitions' commits
     /// and handlers go on.
     async fn write_bounded(&self, record: nest::OutgoingRecord) -> Result<(), TransportError> {
-        let bound = self
-            .config
-            .consumer
-            .client
-            .request_timeout
-            .min(Duration::from_secs(10));
+        let bound = self.write_bound;
         let topic = record.topic.clone();
         let write = async { self.producer.send(to_producer(record)).await?.await };
         match tokio::time::timeout(bound, write).await {
@@ -1145,7 +1253,7 @@ impl Worker {
         attempts: u32,
     ) -> Result<(), TransportError> {
         tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset, attempts, %reason, "sending a record to the dead-letter topic");
-        let topic = format!("{}{}", record.topic, self.config.dead_letter_suffix);
+        let topic = format!("{}{}", record.topic, self.dead_letter_suffix);
         let partition = match self.producer.client().topic_metadata(&topic).await {
             Ok(t) if t.partitions.iter().any(|p| p.partition == record.partition) => {
                 Some(record.partition)

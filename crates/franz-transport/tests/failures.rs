@@ -9,7 +9,10 @@
 //! - a request whose `kafka_replyPartition` is out of range is handled once
 //!   and dead-lettered with the reason;
 //! - with the dead-letter topic gone (auto-creation is off in the testkit),
-//!   the partition stalls and nothing is committed past the failing record.
+//!   the partition stalls and nothing is committed past the failing record,
+//!   while another partition's events go on without waiting for it;
+//! - an event for a topic the broker will not create is a typed
+//!   `UnknownTopic`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
 
@@ -246,21 +249,33 @@ async fn a_request_with_an_invalid_reply_partition_is_handled_once_and_dead_lett
 async fn with_the_dead_letter_topic_gone_nothing_is_committed_past_the_failure() {
     let b = bootstrap().await;
     let topic = unique_topic("orders.paid");
-    create_topic(&b, &topic, 1).await;
+    create_topic(&b, &topic, 2).await;
     let group = unique_group("nodlt");
-    let server = TransportServer::builder(config(&b, &group))
-        .event(
-            &topic,
-            |Payload(v): Payload<serde_json::Value>| async move {
-                if v == "bad" {
-                    return Err(RpcError::fatal("always"));
-                }
-                Ok(())
-            },
-        )
-        .start()
-        .await
-        .unwrap();
+    // Events of partition 1 handled, with when.
+    let other: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let server = {
+        let other = Arc::clone(&other);
+        TransportServer::builder(config(&b, &group))
+            .event(
+                &topic,
+                move |Payload(v): Payload<serde_json::Value>, ctx: franz_transport::Ctx| {
+                    let other = Arc::clone(&other);
+                    async move {
+                        if v == "bad" {
+                            return Err(RpcError::fatal("always"));
+                        }
+                        if ctx.partition() == 1 {
+                            let v = v.as_str().unwrap_or_default().to_string();
+                            other.lock().unwrap().push((v, Instant::now()));
+                        }
+                        Ok(())
+                    }
+                },
+            )
+            .start()
+            .await
+            .unwrap()
+    };
     // The server created the DLT topic at start; take it away (the testkit
     // broker does not auto-create topics).
     let dlt = format!("{topic}.DLT");
@@ -282,17 +297,38 @@ async fn with_the_dead_letter_topic_gone_nothing_is_committed_past_the_failure()
     let tp = TopicPartition::new(&topic, 0);
     wait_committed(&b, &group, &tp, 1).await;
     // It stalls at the bad record: never past it, however long it tries.
+    // Partition 1 goes on meanwhile, each event handled within moments of
+    // its write, though every dead-letter write waits out its bound.
     let until = Instant::now() + Duration::from_secs(8);
+    let mut written = Vec::new();
+    let mut n = 0;
     while Instant::now() < until {
         let c = committed(&b, &group, &tp).await;
         assert!(
             c <= Some(1),
             "committed {c:?} past the record that was neither handled nor dead-lettered"
         );
+        let value = format!("other-{n}");
+        produce(&b, &topic, 1, &value, &[]).await;
+        written.push((value, Instant::now()));
+        n += 1;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let handled = other.lock().unwrap().clone();
+    for (value, at) in &written {
+        let (_, when) = handled
+            .iter()
+            .find(|(v, _)| v == value)
+            .unwrap_or_else(|| panic!("{value} on partition 1 never handled: {handled:?}"));
+        let waited = when.saturating_duration_since(*at);
+        assert!(
+            waited < Duration::from_secs(4),
+            "{value} on partition 1 waited {waited:?} behind partition 0's dead-letter write"
+        );
+    }
     // The topic comes back: the dead letter is written and the rest follows.
-    create_topic(&b, &format!("{topic}.DLT"), 1).await;
+    create_topic(&b, &format!("{topic}.DLT"), 2).await;
     wait_committed(&b, &group, &tp, 3).await;
     assert_eq!(read(&b, &format!("{topic}.DLT"), 1).await.len(), 1);
     server
@@ -358,4 +394,32 @@ async fn a_handler_sees_its_record_through_ctx() {
         .shutdown(std::time::Duration::from_secs(30))
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_the_broker_will_not_create_is_a_typed_unknown_topic() {
+    // The shared broker has auto-creation off: the producer asks for it
+    // (`allow_auto_topic_creation`, default true) and is refused.
+    let b = bootstrap().await;
+    let mut config = TransportClientConfig::new(&b, &unique_group("unknown-replies"));
+    // How long the producer looks for the topic (Java's `max.block.ms`,
+    // default 60 s, which rides out a broker restart).
+    config.producer.max_block = Duration::from_secs(5);
+    let client = TransportClient::connect(config, &[]).await.unwrap();
+    let nowhere = unique_topic("nowhere");
+    let started = Instant::now();
+    match client.emit(&nowhere, &serde_json::json!({"n": 1})).await {
+        Err(franz_transport::TransportError::Produce(
+            franz_producer::ProduceError::UnknownTopic(t),
+        )) => assert_eq!(t, nowhere),
+        other => panic!("expected a typed UnknownTopic, got {other:?}"),
+    }
+    // Within the transport producer's 10 s to find a topic, well inside a
+    // request's 30 s timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+    client.close().await.unwrap();
 }
