@@ -107,3 +107,22 @@ impl ProduceError {
         }
     }
 }
+
+/// [`Producer::try_send`](crate::Producer::try_send) could not queue a
+/// record: why, and the record itself, handed back untouched.
+#[derive(Debug, thiserror::Error)]
+#[error("record not queued: {error}")]
+pub struct TrySendError {
+    /// The record, as it was given.
+    pub record: crate::ProducerRecord,
+    /// Why it was not queued.
+    #[source]
+    pub error: ProduceError,
+}
+
+impl TrySendError {
+    /// Whether trying again later may queue it (a full buffer, say).
+    pub fn is_retriable(&self) -> bool {
+        self.error.is_retriable()
+    }
+}

@@ -52,7 +52,7 @@ mod producer;
 pub mod sequence;
 
 pub use config::{Acks, PartitionerKind, ProducerConfig};
-pub use error::ProduceError;
+pub use error::{ProduceError, TrySendError};
 pub use partitioner::{
     DefaultPartitioner, Partitioner, RoundRobinPartitioner, murmur2, partition_for_key,
 };

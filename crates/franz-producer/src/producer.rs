@@ -18,7 +18,7 @@ use franz_protocol::record::{BatchMeta, Header, RecordBatchBuilder, set_producer
 use tokio::sync::{Notify, Semaphore};
 
 use crate::config::{Acks, PartitionerKind, ProducerConfig};
-use crate::error::ProduceError;
+use crate::error::{ProduceError, TrySendError};
 use crate::partitioner::{DefaultPartitioner, Partitioner, RoundRobinPartitioner};
 use crate::sequence::{BatchOutcome, SequenceState};
 
@@ -258,6 +258,22 @@ struct Inner {
 #[derive(Clone)]
 pub struct Producer {
     inner: Arc<Inner>,
+    /// Shared by the clones only (not the sender task): when the last one
+    /// is dropped, the sender delivers what was sent and stops.
+    _last: Arc<LastHandle>,
+}
+
+/// Dropping the last [`Producer`] clone without `close`: no more records
+/// can come, so the sender task finishes the batches in hand (their
+/// delivery futures still resolve) and then ends, instead of waking every
+/// 250 ms for as long as the process lives.
+struct LastHandle(Arc<Inner>);
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Relaxed);
+        self.0.wake.notify_one();
+    }
 }
 
 impl std::fmt::Debug for Producer {
@@ -362,7 +378,10 @@ impl Producer {
             config,
         });
         tokio::spawn(sender(Arc::clone(&inner)));
-        Ok(Self { inner })
+        Ok(Self {
+            _last: Arc::new(LastHandle(Arc::clone(&inner))),
+            inner,
+        })
     }
 
     /// The client underneath.
@@ -494,23 +513,28 @@ impl Producer {
                 }
             }
         }
-        self.append(record, partition, size)
+        Ok(self.append(record, partition, size))
     }
 
     /// Queues `record` only if metadata is known and buffer memory is free
-    /// now; otherwise fails at once.
-    pub fn try_send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ProduceError> {
-        self.check_open()?;
+    /// now; otherwise fails at once and hands the record back with the
+    /// reason ([`ProduceError::BufferFull`] when the buffer is full; boxed,
+    /// so the happy path stays small), so that nothing is lost: send it again later, or with [`send`](Self::send).
+    pub fn try_send(&self, record: ProducerRecord) -> Result<DeliveryFuture, Box<TrySendError>> {
         let size = record_size(&record);
-        self.check_size(size)?;
-        let partition = {
+        let checked = self.check_open().and_then(|()| self.check_size(size));
+        let partition = checked.and_then(|()| {
             let md = self.inner.client.metadata();
             let t = md
                 .topics
                 .get(&*record.topic)
                 .filter(|t| !t.partitions.is_empty())
                 .ok_or_else(|| ProduceError::UnknownTopic(record.topic.to_string()))?;
-            self.choose_partition(&record, t, size)?
+            self.choose_partition(&record, t, size)
+        });
+        let partition = match partition {
+            Ok(p) => p,
+            Err(error) => return Err(Box::new(TrySendError { record, error })),
         };
         match self
             .inner
@@ -519,13 +543,14 @@ impl Producer {
         {
             Ok(p) => p.forget(),
             Err(_) => {
-                return Err(ProduceError::BufferFull {
+                let error = ProduceError::BufferFull {
                     buffered: self.buffered_bytes(),
                     limit: self.inner.config.buffer_memory,
-                });
+                };
+                return Err(Box::new(TrySendError { record, error }));
             }
         }
-        self.append(record, partition, size)
+        Ok(self.append(record, partition, size))
     }
 
     /// Sends and waits for the acknowledgement.
@@ -536,12 +561,7 @@ impl Producer {
         self.send(record).await?.await
     }
 
-    fn append(
-        &self,
-        record: ProducerRecord,
-        partition: i32,
-        reserved: usize,
-    ) -> Result<DeliveryFuture, ProduceError> {
+    fn append(&self, record: ProducerRecord, partition: i32, reserved: usize) -> DeliveryFuture {
         let inner = &*self.inner;
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let batch_size = inner.config.batch_size;
@@ -577,23 +597,20 @@ impl Producer {
             wake = true;
         }
         if q.open.is_none() {
-            q.open = Some(OpenBatch {
-                builder: RecordBatchBuilder::with_capacity(batch_size.min(reserved.max(1024))),
-                created: Instant::now(),
-                shared: Arc::new(BatchShared {
-                    topic: Arc::clone(&tq.name),
-                    partition,
-                    result: OnceLock::new(),
-                    waiters: Mutex::new(Vec::new()),
-                }),
-                reserved: 0,
-            });
             st.outstanding += 1;
             wake = true;
         }
-        let Some(open) = q.open.as_mut() else {
-            return Err(ProduceError::Fatal("open batch vanished".into()));
-        };
+        let open = q.open.get_or_insert_with(|| OpenBatch {
+            builder: RecordBatchBuilder::with_capacity(batch_size.min(reserved.max(1024))),
+            created: Instant::now(),
+            shared: Arc::new(BatchShared {
+                topic: Arc::clone(&tq.name),
+                partition,
+                result: OnceLock::new(),
+                waiters: Mutex::new(Vec::new()),
+            }),
+            reserved: 0,
+        });
         let index = open.builder.record_count();
         open.builder.push(
             timestamp,
@@ -616,7 +633,7 @@ impl Producer {
         if wake {
             inner.wake.notify_one();
         }
-        Ok(future)
+        future
     }
 
     /// Sends everything buffered now (ignoring `linger`) and waits until

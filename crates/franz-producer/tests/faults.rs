@@ -1,7 +1,8 @@
 //! The producer under faults, on brokers this suite owns: a killed and
 //! restarted single node, three leader kills on three nodes, lost produce
 //! responses (idempotent: exactly once; not idempotent: duplicates, which
-//! shows the check can fail), and backpressure against a paused broker.
+//! shows the check can fail), and backpressure against a paused broker
+//! (`send` blocks, `try_send` hands the record back).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
 
@@ -244,6 +245,16 @@ async fn a_paused_broker_fills_the_buffer_then_records_time_out() {
     let blocked_at = sent.load(Ordering::Relaxed);
     assert!(blocked_at < 200, "send never blocked");
     assert!(peak > buffer / 2, "the buffer never filled (peak {peak})");
+    // `try_send` on the full buffer fails at once and hands the record back.
+    let record = ProducerRecord::new(topic.as_str(), vec![7u8; 1000]).with_key("kept");
+    match producer.try_send(record.clone()) {
+        Err(e) => {
+            assert!(matches!(e.error, ProduceError::BufferFull { .. }), "{e}");
+            assert!(e.is_retriable());
+            assert_eq!(e.record, record, "the record comes back untouched");
+        }
+        Ok(_) => panic!("try_send queued a record on a full buffer"),
+    }
     // The buffered records fail with a delivery timeout, which frees memory.
     let results = task.await.unwrap();
     let mut timed_out = 0;
