@@ -452,7 +452,11 @@ impl BrokerConnection {
         if let Some(ms) = resp.throttle_time_ms().filter(|ms| *ms > 0) {
             // KIP-219: the broker answered, then muted us; do not send
             // anything more until the time has passed.
-            let until = Instant::now() + Duration::from_millis(ms as u64);
+            // Capped at the request timeout: a broker (or a man in the
+            // middle) asking for i32::MAX ms would otherwise mute the
+            // connection for 24 days before any timeout could start.
+            let until =
+                Instant::now() + Duration::from_millis(ms as u64).min(self.handle.request_timeout);
             tracing::debug!(broker = %core.addr, throttle_ms = ms, "throttled by broker");
             core.metrics.throttled(ms);
             let mut t = core

@@ -41,9 +41,11 @@
 //! is a configuration error). The producer gets an id from InitProducerId,
 //! numbers each partition's records, and resends a batch with the same
 //! bytes and sequence, so the broker writes it once however many times the
-//! response is lost. OUT_OF_ORDER_SEQUENCE_NUMBER, UNKNOWN_PRODUCER_ID and an
-//! abandoned in-flight batch bump the epoch (KIP-360) and re-sequence what
-//! is still unacknowledged.
+//! response is lost or unreadable: a sequence whose fate is unknown is never
+//! given to another batch. OUT_OF_ORDER_SEQUENCE_NUMBER, UNKNOWN_PRODUCER_ID
+//! and an abandoned in-flight batch bump the epoch on the client (KIP-360:
+//! same producer id, epoch + 1, a new id only when the epoch would
+//! overflow) and re-sequence what is still unacknowledged from 0.
 
 mod config;
 mod error;

@@ -204,6 +204,7 @@ struct Batch {
     reserved: usize,
     sent_once: bool,
     epoch: i16,
+    producer_id: i64,
     base_sequence: i32,
     last_error: Option<String>,
 }
@@ -681,6 +682,7 @@ fn seal(open: OpenBatch) -> Batch {
         reserved: open.reserved,
         sent_once: false,
         epoch: -1,
+        producer_id: -1,
         base_sequence: -1,
         last_error: None,
     }
@@ -785,11 +787,17 @@ async fn sender(inner: Arc<Inner>) {
                 let _ = client.refresh_metadata_for(&[]).await;
             });
         }
-        if let Some(current) = bump {
-            // On its own task, so expiry and completions carry on meanwhile.
+        if let Some((old_pid, old_epoch)) = bump {
+            // Only when the epoch would overflow: a new id from the broker,
+            // on its own task, so expiry and completions carry on meanwhile.
             let inner2 = Arc::clone(&inner);
             tokio::spawn(async move {
-                match init_producer_id(&inner2.client, &inner2.config, Some(current)).await {
+                tracing::info!(
+                    old_pid,
+                    old_epoch,
+                    "producer epoch exhausted; asking for a new id"
+                );
+                match init_producer_id(&inner2.client, &inner2.config, None).await {
                     Ok((pid, epoch)) => {
                         tracing::info!(producer_id = pid, epoch, "producer epoch bumped");
                         let mut st = lock(&inner2.state);
@@ -836,9 +844,22 @@ fn plan(inner: &Inner) -> (Vec<(i32, Vec<Keyed>)>, Instant, Option<(i64, i16)>, 
     let bump_needed = st.seq.as_ref().is_some_and(SequenceState::bump_needed);
     let in_flight_total: usize = st.in_flight_requests.values().sum();
     let mut bump = None;
-    if bump_needed && in_flight_total == 0 && !st.bumping {
-        st.bumping = true;
-        bump = st.seq.as_ref().map(|s| (s.producer_id(), s.epoch()));
+    let mut bump_needed = bump_needed;
+    if bump_needed
+        && in_flight_total == 0
+        && !st.bumping
+        && let Some(seq) = st.seq.as_mut()
+    {
+        match seq.bump_locally() {
+            Some((pid, epoch)) => {
+                tracing::info!(producer_id = pid, epoch, "producer epoch bumped");
+                bump_needed = false;
+            }
+            None => {
+                st.bumping = true;
+                bump = Some((seq.producer_id(), seq.epoch()));
+            }
+        }
     }
     let mut refresh = std::mem::take(&mut st.refresh_wanted);
     let mut in_flight = st.in_flight_requests.clone();
@@ -963,7 +984,10 @@ fn encode_batch(
     let cfg = &inner.config;
     let (pid, epoch, base) = match seq {
         Some(s) => {
-            if batch.payload.is_some() && batch.epoch == s.epoch() {
+            if batch.payload.is_some()
+                && batch.epoch == s.epoch()
+                && batch.producer_id == s.producer_id()
+            {
                 return Ok(()); // a retry: same bytes, same sequence
             }
             let base = s.assign(topic, partition, batch.records);
@@ -996,6 +1020,7 @@ fn encode_batch(
         (None, None) => return Err(ProduceError::Fatal("batch without records".into())),
     }
     batch.epoch = epoch;
+    batch.producer_id = pid;
     batch.base_sequence = base;
     Ok(())
 }
@@ -1072,7 +1097,11 @@ fn handle_response(inner: &Inner, leader: i32, batches: Vec<Keyed>, result: Requ
         let (outcome, code, message) = match &result {
             RequestResult::Failed(e) => {
                 batch.last_error = Some(e.to_string());
-                if e.is_retriable() {
+                // An unreadable answer leaves the batch's fate unknown (the
+                // broker may have written it): resend the same bytes and
+                // sequence, which the broker deduplicates, rather than
+                // give the sequence to the next batch.
+                if e.is_retriable() || matches!(e, ClientError::Decode { .. }) {
                     st.refresh_wanted |= e.invalidates_metadata();
                     (BatchOutcome::Retry, None, None)
                 } else {
@@ -1176,15 +1205,20 @@ fn handle_response(inner: &Inner, leader: i32, batches: Vec<Keyed>, result: Requ
                     (None, RequestResult::Failed(e)) => ProduceError::Client(e.clone()),
                     (None, _) => ProduceError::Fatal(message.unwrap_or_default()),
                 };
-                // The broker refused the batch, so its sequences are not in
-                // the log; it was the partition's latest (one batch in flight
-                // per partition), so the next batch reuses them.
-                if let Some(seq) = st.seq.as_mut()
+                // Only a broker's per-partition refusal says the batch is not
+                // in the log: then its sequences are free, and (one batch in
+                // flight per partition) the next batch reuses them. Any other
+                // failure after sending leaves its fate unknown, so the
+                // sequence is not reused: `finish_batch` marks it abandoned
+                // and the epoch is bumped.
+                if code.is_some()
+                    && let Some(seq) = st.seq.as_mut()
                     && batch.epoch == seq.epoch()
+                    && batch.producer_id == seq.producer_id()
                 {
                     seq.rollback(&topic, partition, batch.base_sequence);
+                    batch.sent_once = false;
                 }
-                batch.sent_once = false;
                 finish_batch(inner, st, batch, Err(err));
             }
         }

@@ -10,9 +10,17 @@
 //! module decides is when the sequence state can no longer be trusted and
 //! the epoch must be bumped (KIP-360): after OUT_OF_ORDER_SEQUENCE_NUMBER,
 //! UNKNOWN_PRODUCER_ID or INVALID_PRODUCER_EPOCH, and after a batch that was
-//! sent is given up on (it may or may not be in the log). A bump gives a new
-//! epoch, every partition restarts at sequence 0, and unacknowledged batches
-//! are re-sequenced in their original order.
+//! sent is given up on (it may or may not be in the log). A bump keeps the
+//! producer id and raises the epoch on the client ([`SequenceState::bump_locally`]),
+//! every partition restarts at sequence 0, and unacknowledged batches are
+//! re-sequenced in their original order (a batch is current only when both
+//! its producer id and its epoch are).
+//!
+//! A sequence whose fate is unknown is never reused: when a request was
+//! written and its answer is lost or unreadable, the batch is resent with
+//! the same id, epoch and sequence (the broker deduplicates its last five
+//! batches, so it is written once); it is rolled back only when the broker
+//! refused the partition's batch with an error code.
 
 use std::collections::HashMap;
 
@@ -107,6 +115,19 @@ impl SequenceState {
         self.bump_needed = true;
     }
 
+    /// KIP-360's client-side bump for an idempotent producer, as Java's
+    /// `bumpIdempotentProducerEpoch` does: the same producer id at epoch + 1,
+    /// every partition restarting at sequence 0 (the broker accepts a higher
+    /// epoch only at sequence 0). `None` when the epoch would overflow: then
+    /// a new producer id must be asked for with InitProducerId. (Asking
+    /// InitProducerId without a transactional id always yields a *new* id at
+    /// epoch 0, never a bump.)
+    pub fn bump_locally(&mut self) -> Option<(i64, i16)> {
+        let epoch = self.epoch.checked_add(1).filter(|e| *e < i16::MAX)?;
+        self.on_new_epoch(self.producer_id, epoch);
+        Some((self.producer_id, epoch))
+    }
+
     /// The broker granted a new epoch (or id): every partition restarts at 0.
     pub fn on_new_epoch(&mut self, producer_id: i64, epoch: i16) {
         self.producer_id = producer_id;
@@ -141,7 +162,7 @@ mod tests {
             BatchOutcome::RetryAfterBump
         );
         assert!(s.bump_needed());
-        s.on_new_epoch(7, 1);
+        assert_eq!(s.bump_locally(), Some((7, 1)), "same id, epoch + 1");
         assert!(!s.bump_needed());
         assert_eq!(s.epoch(), 1);
         assert_eq!(
@@ -149,6 +170,16 @@ mod tests {
             0,
             "the re-sequenced batch starts at 0 in the new epoch"
         );
+    }
+
+    #[test]
+    fn an_epoch_about_to_overflow_asks_for_a_new_id() {
+        let mut s = SequenceState::new(7, i16::MAX - 1);
+        s.on_sent_batch_abandoned();
+        assert_eq!(s.bump_locally(), None);
+        assert!(s.bump_needed(), "still waiting for a new producer id");
+        s.on_new_epoch(8, 0);
+        assert_eq!((s.producer_id(), s.epoch()), (8, 0));
     }
 
     #[test]
