@@ -841,10 +841,9 @@ fn plan(inner: &Inner) -> (Vec<(i32, Vec<Keyed>)>, Instant, Option<(i64, i16)>, 
     let flushing = st.flushers > 0 || inner.closed.load(Ordering::Relaxed);
     let mut expired = Vec::new();
     let mut per_leader: HashMap<i32, (usize, Vec<Keyed>)> = HashMap::new();
-    let bump_needed = st.seq.as_ref().is_some_and(SequenceState::bump_needed);
+    let mut bump_needed = st.seq.as_ref().is_some_and(SequenceState::bump_needed);
     let in_flight_total: usize = st.in_flight_requests.values().sum();
     let mut bump = None;
-    let mut bump_needed = bump_needed;
     if bump_needed
         && in_flight_total == 0
         && !st.bumping
@@ -984,10 +983,7 @@ fn encode_batch(
     let cfg = &inner.config;
     let (pid, epoch, base) = match seq {
         Some(s) => {
-            if batch.payload.is_some()
-                && batch.epoch == s.epoch()
-                && batch.producer_id == s.producer_id()
-            {
+            if batch.payload.is_some() && s.is_current(batch.producer_id, batch.epoch) {
                 return Ok(()); // a retry: same bytes, same sequence
             }
             let base = s.assign(topic, partition, batch.records);
@@ -1213,8 +1209,7 @@ fn handle_response(inner: &Inner, leader: i32, batches: Vec<Keyed>, result: Requ
                 // and the epoch is bumped.
                 if code.is_some()
                     && let Some(seq) = st.seq.as_mut()
-                    && batch.epoch == seq.epoch()
-                    && batch.producer_id == seq.producer_id()
+                    && seq.is_current(batch.producer_id, batch.epoch)
                 {
                     seq.rollback(&topic, partition, batch.base_sequence);
                     batch.sent_once = false;

@@ -70,6 +70,12 @@ impl SequenceState {
         self.epoch
     }
 
+    /// Whether a batch numbered under `producer_id` and `epoch` still holds
+    /// valid sequences: both must match, since a new id restarts at epoch 0.
+    pub fn is_current(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producer_id == producer_id && self.epoch == epoch
+    }
+
     /// Whether sending must pause until the epoch is bumped.
     pub fn bump_needed(&self) -> bool {
         self.bump_needed

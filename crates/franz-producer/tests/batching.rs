@@ -11,18 +11,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, create_topic};
+use common::proxied_broker_with_topic;
 use franz_producer::{Producer, ProducerConfig, ProducerRecord};
 use franz_testkit::proxy::api_key;
-use franz_testkit::{KafkaCluster, unique_topic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_sent_while_a_batch_is_in_flight_share_the_next_batch() {
-    let cluster = KafkaCluster::builder().fault_proxy().start().await.unwrap();
+    let (cluster, _, topic) = proxied_broker_with_topic("batching").await;
     let proxy = cluster.proxy(cluster.node_ids()[0]).unwrap();
-    let c = client(&cluster.direct_bootstrap()).await;
-    let topic = unique_topic("batching");
-    create_topic(&c, &topic, 1, 1, &[]).await;
     let producer = Producer::new(ProducerConfig {
         linger: Duration::ZERO,
         ..ProducerConfig::new(&cluster.bootstrap())

@@ -12,11 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{assert_exactly_once_in_order, client, create_topic, read_all};
+use common::{assert_exactly_once_in_order, proxied_broker_with_topic, read_all};
 use franz_client::ClientConfig;
 use franz_producer::{Producer, ProducerConfig, ProducerRecord};
 use franz_testkit::proxy::api_key;
-use franz_testkit::{KafkaCluster, unique_topic};
 
 /// One record per batch (sent and awaited one at a time), so that a
 /// reused sequence would cover exactly the next record: the broker would
@@ -24,11 +23,8 @@ use franz_testkit::{KafkaCluster, unique_topic};
 /// without writing it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_produce_response_is_resolved_by_resending_the_same_sequence() {
-    let cluster = KafkaCluster::builder().fault_proxy().start().await.unwrap();
+    let (cluster, c, topic) = proxied_broker_with_topic("unknown-fate").await;
     let proxy = cluster.proxy(cluster.node_ids()[0]).unwrap();
-    let c = client(&cluster.direct_bootstrap()).await;
-    let topic = unique_topic("unknown-fate");
-    create_topic(&c, &topic, 1, 1, &[]).await;
     let producer = Producer::new(ProducerConfig {
         linger: Duration::ZERO,
         delivery_timeout: Duration::from_secs(60),

@@ -147,3 +147,19 @@ pub(crate) fn assert_exactly_once_in_order(read: &BTreeMap<i32, Vec<Rec>>, n: u6
         "{missing} records missing, {dups} duplicated"
     );
 }
+
+/// A broker of the test's own behind a fault proxy (`cluster.proxy(1)`), a
+/// direct client, and a fresh one-partition topic named after `prefix`.
+pub(crate) async fn proxied_broker_with_topic(
+    prefix: &str,
+) -> (franz_testkit::KafkaCluster, Client, String) {
+    let cluster = franz_testkit::KafkaCluster::builder()
+        .fault_proxy()
+        .start()
+        .await
+        .unwrap();
+    let c = client(&cluster.direct_bootstrap()).await;
+    let topic = franz_testkit::unique_topic(prefix);
+    create_topic(&c, &topic, 1, 1, &[]).await;
+    (cluster, c, topic)
+}
