@@ -30,13 +30,19 @@ pub enum ProduceError {
     },
     /// The record was not acknowledged within `delivery_timeout`.
     #[error(
-        "record not delivered within the delivery timeout ({after:?}); last error: {last_error}"
+        "record not delivered within the delivery timeout ({after:?}){}{}",
+        if *sent { " after it was sent: it may be in the log" } else { "" },
+        last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default()
     )]
     DeliveryTimeout {
         /// The delivery timeout.
         after: Duration,
+        /// Whether the batch was ever sent: then the broker may have
+        /// written it (its answer never came), so the record's fate is
+        /// unknown rather than "not written".
+        sent: bool,
         /// The last error seen while retrying, if any.
-        last_error: String,
+        last_error: Option<Box<Self>>,
     },
     /// `send` waited `max_block` for buffer memory or metadata.
     #[error("waited {after:?} for {what}")]
@@ -77,9 +83,24 @@ pub enum ProduceError {
         /// Partition asked for.
         partition: i32,
     },
-    /// The producer was closed before the record was delivered.
+    /// The producer was closed before the record was sent: it was not
+    /// written.
     #[error("the producer is closed")]
     Closed,
+    /// The producer's close deadline passed while the record's batch was in
+    /// flight (or sent and waiting to be resent): it may or may not be in
+    /// the log.
+    #[error("the producer closed while the record was in flight; it may be in the log")]
+    ClosedInFlight,
+    /// Another producer with the same id took over (a newer epoch): this
+    /// one can send nothing more.
+    #[error("producer {producer_id} (epoch {epoch}) was fenced by a newer instance")]
+    ProducerFenced {
+        /// Producer id.
+        producer_id: i64,
+        /// The epoch that was fenced.
+        epoch: i16,
+    },
     /// Invalid configuration.
     #[error("invalid producer configuration: {0}")]
     Config(String),
@@ -102,6 +123,8 @@ impl ProduceError {
             | Self::UnknownTopic(_)
             | Self::UnknownPartition { .. }
             | Self::Closed
+            | Self::ClosedInFlight
+            | Self::ProducerFenced { .. }
             | Self::Config(_)
             | Self::Fatal(_) => false,
         }

@@ -47,15 +47,19 @@
 //! same producer id, epoch + 1, a new id only when the epoch would
 //! overflow) and re-sequence what is still unacknowledged from 0.
 
+mod accumulator;
+mod batch;
 mod config;
 mod error;
 mod partitioner;
 mod producer;
+mod sender;
 pub mod sequence;
 
+pub use batch::{DeliveryFuture, RecordMetadata};
 pub use config::{Acks, PartitionerKind, ProducerConfig};
 pub use error::{ProduceError, TrySendError};
 pub use partitioner::{
     DefaultPartitioner, Partitioner, RoundRobinPartitioner, murmur2, partition_for_key,
 };
-pub use producer::{DeliveryFuture, Producer, ProducerRecord, RecordMetadata};
+pub use producer::{Producer, ProducerRecord};

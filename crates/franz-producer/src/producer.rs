@@ -1,26 +1,28 @@
-//! The producer: accumulator, sender task and delivery futures.
+//! The driver: the public [`Producer`], and the tokio task that runs the
+//! sans-io [`Sender`] over the [`Accumulator`].
+//!
+//! Everything that decides lives in those two; this file only reads the
+//! clock, takes the lock, writes requests and hands back their outcomes.
 
-use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use franz_client::{Client, ClientError, ConnectionKind};
-use franz_protocol::ErrorCode;
-use franz_protocol::messages::{
-    InitProducerIdRequest, ProduceRequest, ProduceResponse, produce_request,
-};
-use franz_protocol::record::{BatchMeta, Header, RecordBatchBuilder, set_producer_fields};
+use franz_protocol::messages::{InitProducerIdRequest, ProduceRequest, produce_request};
+use franz_protocol::record::Header;
 use tokio::sync::{Notify, Semaphore};
 
+use crate::accumulator::{Accumulator, record_size};
+use crate::batch::DeliveryFuture;
 use crate::config::{Acks, PartitionerKind, ProducerConfig};
 use crate::error::{ProduceError, TrySendError};
 use crate::partitioner::{DefaultPartitioner, Partitioner, RoundRobinPartitioner};
-use crate::sequence::{BatchOutcome, SequenceState};
+use crate::sender::{Completion, RequestOutcome, SendRequest, Sender, SenderConfig};
+use crate::sequence::SequenceState;
+
+use crate::batch::RecordMetadata;
 
 /// A record to send.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -84,152 +86,11 @@ impl ProducerRecord {
     }
 }
 
-/// Where an acknowledged record landed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordMetadata {
-    /// Topic.
-    pub topic: Arc<str>,
-    /// Partition.
-    pub partition: i32,
-    /// Offset (-1 with acks=0).
-    pub offset: i64,
-    /// Timestamp (the broker's under LogAppendTime).
-    pub timestamp: i64,
-}
-
-struct BatchAck {
-    base_offset: i64,
-    log_append_time: i64,
-}
-
-/// One batch's outcome, shared by every record in it: one allocation per
-/// batch, not per record.
-struct BatchShared {
-    topic: Arc<str>,
-    partition: i32,
-    result: OnceLock<Result<BatchAck, ProduceError>>,
-    waiters: Mutex<Vec<Waker>>,
-}
-
-impl BatchShared {
-    fn complete(&self, r: Result<BatchAck, ProduceError>) {
-        if self.result.set(r).is_ok() {
-            let waiters =
-                std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
-            for w in waiters {
-                w.wake();
-            }
-        }
-    }
-}
-
-/// Resolves when the record is acknowledged (or fails).
-#[must_use = "a record's delivery is only known by awaiting its future"]
-pub struct DeliveryFuture {
-    shared: Arc<BatchShared>,
-    index: i32,
-    timestamp: i64,
-}
-
-impl std::fmt::Debug for DeliveryFuture {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeliveryFuture")
-            .field("topic", &self.shared.topic)
-            .field("partition", &self.shared.partition)
-            .field("done", &self.shared.result.get().is_some())
-            .finish()
-    }
-}
-
-impl DeliveryFuture {
-    fn output(&self, r: &Result<BatchAck, ProduceError>) -> Result<RecordMetadata, ProduceError> {
-        match r {
-            Ok(ack) => Ok(RecordMetadata {
-                topic: Arc::clone(&self.shared.topic),
-                partition: self.shared.partition,
-                offset: if ack.base_offset < 0 {
-                    -1
-                } else {
-                    ack.base_offset + i64::from(self.index)
-                },
-                timestamp: if ack.log_append_time >= 0 {
-                    ack.log_append_time
-                } else {
-                    self.timestamp
-                },
-            }),
-            Err(e) => Err(e.clone()),
-        }
-    }
-}
-
-impl Future for DeliveryFuture {
-    type Output = Result<RecordMetadata, ProduceError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(r) = self.shared.result.get() {
-            return Poll::Ready(self.output(r));
-        }
-        {
-            let mut w = self
-                .shared
-                .waiters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if !w.iter().any(|x| x.will_wake(cx.waker())) {
-                w.push(cx.waker().clone());
-            }
-        }
-        // Completed between the first check and registering.
-        match self.shared.result.get() {
-            Some(r) => Poll::Ready(self.output(r)),
-            None => Poll::Pending,
-        }
-    }
-}
-
-struct OpenBatch {
-    builder: RecordBatchBuilder,
-    created: Instant,
-    shared: Arc<BatchShared>,
-    reserved: usize,
-}
-
-struct Batch {
-    builder: Option<RecordBatchBuilder>,
-    payload: Option<Bytes>,
-    records: i32,
-    created: Instant,
-    shared: Arc<BatchShared>,
-    reserved: usize,
-    sent_once: bool,
-    epoch: i16,
-    producer_id: i64,
-    base_sequence: i32,
-    last_error: Option<String>,
-}
-
-struct PartitionQueue {
-    open: Option<OpenBatch>,
-    queued: VecDeque<Batch>,
-    in_flight: bool,
-    retry_at: Option<Instant>,
-}
-
-struct TopicQueues {
-    name: Arc<str>,
-    partitions: Vec<PartitionQueue>,
-}
-
+/// The accumulator and the sender, under one lock.
 struct State {
-    topics: HashMap<Arc<str>, TopicQueues, foldhash::fast::RandomState>,
-    seq: Option<SequenceState>,
-    in_flight_requests: HashMap<i32, usize>,
-    outstanding: usize,
+    acc: Accumulator,
+    sender: Sender,
     flushers: usize,
-    bumping: bool,
-    fatal: Option<ProduceError>,
-    refresh_wanted: bool,
 }
 
 struct Inner {
@@ -237,9 +98,11 @@ struct Inner {
     idempotent: bool,
     client: Client,
     partitioner: Arc<dyn Partitioner>,
-    memory: Semaphore,
+    memory: Arc<Semaphore>,
     state: Mutex<State>,
+    /// Something changed that the sender task should plan for.
     wake: Notify,
+    /// A batch completed (flush waiters look again).
     progress: Notify,
     closed: AtomicBool,
 }
@@ -266,8 +129,8 @@ pub struct Producer {
 
 /// Dropping the last [`Producer`] clone without `close`: no more records
 /// can come, so the sender task finishes the batches in hand (their
-/// delivery futures still resolve) and then ends, instead of waking every
-/// 250 ms for as long as the process lives.
+/// delivery futures still resolve) and then ends, instead of living as
+/// long as the process.
 struct LastHandle(Arc<Inner>);
 
 impl Drop for LastHandle {
@@ -297,21 +160,14 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// An upper bound of a record's encoded size in a batch.
-fn record_size(record: &ProducerRecord) -> usize {
-    let field = |b: Option<usize>| b.map_or(1, |n| n + 5);
-    let mut n = 1
-        + 10
-        + 5
-        + 5
-        + 5
-        + field(record.key.as_ref().map(Bytes::len))
-        + field(record.value.as_ref().map(Bytes::len))
-        + 5;
-    for h in &record.headers {
-        n += field(Some(h.key.len())) + field(h.value.as_ref().map(Bytes::len));
+/// Decrements the flush count however `flush` ends, dropped included.
+struct FlushGuard<'a>(&'a Inner);
+
+impl Drop for FlushGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = lock(&self.0.state);
+        st.flushers = st.flushers.saturating_sub(1);
     }
-    n
 }
 
 impl Producer {
@@ -352,33 +208,41 @@ impl Producer {
         idempotent: bool,
     ) -> Result<Self, ProduceError> {
         let seq = if idempotent {
-            let (pid, epoch) = init_producer_id(&client, &config, None).await?;
+            let (pid, epoch) = init_producer_id(&client, &config).await?;
             tracing::debug!(producer_id = pid, epoch, "idempotent producer ready");
             Some(SequenceState::new(pid, epoch))
         } else {
             None
         };
+        let memory = Arc::new(Semaphore::new(config.buffer_memory));
+        let sender = Sender::new(
+            SenderConfig {
+                linger: config.linger,
+                delivery_timeout: config.delivery_timeout,
+                retry_backoff: config.client.retry_backoff,
+                max_request_size: config.max_request_size,
+                max_in_flight: config.max_in_flight_requests_per_connection,
+                compression: config.compression_type,
+                compression_level: config.compression_level,
+            },
+            seq,
+        );
         let inner = Arc::new(Inner {
-            memory: Semaphore::new(config.buffer_memory),
+            state: Mutex::new(State {
+                acc: Accumulator::new(config.batch_size, Arc::clone(&memory)),
+                sender,
+                flushers: 0,
+            }),
+            memory,
             idempotent,
             client,
             partitioner,
-            state: Mutex::new(State {
-                topics: HashMap::default(),
-                seq,
-                in_flight_requests: HashMap::new(),
-                outstanding: 0,
-                flushers: 0,
-                bumping: false,
-                fatal: None,
-                refresh_wanted: false,
-            }),
             wake: Notify::new(),
             progress: Notify::new(),
             closed: AtomicBool::new(false),
             config,
         });
-        tokio::spawn(sender(Arc::clone(&inner)));
+        tokio::spawn(run_sender(Arc::clone(&inner)));
         Ok(Self {
             _last: Arc::new(LastHandle(Arc::clone(&inner))),
             inner,
@@ -403,17 +267,14 @@ impl Producer {
 
     /// Producer id and epoch (idempotent producers).
     pub fn producer_id_and_epoch(&self) -> Option<(i64, i16)> {
-        lock(&self.inner.state)
-            .seq
-            .as_ref()
-            .map(|s| (s.producer_id(), s.epoch()))
+        lock(&self.inner.state).sender.producer_id_and_epoch()
     }
 
     fn check_open(&self) -> Result<(), ProduceError> {
         if self.inner.closed.load(Ordering::Relaxed) {
             return Err(ProduceError::Closed);
         }
-        if let Some(e) = &lock(&self.inner.state).fatal {
+        if let Some(e) = lock(&self.inner.state).sender.fatal() {
             return Err(e.clone());
         }
         Ok(())
@@ -445,7 +306,7 @@ impl Producer {
         topic: &franz_client::TopicMetadata,
         size: usize,
     ) -> Result<i32, ProduceError> {
-        let count = topic.partitions.len() as i32;
+        let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
         match record.partition {
             Some(p) if p >= 0 && p < count => Ok(p),
             Some(p) => Err(ProduceError::UnknownPartition {
@@ -495,32 +356,55 @@ impl Producer {
                 }
             }
         };
-        let permits = u32::try_from(size).unwrap_or(u32::MAX);
-        match self.inner.memory.try_acquire_many(permits) {
-            Ok(p) => p.forget(),
-            Err(_) => {
-                let waited = started.map_or(Duration::ZERO, |t| t.elapsed());
-                let remaining = max_block.saturating_sub(waited);
-                match tokio::time::timeout(remaining, self.inner.memory.acquire_many(permits)).await
-                {
-                    Ok(Ok(p)) => p.forget(),
-                    Ok(Err(_)) => return Err(ProduceError::Closed),
-                    Err(_) => {
-                        return Err(ProduceError::Blocked {
-                            what: "buffer memory",
-                            after: max_block,
-                        });
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        let record = {
+            let mut st = lock(&self.inner.state);
+            match st
+                .acc
+                .try_append(record, partition, size, timestamp, Instant::now)
+            {
+                Ok(appended) => {
+                    drop(st);
+                    if appended.wake_sender {
+                        self.inner.wake.notify_one();
                     }
+                    return Ok(appended.future);
                 }
+                Err(record) => *record,
+            }
+        };
+        // No room: wait for memory outside the lock, then append with it.
+        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+        let waited = started.map_or(Duration::ZERO, |t| t.elapsed());
+        let remaining = max_block.saturating_sub(waited);
+        match tokio::time::timeout(remaining, self.inner.memory.acquire_many(permits)).await {
+            Ok(Ok(p)) => p.forget(),
+            Ok(Err(_)) => return Err(ProduceError::Closed),
+            Err(_) => {
+                return Err(ProduceError::Blocked {
+                    what: "buffer memory",
+                    after: max_block,
+                });
             }
         }
-        Ok(self.append(record, partition, size))
+        let appended = lock(&self.inner.state).acc.append_reserved(
+            record,
+            partition,
+            size,
+            timestamp,
+            Instant::now,
+        );
+        if appended.wake_sender {
+            self.inner.wake.notify_one();
+        }
+        Ok(appended.future)
     }
 
     /// Queues `record` only if metadata is known and buffer memory is free
     /// now; otherwise fails at once and hands the record back with the
     /// reason ([`ProduceError::BufferFull`] when the buffer is full; boxed,
-    /// so the happy path stays small), so that nothing is lost: send it again later, or with [`send`](Self::send).
+    /// so the happy path stays small), so that nothing is lost: send it
+    /// again later, or with [`send`](Self::send).
     pub fn try_send(&self, record: ProducerRecord) -> Result<DeliveryFuture, Box<TrySendError>> {
         let size = record_size(&record);
         let checked = self.check_open().and_then(|()| self.check_size(size));
@@ -537,21 +421,32 @@ impl Producer {
             Ok(p) => p,
             Err(error) => return Err(Box::new(TrySendError { record, error })),
         };
-        match self
-            .inner
-            .memory
-            .try_acquire_many(u32::try_from(size).unwrap_or(u32::MAX))
-        {
-            Ok(p) => p.forget(),
-            Err(_) => {
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        let appended = lock(&self.inner.state).acc.try_append(
+            record,
+            partition,
+            size,
+            timestamp,
+            Instant::now,
+        );
+        match appended {
+            Ok(appended) => {
+                if appended.wake_sender {
+                    self.inner.wake.notify_one();
+                }
+                Ok(appended.future)
+            }
+            Err(record) => {
                 let error = ProduceError::BufferFull {
                     buffered: self.buffered_bytes(),
                     limit: self.inner.config.buffer_memory,
                 };
-                return Err(Box::new(TrySendError { record, error }));
+                Err(Box::new(TrySendError {
+                    record: *record,
+                    error,
+                }))
             }
         }
-        Ok(self.append(record, partition, size))
     }
 
     /// Sends and waits for the acknowledgement.
@@ -562,103 +457,50 @@ impl Producer {
         self.send(record).await?.await
     }
 
-    fn append(&self, record: ProducerRecord, partition: i32, reserved: usize) -> DeliveryFuture {
-        let inner = &*self.inner;
-        let timestamp = record.timestamp.unwrap_or_else(now_ms);
-        let batch_size = inner.config.batch_size;
-        let mut st = lock(&inner.state);
-        let st = &mut *st;
-        // One hash per record; the key is a pointer clone, not a copy.
-        let tq = st
-            .topics
-            .entry(Arc::clone(&record.topic))
-            .or_insert_with(|| TopicQueues {
-                name: Arc::clone(&record.topic),
-                partitions: Vec::new(),
-            });
-        let idx = partition as usize;
-        while tq.partitions.len() <= idx {
-            tq.partitions.push(PartitionQueue {
-                open: None,
-                queued: VecDeque::new(),
-                in_flight: false,
-                retry_at: None,
-            });
-        }
-        let q = &mut tq.partitions[idx];
-        let mut wake = false;
-        // Seal the open batch if this record would overflow it.
-        if let Some(open) = &q.open
-            && !open.builder.is_empty()
-            && open.builder.size() + reserved > batch_size
-        {
-            if let Some(open) = q.open.take() {
-                q.queued.push_back(seal(open));
-            }
-            wake = true;
-        }
-        if q.open.is_none() {
-            st.outstanding += 1;
-            wake = true;
-        }
-        let open = q.open.get_or_insert_with(|| OpenBatch {
-            builder: RecordBatchBuilder::with_capacity(batch_size.min(reserved.max(1024))),
-            created: Instant::now(),
-            shared: Arc::new(BatchShared {
-                topic: Arc::clone(&tq.name),
-                partition,
-                result: OnceLock::new(),
-                waiters: Mutex::new(Vec::new()),
-            }),
-            reserved: 0,
-        });
-        let index = open.builder.record_count();
-        open.builder.push(
-            timestamp,
-            record.key.as_deref(),
-            record.value.as_deref(),
-            &record.headers,
-        );
-        open.reserved += reserved;
-        let future = DeliveryFuture {
-            shared: Arc::clone(&open.shared),
-            index,
-            timestamp,
-        };
-        if open.builder.size() >= batch_size {
-            if let Some(open) = q.open.take() {
-                q.queued.push_back(seal(open));
-            }
-            wake = true;
-        }
-        if wake {
-            inner.wake.notify_one();
-        }
-        future
-    }
-
     /// Sends everything buffered now (ignoring `linger`) and waits until
-    /// every record sent before the call is acknowledged or failed.
+    /// every record sent before the call is acknowledged or failed. Records
+    /// sent after the call are not waited for (beyond those that joined a
+    /// batch opened before it), so a flush under continuous load returns.
+    ///
+    /// # Cancel safety
+    /// Dropping it stops waiting; what was sealed early is sent anyway.
     pub async fn flush(&self) {
-        lock(&self.inner.state).flushers += 1;
-        self.inner.wake.notify_one();
+        let inner = &*self.inner;
+        let target = {
+            let mut st = lock(&inner.state);
+            st.flushers += 1;
+            st.acc.next_number()
+        };
+        let _guard = FlushGuard(inner);
+        inner.wake.notify_one();
         loop {
-            let notified = self.inner.progress.notified();
-            if lock(&self.inner.state).outstanding == 0 {
+            let notified = inner.progress.notified();
+            let oldest = lock(&inner.state).acc.oldest_outstanding();
+            if oldest.is_none_or(|n| n >= target) {
                 break;
             }
             notified.await;
         }
-        lock(&self.inner.state).flushers -= 1;
     }
 
     /// Stops accepting records and drains what is buffered within
-    /// `deadline`; whatever is left then fails with [`ProduceError::Closed`].
+    /// `deadline`. Whatever is left then fails: records never sent with
+    /// [`ProduceError::Closed`], records in flight with
+    /// [`ProduceError::ClosedInFlight`] (they may be in the log).
+    ///
+    /// # Cancel safety
+    /// Dropping it stops waiting; the producer stays closed and its task
+    /// delivers what it holds, then ends.
     pub async fn close(&self, deadline: Duration) -> Result<(), ProduceError> {
         self.inner.closed.store(true, Ordering::Relaxed);
         let drained = tokio::time::timeout(deadline, self.flush()).await.is_ok();
         if !drained {
-            fail_everything(&self.inner, &ProduceError::Closed);
+            let mut st = lock(&self.inner.state);
+            let st = &mut *st;
+            let failed = st.sender.fail_all(&mut st.acc);
+            for c in failed {
+                finish(&self.inner, &mut st.acc, c);
+            }
         }
         self.inner.wake.notify_one();
         if drained {
@@ -666,98 +508,42 @@ impl Producer {
         } else {
             Err(ProduceError::DeliveryTimeout {
                 after: deadline,
-                last_error: "close deadline passed with records still buffered".into(),
+                sent: false,
+                last_error: Some(Box::new(ProduceError::Closed)),
             })
         }
     }
 }
 
-fn seal(open: OpenBatch) -> Batch {
-    Batch {
-        records: open.builder.record_count(),
-        builder: Some(open.builder),
-        payload: None,
-        created: open.created,
-        shared: open.shared,
-        reserved: open.reserved,
-        sent_once: false,
-        epoch: -1,
-        producer_id: -1,
-        base_sequence: -1,
-        last_error: None,
-    }
-}
-
-/// Completes a batch and returns its memory.
-fn finish_batch(
-    inner: &Inner,
-    st: &mut State,
-    batch: Batch,
-    result: Result<BatchAck, ProduceError>,
-) {
-    if result.is_err()
-        && batch.sent_once
-        && let Some(seq) = st.seq.as_mut()
-    {
-        seq.on_sent_batch_abandoned();
-    }
-    // Memory first: whoever sees the future complete must also see its
-    // bytes returned to the buffer.
-    inner.memory.add_permits(batch.reserved);
-    st.outstanding = st.outstanding.saturating_sub(1);
-    let outcome = if result.is_ok() { "acked" } else { "failed" };
+/// Completes a batch: memory back first (whoever sees the future complete
+/// must also see its bytes returned), then metrics and the future.
+fn finish(inner: &Inner, acc: &mut Accumulator, c: Completion) {
+    acc.release(&c.batch);
+    let outcome = if c.result.is_ok() { "acked" } else { "failed" };
     metrics::counter!("franz_producer_batches_total", "outcome" => outcome).increment(1);
     metrics::counter!("franz_producer_records_total", "outcome" => outcome)
-        .increment(u64::try_from(batch.records).unwrap_or(0));
-    batch.shared.complete(result);
+        .increment(u64::try_from(c.batch.records).unwrap_or(0));
+    c.batch.shared.complete(c.result);
     inner.progress.notify_waiters();
 }
 
-fn fail_everything(inner: &Inner, err: &ProduceError) {
-    let mut st = lock(&inner.state);
-    let st = &mut *st;
-    let mut doomed = Vec::new();
-    for tq in st.topics.values_mut() {
-        for q in &mut tq.partitions {
-            if let Some(open) = q.open.take() {
-                doomed.push(seal(open));
-            }
-            doomed.extend(q.queued.drain(..));
-        }
-    }
-    for b in doomed {
-        finish_batch(inner, st, b, Err(err.clone()));
-    }
-}
-
+/// InitProducerId without a transactional id: a new producer id at epoch 0.
 async fn init_producer_id(
     client: &Client,
     config: &ProducerConfig,
-    current: Option<(i64, i16)>,
 ) -> Result<(i64, i16), ProduceError> {
     let deadline = Instant::now() + config.client.default_api_timeout;
     let req = InitProducerIdRequest {
         transactional_id: None,
         transaction_timeout_ms: i32::try_from(config.delivery_timeout.as_millis())
             .unwrap_or(i32::MAX),
-        producer_id: current.map_or(-1, |c| c.0),
-        producer_epoch: current.map_or(-1, |c| c.1),
+        producer_id: -1,
+        producer_epoch: -1,
         ..Default::default()
     };
     let resp = client
         .retry("InitProducerId", deadline, || async {
             let conn = client.any_connection(ConnectionKind::Other).await?;
-            let version = conn.version_of::<InitProducerIdRequest>()?;
-            // v3+ carries the current id and epoch for a bump (KIP-360).
-            let req = if version >= 3 || current.is_none() {
-                req.clone()
-            } else {
-                InitProducerIdRequest {
-                    producer_id: -1,
-                    producer_epoch: -1,
-                    ..req.clone()
-                }
-            };
             let resp = conn.send(&req).await?;
             ClientError::check(resp.error_code, || "InitProducerId".into(), None)?;
             Ok(resp)
@@ -766,268 +552,70 @@ async fn init_producer_id(
     Ok((resp.producer_id, resp.producer_epoch))
 }
 
-/// Why a request's batches came back.
-enum RequestResult {
-    Sent(Option<ProduceResponse>),
-    Failed(ClientError),
-}
-
-/// The sender task: turns ready batches into one produce request per
-/// broker, at most `max_in_flight` per connection and one batch in flight
-/// per partition (so order within a partition survives retries).
-async fn sender(inner: Arc<Inner>) {
+/// The sender task: plans under the lock, then writes what the plan says.
+/// Ends once the producer is closed (or its last handle dropped) and every
+/// batch is done.
+async fn run_sender(inner: Arc<Inner>) {
     loop {
-        if inner.closed.load(Ordering::Relaxed) && lock(&inner.state).outstanding == 0 {
-            return;
-        }
-        let (requests, wake_at, bump, refresh) = plan(&inner);
-        if refresh {
+        let now = Instant::now();
+        let md = inner.client.metadata();
+        let plan = {
+            let mut st = lock(&inner.state);
+            let st = &mut *st;
+            if inner.closed.load(Ordering::Relaxed) && st.acc.is_empty() {
+                return;
+            }
+            let flushing = st.flushers > 0 || inner.closed.load(Ordering::Relaxed);
+            let mut plan = st.sender.plan(&mut st.acc, &*md, now, flushing);
+            for c in std::mem::take(&mut plan.completions) {
+                finish(&inner, &mut st.acc, c);
+            }
+            plan
+        };
+        if plan.refresh_metadata {
             let client = inner.client.clone();
             tokio::spawn(async move {
                 let _ = client.refresh_metadata_for(&[]).await;
             });
         }
-        if let Some((old_pid, old_epoch)) = bump {
-            // Only when the epoch would overflow: a new id from the broker,
-            // on its own task, so expiry and completions carry on meanwhile.
+        if plan.init_producer_id {
+            // Only when the epoch would overflow; on its own task so that
+            // completions carry on meanwhile.
             let inner2 = Arc::clone(&inner);
             tokio::spawn(async move {
-                tracing::info!(
-                    old_pid,
-                    old_epoch,
-                    "producer epoch exhausted; asking for a new id"
-                );
-                match init_producer_id(&inner2.client, &inner2.config, None).await {
-                    Ok((pid, epoch)) => {
-                        tracing::info!(producer_id = pid, epoch, "producer epoch bumped");
-                        let mut st = lock(&inner2.state);
-                        if let Some(seq) = st.seq.as_mut() {
-                            seq.on_new_epoch(pid, epoch);
-                        }
-                        st.bumping = false;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "epoch bump failed; will retry");
-                        tokio::time::sleep(inner2.config.client.retry_backoff).await;
-                        lock(&inner2.state).bumping = false;
-                    }
+                tracing::info!("producer epoch exhausted; asking for a new id");
+                let r = init_producer_id(&inner2.client, &inner2.config).await;
+                {
+                    let mut st = lock(&inner2.state);
+                    let st = &mut *st;
+                    st.sender.on_producer_id(&mut st.acc, r, Instant::now());
                 }
                 inner2.wake.notify_one();
             });
         }
-        for (leader, batches) in requests {
-            tokio::spawn(send_request(Arc::clone(&inner), leader, batches));
+        for req in plan.sends {
+            tokio::spawn(send_request(Arc::clone(&inner), req));
         }
-        let sleep = tokio::time::sleep_until(wake_at.into());
-        tokio::select! {
-            () = inner.wake.notified() => {}
-            () = sleep => {}
+        match plan.wake_at {
+            Some(at) => {
+                tokio::select! {
+                    () = inner.wake.notified() => {}
+                    () = tokio::time::sleep_until(at.into()) => {}
+                }
+            }
+            None => inner.wake.notified().await,
         }
     }
 }
 
-type Keyed = (Arc<str>, i32, Batch);
-
-/// One pass over the queues under the lock: expire, pick ready batches,
-/// assign sequences, and compute when to look again.
-#[allow(clippy::type_complexity)]
-fn plan(inner: &Inner) -> (Vec<(i32, Vec<Keyed>)>, Instant, Option<(i64, i16)>, bool) {
-    let now = Instant::now();
-    let cfg = &inner.config;
-    let mut wake_at = now + Duration::from_millis(250);
-    let md = inner.client.metadata();
-    let mut guard = lock(&inner.state);
-    let st = &mut *guard;
-    let flushing = st.flushers > 0 || inner.closed.load(Ordering::Relaxed);
-    let mut expired = Vec::new();
-    let mut per_leader: HashMap<i32, (usize, Vec<Keyed>)> = HashMap::new();
-    let mut bump_needed = st.seq.as_ref().is_some_and(SequenceState::bump_needed);
-    let in_flight_total: usize = st.in_flight_requests.values().sum();
-    let mut bump = None;
-    if bump_needed
-        && in_flight_total == 0
-        && !st.bumping
-        && let Some(seq) = st.seq.as_mut()
-    {
-        match seq.bump_locally() {
-            Some((pid, epoch)) => {
-                tracing::info!(producer_id = pid, epoch, "producer epoch bumped");
-                bump_needed = false;
-            }
-            None => {
-                st.bumping = true;
-                bump = Some((seq.producer_id(), seq.epoch()));
-            }
-        }
-    }
-    let mut refresh = std::mem::take(&mut st.refresh_wanted);
-    let mut in_flight = st.in_flight_requests.clone();
-    for tq in st.topics.values_mut() {
-        let leaders = md.topics.get(&*tq.name);
-        for (p, q) in tq.partitions.iter_mut().enumerate() {
-            // Delivery timeout: batches not in flight that waited too long.
-            while let Some(front) = q.queued.front() {
-                if now.duration_since(front.created) < cfg.delivery_timeout {
-                    break;
-                }
-                if let Some(b) = q.queued.pop_front() {
-                    expired.push(b);
-                }
-            }
-            if let Some(open) = &q.open {
-                if now.duration_since(open.created) >= cfg.delivery_timeout {
-                    if let Some(open) = q.open.take() {
-                        expired.push(seal(open));
-                    }
-                } else if flushing || now >= open.created + cfg.linger {
-                    // Seal it only when it can go now. While the partition
-                    // has a batch in flight (or waiting), records keep
-                    // joining the open batch, as Java's accumulator appends
-                    // to its last undrained batch: sealing it at once made a
-                    // one-record batch per send with `linger` 0, and one
-                    // such batch per round trip is all a partition carried.
-                    if !q.in_flight
-                        && q.queued.is_empty()
-                        && let Some(open) = q.open.take()
-                    {
-                        q.queued.push_back(seal(open));
-                    }
-                } else {
-                    wake_at = wake_at.min(open.created + cfg.linger);
-                }
-            }
-            if let Some(front) = q.queued.front() {
-                wake_at = wake_at.min(front.created + cfg.delivery_timeout);
-            }
-            if q.in_flight || q.queued.is_empty() || bump_needed {
-                continue;
-            }
-            if let Some(t) = q.retry_at {
-                if t > now {
-                    wake_at = wake_at.min(t);
-                    continue;
-                }
-                q.retry_at = None;
-            }
-            let leader = leaders
-                .and_then(|t| t.partitions.get(p))
-                .map_or(-1, |pm| pm.leader);
-            if leader < 0 || !md.brokers.contains_key(&leader) {
-                refresh = true;
-                continue;
-            }
-            let slots = in_flight.entry(leader).or_insert(0);
-            let entry = per_leader.entry(leader).or_insert((0, Vec::new()));
-            if entry.1.is_empty() && *slots >= cfg.max_in_flight_requests_per_connection {
-                continue;
-            }
-            let Some(mut batch) = q.queued.pop_front() else {
-                continue;
-            };
-            let size = batch.builder.as_ref().map_or_else(
-                || batch.payload.as_ref().map_or(0, Bytes::len),
-                RecordBatchBuilder::size,
-            );
-            if !entry.1.is_empty() && entry.0 + size > cfg.max_request_size {
-                q.queued.push_front(batch);
-                continue;
-            }
-            if let Err(e) = encode_batch(inner, st.seq.as_mut(), &tq.name, p as i32, &mut batch) {
-                let b = batch;
-                expired.push(Batch {
-                    last_error: Some(e.to_string()),
-                    ..b
-                });
-                continue;
-            }
-            if entry.1.is_empty() {
-                *slots += 1;
-            }
-            entry.0 += size;
-            q.in_flight = true;
-            entry.1.push((Arc::clone(&tq.name), p as i32, batch));
-        }
-    }
-    for (leader, (_, batches)) in &per_leader {
-        if !batches.is_empty() {
-            *st.in_flight_requests.entry(*leader).or_insert(0) += 1;
-        }
-    }
-    for b in expired {
-        let err = ProduceError::DeliveryTimeout {
-            after: cfg.delivery_timeout,
-            last_error: b
-                .last_error
-                .clone()
-                .unwrap_or_else(|| "no leader or no broker reachable".into()),
-        };
-        finish_batch(inner, st, b, Err(err));
-    }
-    let requests = per_leader
-        .into_iter()
-        .filter(|(_, (_, b))| !b.is_empty())
-        .map(|(l, (_, b))| (l, b))
-        .collect();
-    (requests, wake_at, bump, refresh)
-}
-
-/// Finishes the batch bytes on first send (assigning its sequence), or
-/// re-sequences them after an epoch bump.
-fn encode_batch(
-    inner: &Inner,
-    seq: Option<&mut SequenceState>,
-    topic: &str,
-    partition: i32,
-    batch: &mut Batch,
-) -> Result<(), ProduceError> {
-    let cfg = &inner.config;
-    let (pid, epoch, base) = match seq {
-        Some(s) => {
-            if batch.payload.is_some() && s.is_current(batch.producer_id, batch.epoch) {
-                return Ok(()); // a retry: same bytes, same sequence
-            }
-            let base = s.assign(topic, partition, batch.records);
-            (s.producer_id(), s.epoch(), base)
-        }
-        None => {
-            if batch.payload.is_some() {
-                return Ok(());
-            }
-            (-1, -1, -1)
-        }
-    };
-    match (batch.builder.take(), batch.payload.take()) {
-        (Some(builder), _) => {
-            let meta = BatchMeta {
-                compression: cfg.compression_type,
-                compression_level: cfg.compression_level,
-                producer_id: pid,
-                producer_epoch: epoch,
-                base_sequence: base,
-                ..BatchMeta::default()
-            };
-            batch.payload = Some(builder.finish(&meta)?);
-        }
-        (None, Some(old)) => {
-            let mut bytes = BytesMut::from(&old[..]);
-            set_producer_fields(&mut bytes, pid, epoch, base)?;
-            batch.payload = Some(bytes.freeze());
-        }
-        (None, None) => return Err(ProduceError::Fatal("batch without records".into())),
-    }
-    batch.epoch = epoch;
-    batch.producer_id = pid;
-    batch.base_sequence = base;
-    Ok(())
-}
-
-async fn send_request(inner: Arc<Inner>, leader: i32, batches: Vec<Keyed>) {
+/// Writes one produce request and hands its outcome to the sender.
+async fn send_request(inner: Arc<Inner>, req: SendRequest) {
     let cfg = &inner.config;
     let mut topics: Vec<produce_request::TopicProduceData> = Vec::new();
-    for (topic, partition, batch) in &batches {
+    for (topic, partition, payload) in &req.batches {
         let data = produce_request::PartitionProduceData {
             index: *partition,
-            records: batch.payload.clone(),
+            records: Some(payload.clone()),
             ..Default::default()
         };
         match topics.iter_mut().find(|t| *t.name == **topic) {
@@ -1039,7 +627,7 @@ async fn send_request(inner: Arc<Inner>, leader: i32, batches: Vec<Keyed>) {
             }),
         }
     }
-    let req = ProduceRequest {
+    let produce = ProduceRequest {
         transactional_id: None,
         acks: cfg.acks.wire(),
         timeout_ms: i32::try_from(cfg.client.request_timeout.as_millis()).unwrap_or(i32::MAX),
@@ -1047,183 +635,47 @@ async fn send_request(inner: Arc<Inner>, leader: i32, batches: Vec<Keyed>) {
         ..Default::default()
     };
     // The frame is the batches plus a little framing: size it once.
-    let size_hint = batches
-        .iter()
-        .map(|(t, _, b)| b.payload.as_ref().map_or(0, Bytes::len) + t.len() + 32)
-        .sum::<usize>()
+    let size_hint = req.size
+        + req
+            .batches
+            .iter()
+            .map(|(t, _, _)| t.len() + 32)
+            .sum::<usize>()
         + 256;
     let result = async {
         let conn = inner
             .client
-            .connection(leader, ConnectionKind::Produce)
+            .connection(req.leader, ConnectionKind::Produce)
             .await?;
         let version = conn.version_of::<ProduceRequest>()?;
         if cfg.acks == Acks::None {
-            conn.send_no_response(&req, version, size_hint)
+            conn.send_no_response(&produce, version, size_hint)
                 .await
                 .map(|()| None)
         } else {
             // The broker may hold the request for up to timeout_ms waiting
             // for replicas; give the response a little longer than that.
             let wait = cfg.client.request_timeout + Duration::from_secs(1);
-            conn.send_sized(&req, version, wait, size_hint)
+            conn.send_sized(&produce, version, wait, size_hint)
                 .await
                 .map(Some)
         }
     }
     .await;
-    let result = match result {
-        Ok(r) => RequestResult::Sent(r),
-        Err(e) => RequestResult::Failed(e),
+    let outcome = match result {
+        Ok(Some(resp)) => RequestOutcome::Answered(resp),
+        Ok(None) => RequestOutcome::Unanswered,
+        Err(e) => RequestOutcome::Failed(e),
     };
-    handle_response(&inner, leader, batches, result);
+    {
+        let mut st = lock(&inner.state);
+        let st = &mut *st;
+        let done = st
+            .sender
+            .on_produce_result(&mut st.acc, req.id, &outcome, Instant::now());
+        for c in done {
+            finish(&inner, &mut st.acc, c);
+        }
+    }
     inner.wake.notify_one();
-}
-
-fn handle_response(inner: &Inner, leader: i32, batches: Vec<Keyed>, result: RequestResult) {
-    let cfg = &inner.config;
-    let now = Instant::now();
-    let mut guard = lock(&inner.state);
-    let st = &mut *guard;
-    if let Some(n) = st.in_flight_requests.get_mut(&leader) {
-        *n = n.saturating_sub(1);
-    }
-    for (topic, partition, mut batch) in batches {
-        batch.sent_once = true;
-        let (outcome, code, message) = match &result {
-            RequestResult::Failed(e) => {
-                batch.last_error = Some(e.to_string());
-                // An unreadable answer leaves the batch's fate unknown (the
-                // broker may have written it): resend the same bytes and
-                // sequence, which the broker deduplicates, rather than
-                // give the sequence to the next batch.
-                if e.is_retriable() || matches!(e, ClientError::Decode { .. }) {
-                    st.refresh_wanted |= e.invalidates_metadata();
-                    (BatchOutcome::Retry, None, None)
-                } else {
-                    (BatchOutcome::Fail, None, Some(e.to_string()))
-                }
-            }
-            RequestResult::Sent(None) => (BatchOutcome::Done, None, None),
-            RequestResult::Sent(Some(resp)) => {
-                let p = resp
-                    .responses
-                    .iter()
-                    .filter(|t| *t.name == *topic)
-                    .flat_map(|t| t.partition_responses.iter())
-                    .find(|p| p.index == partition);
-                match p {
-                    None => (
-                        BatchOutcome::Retry,
-                        None,
-                        Some("partition missing from the response".into()),
-                    ),
-                    Some(p) => {
-                        let code = ErrorCode::from_code(p.error_code);
-                        let outcome = match st.seq.as_mut() {
-                            Some(seq) => seq.on_response(code),
-                            None if code.is_ok() => BatchOutcome::Done,
-                            None if code.is_retriable() => BatchOutcome::Retry,
-                            None => BatchOutcome::Fail,
-                        };
-                        if outcome == BatchOutcome::Done {
-                            let ack = BatchAck {
-                                base_offset: p.base_offset,
-                                log_append_time: p.log_append_time_ms,
-                            };
-                            let q = queue_of(st, &topic, partition);
-                            if let Some(q) = q {
-                                q.in_flight = false;
-                            }
-                            finish_batch(inner, st, batch, Ok(ack));
-                            continue;
-                        }
-                        if code.is_retriable() {
-                            st.refresh_wanted |= franz_client::code_invalidates_metadata(code);
-                        }
-                        batch.last_error = Some(format!("{code}"));
-                        (outcome, Some(code), p.error_message.clone())
-                    }
-                }
-            }
-        };
-        if outcome == BatchOutcome::Done {
-            if let Some(q) = queue_of(st, &topic, partition) {
-                q.in_flight = false;
-            }
-            finish_batch(
-                inner,
-                st,
-                batch,
-                Ok(BatchAck {
-                    base_offset: -1,
-                    log_append_time: -1,
-                }),
-            );
-            continue;
-        }
-        let expired = now.duration_since(batch.created) >= cfg.delivery_timeout;
-        match outcome {
-            BatchOutcome::Retry | BatchOutcome::RetryAfterBump if !expired => {
-                metrics::counter!("franz_producer_retries_total").increment(1);
-                if let Some(q) = queue_of(st, &topic, partition) {
-                    q.in_flight = false;
-                    q.retry_at = Some(now + cfg.client.retry_backoff);
-                    q.queued.push_front(batch);
-                }
-            }
-            BatchOutcome::Retry | BatchOutcome::RetryAfterBump => {
-                if let Some(q) = queue_of(st, &topic, partition) {
-                    q.in_flight = false;
-                }
-                let err = ProduceError::DeliveryTimeout {
-                    after: cfg.delivery_timeout,
-                    last_error: batch.last_error.clone().unwrap_or_default(),
-                };
-                finish_batch(inner, st, batch, Err(err));
-            }
-            _ => {
-                if let Some(q) = queue_of(st, &topic, partition) {
-                    q.in_flight = false;
-                }
-                let err = match (code, &result) {
-                    (Some(code), _) => {
-                        if code == ErrorCode::ProducerFenced {
-                            st.fatal = Some(ProduceError::Fatal(format!("{code}")));
-                        }
-                        ProduceError::Broker {
-                            topic: topic.to_string(),
-                            partition,
-                            code,
-                            message,
-                        }
-                    }
-                    (None, RequestResult::Failed(e)) => ProduceError::Client(e.clone()),
-                    (None, _) => ProduceError::Fatal(message.unwrap_or_default()),
-                };
-                // Only a broker's per-partition refusal says the batch is not
-                // in the log: then its sequences are free, and (one batch in
-                // flight per partition) the next batch reuses them. Any other
-                // failure after sending leaves its fate unknown, so the
-                // sequence is not reused: `finish_batch` marks it abandoned
-                // and the epoch is bumped.
-                if code.is_some()
-                    && let Some(seq) = st.seq.as_mut()
-                    && seq.is_current(batch.producer_id, batch.epoch)
-                {
-                    seq.rollback(&topic, partition, batch.base_sequence);
-                    batch.sent_once = false;
-                }
-                finish_batch(inner, st, batch, Err(err));
-            }
-        }
-    }
-    inner.progress.notify_waiters();
-}
-
-fn queue_of<'a>(st: &'a mut State, topic: &str, partition: i32) -> Option<&'a mut PartitionQueue> {
-    st.topics
-        .get_mut(topic)?
-        .partitions
-        .get_mut(partition as usize)
 }

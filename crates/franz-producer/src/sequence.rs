@@ -5,9 +5,8 @@
 //! batches per partition and acknowledges a resent one with its original
 //! offset, so a batch is always resent with the *same* sequence and bytes.
 //!
-//! The producer keeps at most one batch in flight per partition, so order
-//! within a partition holds across retries by construction. What this
-//! module decides is when the sequence state can no longer be trusted and
+//! The sender pipelines up to five batches per partition and keeps their
+//! order (see its module doc). What this module decides is when the sequence state can no longer be trusted and
 //! the epoch must be bumped (KIP-360): after OUT_OF_ORDER_SEQUENCE_NUMBER,
 //! UNKNOWN_PRODUCER_ID or INVALID_PRODUCER_EPOCH, and after a batch that was
 //! sent is given up on (it may or may not be in the log). A bump keeps the
@@ -91,20 +90,27 @@ impl SequenceState {
         base
     }
 
-    /// Classifies the broker's answer to a batch.
-    pub fn on_response(&mut self, code: ErrorCode) -> BatchOutcome {
+    /// Classifies the broker's answer to a batch. Pure: the sender decides
+    /// whether an out-of-order answer breaks the sequence (it does not when
+    /// an earlier batch of the partition failed first) and then calls
+    /// [`on_sequence_broken`](Self::on_sequence_broken).
+    pub fn classify(&self, code: ErrorCode) -> BatchOutcome {
         match code {
             ErrorCode::None | ErrorCode::DuplicateSequenceNumber => BatchOutcome::Done,
             ErrorCode::OutOfOrderSequenceNumber
             | ErrorCode::UnknownProducerId
-            | ErrorCode::InvalidProducerEpoch => {
-                self.bump_needed = true;
-                BatchOutcome::RetryAfterBump
-            }
+            | ErrorCode::InvalidProducerEpoch => BatchOutcome::RetryAfterBump,
             ErrorCode::ProducerFenced => BatchOutcome::Fail,
             c if c.is_retriable() => BatchOutcome::Retry,
             _ => BatchOutcome::Fail,
         }
+    }
+
+    /// The broker's sequence for some partition cannot be matched any more
+    /// (a genuine out-of-order, an unknown producer, a refused batch with
+    /// numbered batches behind it): the epoch must be bumped.
+    pub fn on_sequence_broken(&mut self) {
+        self.bump_needed = true;
     }
 
     /// The broker refused the partition's latest batch outright (nothing
@@ -164,9 +170,11 @@ mod tests {
         let mut s = SequenceState::new(7, 0);
         s.assign("t", 0, 10);
         assert_eq!(
-            s.on_response(ErrorCode::OutOfOrderSequenceNumber),
+            s.classify(ErrorCode::OutOfOrderSequenceNumber),
             BatchOutcome::RetryAfterBump
         );
+        assert!(!s.bump_needed(), "classifying alone breaks nothing");
+        s.on_sequence_broken();
         assert!(s.bump_needed());
         assert_eq!(s.bump_locally(), Some((7, 1)), "same id, epoch + 1");
         assert!(!s.bump_needed());
@@ -192,9 +200,10 @@ mod tests {
     fn unknown_producer_requires_a_bump() {
         let mut s = SequenceState::new(7, 3);
         assert_eq!(
-            s.on_response(ErrorCode::UnknownProducerId),
+            s.classify(ErrorCode::UnknownProducerId),
             BatchOutcome::RetryAfterBump
         );
+        s.on_sequence_broken();
         assert!(s.bump_needed());
         s.on_new_epoch(9, 0);
         assert_eq!(s.producer_id(), 9);
@@ -213,10 +222,7 @@ mod tests {
         let mut s = SequenceState::new(7, 0);
         assert_eq!(s.assign("t", 0, 3), 0);
         let base = s.assign("t", 0, 4);
-        assert_eq!(
-            s.on_response(ErrorCode::MessageTooLarge),
-            BatchOutcome::Fail
-        );
+        assert_eq!(s.classify(ErrorCode::MessageTooLarge), BatchOutcome::Fail);
         s.rollback("t", 0, base);
         assert_eq!(s.assign("t", 0, 2), 3);
         assert!(!s.bump_needed());
@@ -224,25 +230,22 @@ mod tests {
 
     #[test]
     fn duplicates_succeed_retriables_retry_others_fail() {
-        let mut s = SequenceState::new(7, 0);
-        assert_eq!(s.on_response(ErrorCode::None), BatchOutcome::Done);
+        let s = SequenceState::new(7, 0);
+        assert_eq!(s.classify(ErrorCode::None), BatchOutcome::Done);
         assert_eq!(
-            s.on_response(ErrorCode::DuplicateSequenceNumber),
+            s.classify(ErrorCode::DuplicateSequenceNumber),
             BatchOutcome::Done
         );
         assert_eq!(
-            s.on_response(ErrorCode::NotLeaderOrFollower),
+            s.classify(ErrorCode::NotLeaderOrFollower),
             BatchOutcome::Retry
         );
         assert_eq!(
-            s.on_response(ErrorCode::NotEnoughReplicas),
+            s.classify(ErrorCode::NotEnoughReplicas),
             BatchOutcome::Retry
         );
-        assert_eq!(
-            s.on_response(ErrorCode::MessageTooLarge),
-            BatchOutcome::Fail
-        );
-        assert_eq!(s.on_response(ErrorCode::ProducerFenced), BatchOutcome::Fail);
+        assert_eq!(s.classify(ErrorCode::MessageTooLarge), BatchOutcome::Fail);
+        assert_eq!(s.classify(ErrorCode::ProducerFenced), BatchOutcome::Fail);
         assert!(!s.bump_needed());
     }
 }
