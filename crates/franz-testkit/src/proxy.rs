@@ -13,8 +13,9 @@
 //! connection with a TCP RST, and black-hole traffic (bytes are accepted and
 //! never answered). Like franz-go's kfake `ControlKey`, a test can also hand
 //! every response to one API key to a function that rewrites it (an error
-//! code for one partition, a session error), and record the requests to an
-//! API key to assert on their bytes. The proxy itself knows no message
+//! code for one partition, a session error), do the same with requests
+//! before the broker sees them, and record the requests to an API key to
+//! assert on their bytes. The proxy itself knows no message
 //! layout: the hook decodes and re-encodes with whatever codec the test uses.
 //!
 //! The proxy runs on plain threads, not on a tokio runtime, so it keeps
@@ -99,6 +100,13 @@ struct Shared {
 /// returns a replacement frame, or `None` to pass the response on as it is.
 pub type ResponseRewrite = Box<dyn FnMut(i16, &[u8]) -> Option<Vec<u8>> + Send>;
 
+/// A request rewrite hook: given the request's API version and the request
+/// frame (after the size prefix: header, then body), returns a replacement
+/// frame, or `None` to forward the request as it is. The broker sees only
+/// the replacement: a test can make the broker refuse a batch for real (a
+/// sequence gap, say) rather than only rewrite the answer.
+pub type RequestRewrite = Box<dyn FnMut(i16, &[u8]) -> Option<Vec<u8>> + Send>;
+
 /// A request the proxy recorded (see [`FaultProxy::record_requests`]).
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
@@ -118,6 +126,8 @@ struct Rules {
     cut_next: HashMap<i16, u32>,
     rewrite: HashMap<i16, ResponseRewrite>,
     rewritten: HashMap<i16, u64>,
+    rewrite_requests: HashMap<i16, RequestRewrite>,
+    rewritten_requests: HashMap<i16, u64>,
     record: HashSet<i16>,
     recorded: HashMap<i16, Vec<RecordedRequest>>,
     swallow: HashSet<(i16, String)>,
@@ -269,9 +279,32 @@ impl FaultProxy {
         self.rules().rewrite.insert(api_key, Box::new(rewrite));
     }
 
-    /// Removes the rewrite hook for `api_key`.
+    /// Removes the rewrite hooks (responses and requests) for `api_key`.
     pub fn stop_rewriting(&self, api_key: i16) {
-        self.rules().rewrite.remove(&api_key);
+        let mut rules = self.rules();
+        rules.rewrite.remove(&api_key);
+        rules.rewrite_requests.remove(&api_key);
+    }
+
+    /// Hands every request to `api_key` to `rewrite` before it is forwarded
+    /// (see [`RequestRewrite`]). Replaces an earlier request hook for the key.
+    pub fn rewrite_requests(
+        &self,
+        api_key: i16,
+        rewrite: impl FnMut(i16, &[u8]) -> Option<Vec<u8>> + Send + 'static,
+    ) {
+        self.rules()
+            .rewrite_requests
+            .insert(api_key, Box::new(rewrite));
+    }
+
+    /// How many requests to `api_key` a hook has replaced so far.
+    pub fn rewritten_requests(&self, api_key: i16) -> u64 {
+        self.rules()
+            .rewritten_requests
+            .get(&api_key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// How many responses to `api_key` a hook has replaced so far.
@@ -311,6 +344,7 @@ impl FaultProxy {
         let mut rules = self.rules();
         rules.swallow.clear();
         rules.rewrite.clear();
+        rules.rewrite_requests.clear();
         rules.record.clear();
         rules.cut_next.clear();
         rules.drop_next.clear();
@@ -415,7 +449,7 @@ fn pump_requests(
     in_flight: &Mutex<HashMap<i32, (i16, i16)>>,
 ) {
     let mut reader = FrameReader::default();
-    while let Ok(Some(frame)) = reader.next(&mut from, flags) {
+    while let Ok(Some(mut frame)) = reader.next(&mut from, flags) {
         let mut api = None;
         if frame.len() >= 12 {
             let api_key = i16::from_be_bytes([frame[4], frame[5]]);
@@ -443,6 +477,15 @@ fn pump_requests(
             }
             if rules.black_hole {
                 continue;
+            }
+            if let Some((key, version)) = api
+                && let Some(rewrite) = rules.rewrite_requests.get_mut(&key)
+                && let Some(body) = rewrite(version, &frame[4..])
+                && let Ok(len) = i32::try_from(body.len())
+            {
+                frame = len.to_be_bytes().to_vec();
+                frame.extend_from_slice(&body);
+                *rules.rewritten_requests.entry(key).or_default() += 1;
             }
             if let Some((key, _)) = api
                 && !rules.swallow.is_empty()
