@@ -116,6 +116,14 @@ pub struct ClusterMetadata {
     pub fetched_at: Instant,
 }
 
+/// Whether sorted partitions are numbered exactly `0..len`.
+fn partitions_are_dense(sorted: &[PartitionMetadata]) -> bool {
+    sorted
+        .iter()
+        .enumerate()
+        .all(|(i, p)| usize::try_from(p.partition).is_ok_and(|n| n == i))
+}
+
 impl ClusterMetadata {
     fn empty() -> Self {
         Self {
@@ -550,6 +558,13 @@ impl Client {
                 })
                 .collect();
             partitions.sort_by_key(|p| p.partition);
+            // Producers and consumers index partitions by number: a list
+            // that is not exactly 0..n (a gap, a duplicate, a negative or
+            // absurd index) is refused, and the cached entry kept.
+            if !partitions_are_dense(&partitions) {
+                tracing::warn!(topic = %name, count = partitions.len(), "metadata lists partitions that are not 0..n; ignored");
+                continue;
+            }
             // A broker that has not caught up with the controller can answer
             // with an older leader (KIP-320): for the same topic (same id; a
             // re-created topic starts over), a partition whose cached leader
@@ -897,5 +912,24 @@ mod tests {
         for n in 5..40 {
             assert!(backoff(base, max, n) <= max);
         }
+    }
+
+    #[test]
+    fn only_partitions_numbered_0_to_n_are_taken() {
+        let p = |partition| PartitionMetadata {
+            partition,
+            leader: 1,
+            leader_epoch: 0,
+            replicas: vec![1],
+            isr: vec![1],
+            offline_replicas: vec![],
+            error: ErrorCode::None,
+        };
+        assert!(partitions_are_dense(&[]));
+        assert!(partitions_are_dense(&[p(0), p(1), p(2)]));
+        assert!(!partitions_are_dense(&[p(0), p(2)]), "a gap");
+        assert!(!partitions_are_dense(&[p(0), p(0)]), "a duplicate");
+        assert!(!partitions_are_dense(&[p(-1), p(0)]), "negative");
+        assert!(!partitions_are_dense(&[p(i32::MAX)]), "absurd");
     }
 }

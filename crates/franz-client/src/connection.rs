@@ -530,7 +530,29 @@ impl BrokerConnection {
         timeout: Duration,
         size_hint: usize,
     ) -> Result<Bytes, ClientError> {
-        self.wait_throttle().await;
+        // The broker's throttle counts inside the request's time: a request
+        // that could only be sent after its deadline fails now, unsent,
+        // without poisoning a connection that is merely muted.
+        let deadline = Instant::now() + timeout;
+        let muted_until = *self
+            .handle
+            .core
+            .throttle_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(until) = muted_until.filter(|u| *u > Instant::now()) {
+            if until >= deadline {
+                return Err(ClientError::Timeout {
+                    what: format!(
+                        "{} request to {} (the broker throttles this connection past the deadline)",
+                        R::NAME,
+                        self.handle.core.addr
+                    ),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep_until(until.into()).await;
+        }
         let core = &*self.handle.core;
         let id = self.next_correlation_id();
         let mut frame = BytesMut::with_capacity(size_hint);
@@ -553,7 +575,7 @@ impl BrokerConnection {
         if self.handle.queue.send(frame.freeze()).await.is_err() {
             return Err(self.closed_error());
         }
-        let outcome = tokio::time::timeout(timeout, rx).await;
+        let outcome = tokio::time::timeout_at(deadline.into(), rx).await;
         guard.armed = false;
         drop(guard);
         match outcome {

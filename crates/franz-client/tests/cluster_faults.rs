@@ -224,6 +224,24 @@ async fn a_client_quota_throttles_and_the_client_waits_as_told() {
         throttle_ms >= 1000,
         "20 KB at 2 KiB/s should throttle for seconds, got {throttle_ms} ms"
     );
+    // The throttle counts inside a request's timeout: one whose deadline
+    // falls inside the muted time fails at once, unsent, and the connection
+    // stays usable.
+    let version = conn.version_of::<MetadataRequest>().unwrap();
+    let started = Instant::now();
+    let short = conn
+        .send_sized(
+            &MetadataRequest::default(),
+            version,
+            Duration::from_millis(200),
+            64,
+        )
+        .await;
+    assert!(
+        matches!(short, Err(franz_client::ClientError::Timeout { .. })),
+        "{short:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(150));
     // The next request waits out the throttle instead of being sent at once.
     let started = Instant::now();
     conn.send(&MetadataRequest::default()).await.unwrap();

@@ -106,13 +106,24 @@ async fn a_killed_single_node_restarted_within_the_delivery_timeout_loses_nothin
     producer.close(Duration::from_secs(10)).await.unwrap();
 }
 
+/// Pipelined: up to five batches of each partition in flight, so a kill
+/// catches several at once; order within each partition must hold across
+/// the retries, and nothing may be written twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_leader_kills_on_three_nodes_lose_and_duplicate_nothing() {
+async fn three_leader_kills_with_five_batches_in_flight_keep_order_and_lose_and_duplicate_nothing()
+{
     let cluster = KafkaCluster::three_nodes().await.unwrap();
     let c = client(&cluster.bootstrap()).await;
     let topic = unique_topic("leader-kills");
     create_topic(&c, &topic, 3, 3, &[("min.insync.replicas", "2")]).await;
-    let producer = Producer::new(config(&cluster.bootstrap())).await.unwrap();
+    let producer = Producer::new(ProducerConfig {
+        max_in_flight_requests_per_connection: 5,
+        linger: Duration::ZERO,
+        batch_size: 4096,
+        ..config(&cluster.bootstrap())
+    })
+    .await
+    .unwrap();
     let sent = Arc::new(AtomicU64::new(0));
     let n = 60_000;
     let task = produce_in_background(producer.clone(), topic.clone(), n, Arc::clone(&sent));

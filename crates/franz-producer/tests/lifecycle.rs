@@ -51,3 +51,68 @@ async fn a_dropped_producer_delivers_what_it_was_sent_and_stops() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `flush` waits for what was sent before it, not for records that keep
+/// arriving: with a slow broker (responses held 300 ms) and a sender that
+/// never stops, there is always an open batch, so a flush that waited for
+/// an empty producer would never return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_under_continuous_load_returns() {
+    let (cluster, _, topic) = common::proxied_broker_with_topic("flush-load").await;
+    let proxy = cluster.proxy(cluster.node_ids()[0]).unwrap();
+    proxy.delay_responses_to(
+        franz_testkit::proxy::api_key::PRODUCE,
+        Some(Duration::from_millis(300)),
+    );
+    let producer = Producer::new(ProducerConfig {
+        linger: Duration::ZERO,
+        ..ProducerConfig::from_client(franz_client::ClientConfig {
+            request_timeout: Duration::from_secs(5),
+            ..franz_client::ClientConfig::new(&cluster.bootstrap())
+        })
+    })
+    .await
+    .unwrap();
+    // Metadata, producer id and the partition's first acknowledgement.
+    producer
+        .send_and_wait(ProducerRecord::new(topic.as_str(), "warm-up"))
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (producer, topic, stop) = (producer.clone(), topic.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut acks = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = ProducerRecord::new(topic.as_str(), format!("{i}"));
+                acks.push(producer.send(r).await.unwrap());
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            acks
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = producer
+        .send(ProducerRecord::new(topic.as_str(), "before the flush"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), producer.flush())
+        .await
+        .expect("flush under continuous load never returned");
+    let flushed_in = started.elapsed();
+    let meta = tokio::time::timeout(Duration::ZERO, before)
+        .await
+        .expect("a record sent before the flush was still pending after it")
+        .unwrap();
+    assert!(meta.offset >= 0);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for ack in load.await.unwrap() {
+        ack.await.unwrap();
+    }
+    proxy.clear_faults();
+    producer.close(Duration::from_secs(10)).await.unwrap();
+    eprintln!("flush returned in {flushed_in:?} under load");
+}
