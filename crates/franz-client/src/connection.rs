@@ -63,6 +63,9 @@ impl std::fmt::Display for BrokerAddr {
 #[derive(Debug, Clone, Default)]
 pub struct ApiVersionTable {
     broker: HashMap<i16, (i16, i16)>,
+    /// The cluster's finalized features (name, max version level), as this
+    /// broker reported them (ApiVersions v3+).
+    finalized: Vec<(String, i16)>,
 }
 
 impl ApiVersionTable {
@@ -87,6 +90,15 @@ impl ApiVersionTable {
     /// The broker's range for an API key, if it lists one.
     pub fn broker_range(&self, api_key: i16) -> Option<(i16, i16)> {
         self.broker.get(&api_key).copied()
+    }
+
+    /// The finalized max version level of a cluster feature (for example
+    /// `transaction.version`, `group.version`), if the broker reports one.
+    pub fn finalized_feature(&self, name: &str) -> Option<i16> {
+        self.finalized
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, level)| *level)
     }
 }
 
@@ -662,6 +674,11 @@ impl BrokerConnection {
                 .iter()
                 .map(|k| (k.api_key, (k.min_version, k.max_version)))
                 .collect(),
+            finalized: resp
+                .finalized_features
+                .iter()
+                .map(|f| (f.name.clone(), f.max_version_level))
+                .collect(),
         };
         Ok(Self {
             handle: Arc::new(handle),
@@ -845,6 +862,7 @@ pub(crate) mod test_support {
                 .iter()
                 .map(|a| (a.key(), a.versions()))
                 .collect(),
+            finalized: Vec::new(),
         };
         BrokerConnection {
             handle: Arc::new(handle),

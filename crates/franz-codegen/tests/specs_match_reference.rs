@@ -23,11 +23,28 @@ const CAPPED: &[(&str, i16, &str)] = &[(
 
 /// APIs whose top version the reference marks unstable but a real broker
 /// serves as stable (the peer wins over the file): (name, top version, why).
-const PEER_STABLE: &[(&str, i16, &str)] = &[(
-    "ConsumerGroupHeartbeat",
-    1,
-    "Kafka 4.1.1 advertises ConsumerGroupHeartbeat 0-1 and resolves SubscribedTopicRegex (KIP-848 regex subscriptions)",
-)];
+const PEER_STABLE: &[(&str, i16, &str)] = &[
+    (
+        "ConsumerGroupHeartbeat",
+        1,
+        "Kafka 4.1.1 advertises ConsumerGroupHeartbeat 0-1 and resolves SubscribedTopicRegex (KIP-848 regex subscriptions)",
+    ),
+    (
+        "Produce",
+        12,
+        "Kafka 4.1.1 advertises Produce 0-13; v12 (fields as v11) is KIP-890's transaction version 2, where partitions join a transaction implicitly",
+    ),
+    (
+        "EndTxn",
+        5,
+        "Kafka 4.1.1 advertises EndTxn 0-5 and returns the bumped producer id and epoch (KIP-890)",
+    ),
+    (
+        "TxnOffsetCommit",
+        5,
+        "Kafka 4.1.1 advertises TxnOffsetCommit 0-5; v5 (fields as v4) adds the offsets to the transaction without AddOffsetsToTxn (KIP-890)",
+    ),
+];
 
 fn reference_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("FRANZ_KAFKA_SPECS")

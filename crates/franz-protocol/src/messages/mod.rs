@@ -544,7 +544,7 @@ impl ApiKey {
     /// The versions franz speaks, `(min, max)`.
     pub fn versions(self) -> (i16, i16) {
         match self {
-            Self::Produce => (3, 11),
+            Self::Produce => (3, 12),
             Self::Fetch => (4, 17),
             Self::ListOffsets => (1, 10),
             Self::Metadata => (0, 12),
@@ -566,8 +566,8 @@ impl ApiKey {
             Self::OffsetForLeaderEpoch => (2, 4),
             Self::AddPartitionsToTxn => (0, 3),
             Self::AddOffsetsToTxn => (0, 4),
-            Self::EndTxn => (0, 4),
-            Self::TxnOffsetCommit => (0, 4),
+            Self::EndTxn => (0, 5),
+            Self::TxnOffsetCommit => (0, 5),
             Self::DescribeAcls => (1, 3),
             Self::CreateAcls => (1, 3),
             Self::DeleteAcls => (1, 3),
