@@ -45,6 +45,36 @@ impl std::fmt::Display for TopicPartition {
     }
 }
 
+/// A consumer group member as a transaction sees it (KIP-447): the
+/// producer sends it with the offsets it commits in a transaction, and the
+/// group coordinator refuses the commit if the member is no longer part of
+/// that generation (a zombie after a rebalance).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupMetadata {
+    /// The group id.
+    pub group_id: String,
+    /// The generation (member epoch under KIP-848); -1 for a group used
+    /// only to store offsets.
+    pub generation_id: i32,
+    /// The member id; empty for a group used only to store offsets.
+    pub member_id: String,
+    /// The static member id (`group.instance.id`), if any.
+    pub group_instance_id: Option<String>,
+}
+
+impl ConsumerGroupMetadata {
+    /// A group with no members, used only to store offsets (the broker
+    /// checks nothing about generations).
+    pub fn new(group_id: impl Into<String>) -> Self {
+        Self {
+            group_id: group_id.into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+        }
+    }
+}
+
 /// A topic to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewTopic {
@@ -1014,6 +1044,12 @@ impl Admin {
     }
 
     /// A group's committed offsets (all partitions it has committed).
+    ///
+    /// Asks for stable offsets only (`require_stable`, as Java's consumer
+    /// always does): while a transaction that commits offsets for the group
+    /// is open, the broker answers UNSTABLE_OFFSET_COMMIT, which is
+    /// retriable and retried here until the transaction ends, so a
+    /// consumer never starts from an offset that is about to be aborted.
     pub async fn list_group_offsets(
         &self,
         group: &str,
@@ -1027,12 +1063,14 @@ impl Admin {
                         topics: None,
                         ..Default::default()
                     }],
+                    require_stable: true,
                     ..Default::default()
                 }
             } else {
                 OffsetFetchRequest {
                     group_id: group.to_string(),
                     topics: None,
+                    require_stable: version >= 7,
                     ..Default::default()
                 }
             };

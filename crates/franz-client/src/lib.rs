@@ -41,7 +41,7 @@ pub mod metrics;
 mod sasl;
 mod tls;
 
-pub use admin::Admin;
+pub use admin::{Admin, ConsumerGroupMetadata, TopicPartition};
 pub use client::{
     BrokerInfo, Client, ClusterMetadata, ConnectionKind, CoordinatorType, PartitionMetadata,
     TopicMap, TopicMetadata,

@@ -526,6 +526,20 @@ impl GroupConsumer {
         )
     }
 
+    /// This member as a transaction sees it, for
+    /// `Producer::send_offsets_to_transaction` (KIP-447): group id, member
+    /// id, generation and static instance id. The coordinator refuses a
+    /// transactional commit from a member that has been rebalanced away.
+    pub fn group_metadata(&self) -> franz_client::ConsumerGroupMetadata {
+        let (member_id, generation_id) = self.member();
+        franz_client::ConsumerGroupMetadata {
+            group_id: self.group.group_id.clone(),
+            generation_id,
+            member_id,
+            group_instance_id: self.group.group_instance_id.clone(),
+        }
+    }
+
     /// Replaces the subscription with `topics`, at any time. Under the
     /// classic protocol the member rejoins (an eager member revokes
     /// everything first, as Java); under KIP-848 the next heartbeat, sent at

@@ -83,6 +83,13 @@ pub struct ProducerConfig {
     pub max_block: Duration,
     /// `partitioner.class`, as a kind.
     pub partitioner: PartitionerKind,
+    /// `transactional.id`: makes the producer transactional (and so
+    /// idempotent); call [`Producer::init_transactions`](crate::Producer::init_transactions)
+    /// before the first transaction.
+    pub transactional_id: Option<String>,
+    /// `transaction.timeout.ms` (default 60 s): the broker aborts a
+    /// transaction left open longer.
+    pub transaction_timeout: Duration,
 }
 
 impl ProducerConfig {
@@ -107,7 +114,15 @@ impl ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             max_block: Duration::from_secs(60),
             partitioner: PartitionerKind::Default,
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
         }
+    }
+
+    /// Makes the producer transactional with `id` (`transactional.id`).
+    pub fn with_transactional_id(mut self, id: impl Into<String>) -> Self {
+        self.transactional_id = Some(id.into());
+        self
     }
 
     /// Sets `acks`.
@@ -178,6 +193,8 @@ impl ProducerConfig {
                 }
                 "delivery.timeout.ms" => c.delivery_timeout = ms(v)?,
                 "max.block.ms" => c.max_block = ms(v)?,
+                "transactional.id" => c.transactional_id = Some(v.to_string()),
+                "transaction.timeout.ms" => c.transaction_timeout = ms(v)?,
                 "partitioner.class" => {
                     c.partitioner = if v.to_ascii_lowercase().contains("roundrobin") {
                         PartitionerKind::RoundRobin
@@ -206,8 +223,17 @@ impl ProducerConfig {
         Ok(c)
     }
 
-    /// Whether the producer is idempotent, applying Java's rule.
+    /// Whether the producer is idempotent, applying Java's rule (a
+    /// transactional producer always is).
     pub fn idempotent(&self) -> Result<bool, ProduceError> {
+        if self.transactional_id.is_some() {
+            return match (self.enable_idempotence, self.acks) {
+                (Some(false), _) | (_, Acks::None | Acks::Leader) => Err(ProduceError::Config(
+                    "transactional.id requires idempotence and acks=all".into(),
+                )),
+                _ => Ok(true),
+            };
+        }
         match (self.enable_idempotence, self.acks) {
             (Some(true), a) if a != Acks::All => Err(ProduceError::Config(
                 "enable.idempotence=true requires acks=all".into(),
@@ -234,6 +260,18 @@ impl ProducerConfig {
         if self.batch_size == 0 || self.buffer_memory < self.batch_size {
             return Err(ProduceError::Config(
                 "buffer.memory must be at least batch.size, and batch.size above 0".into(),
+            ));
+        }
+        if self.transactional_id.as_deref() == Some("") {
+            return Err(ProduceError::Config(
+                "transactional.id must not be empty".into(),
+            ));
+        }
+        if self.transaction_timeout.is_zero()
+            || self.transaction_timeout.as_millis() > i32::MAX as u128
+        {
+            return Err(ProduceError::Config(
+                "transaction.timeout.ms must be between 1 and i32::MAX".into(),
             ));
         }
         if self.delivery_timeout < self.linger + self.client.request_timeout {

@@ -101,6 +101,35 @@ pub enum ProduceError {
         /// The epoch that was fenced.
         epoch: i16,
     },
+    /// The record's transaction was aborted before the record was sent,
+    /// or while it waited to be resent: it is not committed.
+    #[error("the record's transaction was aborted")]
+    TransactionAborted,
+    /// The open transaction cannot commit (one of its batches, or a
+    /// transactional request, failed): abort it, then begin the next.
+    #[error("the transaction must be aborted: {cause}")]
+    TransactionAbortable {
+        /// What failed.
+        cause: Box<Self>,
+    },
+    /// A transactional request failed in a way that ends this producer (the
+    /// broker refuses its transactional id, or its state): create a new one.
+    #[error("{operation} failed: {code}; the producer cannot go on")]
+    TransactionFatal {
+        /// The request.
+        operation: &'static str,
+        /// The broker's error code.
+        code: ErrorCode,
+    },
+    /// A transactional call made in the wrong state (`commit` with no
+    /// transaction open, `send` before `begin_transaction`, ...).
+    #[error("{operation} is not allowed while the producer is {state}")]
+    InvalidTransactionState {
+        /// The call.
+        operation: &'static str,
+        /// The producer's transaction state.
+        state: &'static str,
+    },
     /// Invalid configuration.
     #[error("invalid producer configuration: {0}")]
     Config(String),
@@ -125,9 +154,30 @@ impl ProduceError {
             | Self::Closed
             | Self::ClosedInFlight
             | Self::ProducerFenced { .. }
+            | Self::TransactionAborted
+            | Self::TransactionAbortable { .. }
+            | Self::TransactionFatal { .. }
+            | Self::InvalidTransactionState { .. }
             | Self::Config(_)
             | Self::Fatal(_) => false,
         }
+    }
+}
+
+impl ProduceError {
+    /// Whether the open transaction must be aborted (and the producer can
+    /// then go on with the next one).
+    pub fn is_abortable(&self) -> bool {
+        matches!(self, Self::TransactionAbortable { .. })
+    }
+
+    /// Whether the producer can do nothing more: fenced by a newer instance
+    /// with the same transactional id, or refused by the broker for good.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Self::ProducerFenced { .. } | Self::TransactionFatal { .. } | Self::Fatal(_)
+        )
     }
 }
 

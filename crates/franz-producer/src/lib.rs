@@ -81,6 +81,7 @@ mod partitioner;
 mod producer;
 mod sender;
 pub mod sequence;
+mod transaction;
 
 pub use batch::{DeliveryFuture, RecordMetadata};
 pub use config::{Acks, PartitionerKind, ProducerConfig};

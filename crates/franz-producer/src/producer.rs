@@ -4,7 +4,7 @@
 //! Everything that decides lives in those two; this file only reads the
 //! clock, takes the lock, writes requests and hands back their outcomes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +21,9 @@ use crate::error::{ProduceError, TrySendError};
 use crate::partitioner::{DefaultPartitioner, Partitioner, RoundRobinPartitioner};
 use crate::sender::{Completion, RequestOutcome, SendRequest, Sender, SenderConfig};
 use crate::sequence::SequenceState;
+use crate::transaction::Txn;
+
+mod txn;
 
 use crate::batch::RecordMetadata;
 
@@ -91,7 +94,16 @@ struct State {
     acc: Accumulator,
     sender: Sender,
     flushers: usize,
+    /// Transactional producers: the transaction.
+    txn: Option<Txn>,
 }
+
+/// What Produce requests carry, for a transactional producer.
+const TXN_NONE: u8 = 0;
+/// A transaction under protocol version 1 (Produce at most v11).
+const TXN_V1: u8 = 1;
+/// A transaction under protocol version 2 (Produce v12+ adds partitions).
+const TXN_V2: u8 = 2;
 
 struct Inner {
     config: ProducerConfig,
@@ -105,6 +117,10 @@ struct Inner {
     /// A batch completed (flush waiters look again).
     progress: Notify,
     closed: AtomicBool,
+    /// TXN_NONE, TXN_V1 or TXN_V2: the protocol of the open transaction.
+    txn_mode: AtomicU8,
+    /// The cluster speaks transaction version 2 (as last seen).
+    tv2_available: AtomicBool,
 }
 
 /// An idempotent, batching producer. Cheap to clone; clones share batches.
@@ -207,7 +223,11 @@ impl Producer {
         partitioner: Arc<dyn Partitioner>,
         idempotent: bool,
     ) -> Result<Self, ProduceError> {
-        let seq = if idempotent {
+        let transactional = config.transactional_id.is_some();
+        let seq = if transactional {
+            // The id comes with `init_transactions`.
+            Some(SequenceState::new(-1, -1))
+        } else if idempotent {
             let (pid, epoch) = init_producer_id(&client, &config).await?;
             tracing::debug!(producer_id = pid, epoch, "idempotent producer ready");
             Some(SequenceState::new(pid, epoch))
@@ -226,12 +246,14 @@ impl Producer {
                 compression_level: config.compression_level,
             },
             seq,
+            transactional,
         );
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
                 acc: Accumulator::new(config.batch_size, Arc::clone(&memory)),
                 sender,
                 flushers: 0,
+                txn: config.transactional_id.as_ref().map(|_| Txn::new()),
             }),
             memory,
             idempotent,
@@ -240,6 +262,8 @@ impl Producer {
             wake: Notify::new(),
             progress: Notify::new(),
             closed: AtomicBool::new(false),
+            txn_mode: AtomicU8::new(TXN_NONE),
+            tv2_available: AtomicBool::new(false),
             config,
         });
         tokio::spawn(run_sender(Arc::clone(&inner)));
@@ -274,7 +298,12 @@ impl Producer {
         if self.inner.closed.load(Ordering::Relaxed) {
             return Err(ProduceError::Closed);
         }
-        if let Some(e) = lock(&self.inner.state).sender.fatal() {
+        let st = lock(&self.inner.state);
+        if let Some(e) = st
+            .sender
+            .fatal()
+            .or_else(|| st.txn.as_ref().and_then(Txn::fatal))
+        {
             return Err(e.clone());
         }
         Ok(())
@@ -359,6 +388,9 @@ impl Producer {
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let record = {
             let mut st = lock(&self.inner.state);
+            if let Some(txn) = &st.txn {
+                txn.check_send("send")?;
+            }
             match st
                 .acc
                 .try_append(record, partition, size, timestamp, Instant::now)
@@ -387,13 +419,16 @@ impl Producer {
                 });
             }
         }
-        let appended = lock(&self.inner.state).acc.append_reserved(
-            record,
-            partition,
-            size,
-            timestamp,
-            Instant::now,
-        );
+        let appended = {
+            let mut st = lock(&self.inner.state);
+            if let Some(Err(e)) = st.txn.as_ref().map(|t| t.check_send("send")) {
+                drop(st);
+                self.inner.memory.add_permits(size);
+                return Err(e);
+            }
+            st.acc
+                .append_reserved(record, partition, size, timestamp, Instant::now)
+        };
         if appended.wake_sender {
             self.inner.wake.notify_one();
         }
@@ -422,13 +457,14 @@ impl Producer {
             Err(error) => return Err(Box::new(TrySendError { record, error })),
         };
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
-        let appended = lock(&self.inner.state).acc.try_append(
-            record,
-            partition,
-            size,
-            timestamp,
-            Instant::now,
-        );
+        let mut st = lock(&self.inner.state);
+        if let Some(Err(error)) = st.txn.as_ref().map(|t| t.check_send("try_send")) {
+            return Err(Box::new(TrySendError { record, error }));
+        }
+        let appended = st
+            .acc
+            .try_append(record, partition, size, timestamp, Instant::now);
+        drop(st);
         match appended {
             Ok(appended) => {
                 if appended.wake_sender {
@@ -499,7 +535,7 @@ impl Producer {
             let st = &mut *st;
             let failed = st.sender.fail_all(&mut st.acc);
             for c in failed {
-                finish(&self.inner, &mut st.acc, c);
+                finish(&self.inner, st, c);
             }
         }
         self.inner.wake.notify_one();
@@ -516,9 +552,15 @@ impl Producer {
 }
 
 /// Completes a batch: memory back first (whoever sees the future complete
-/// must also see its bytes returned), then metrics and the future.
-fn finish(inner: &Inner, acc: &mut Accumulator, c: Completion) {
-    acc.release(&c.batch);
+/// must also see its bytes returned), then metrics and the future. A
+/// failed batch makes an open transaction abortable.
+fn finish(inner: &Inner, st: &mut State, c: Completion) {
+    st.acc.release(&c.batch);
+    if let (Err(e), Some(txn)) = (&c.result, st.txn.as_mut())
+        && !matches!(e, ProduceError::TransactionAborted)
+    {
+        txn.on_batch_failed(e);
+    }
     let outcome = if c.result.is_ok() { "acked" } else { "failed" };
     metrics::counter!("franz_producer_batches_total", "outcome" => outcome).increment(1);
     metrics::counter!("franz_producer_records_total", "outcome" => outcome)
@@ -559,7 +601,7 @@ async fn run_sender(inner: Arc<Inner>) {
     loop {
         let now = Instant::now();
         let md = inner.client.metadata();
-        let plan = {
+        let mut plan = {
             let mut st = lock(&inner.state);
             let st = &mut *st;
             if inner.closed.load(Ordering::Relaxed) && st.acc.is_empty() {
@@ -568,7 +610,7 @@ async fn run_sender(inner: Arc<Inner>) {
             let flushing = st.flushers > 0 || inner.closed.load(Ordering::Relaxed);
             let mut plan = st.sender.plan(&mut st.acc, &*md, now, flushing);
             for c in std::mem::take(&mut plan.completions) {
-                finish(&inner, &mut st.acc, c);
+                finish(&inner, st, c);
             }
             plan
         };
@@ -592,6 +634,12 @@ async fn run_sender(inner: Arc<Inner>) {
                 }
                 inner2.wake.notify_one();
             });
+        }
+        if !plan.add_partitions.is_empty() {
+            tokio::spawn(txn::add_partitions(
+                Arc::clone(&inner),
+                std::mem::take(&mut plan.add_partitions),
+            ));
         }
         for req in plan.sends {
             tokio::spawn(send_request(Arc::clone(&inner), req));
@@ -627,8 +675,13 @@ async fn send_request(inner: Arc<Inner>, req: SendRequest) {
             }),
         }
     }
+    let txn_mode = inner.txn_mode.load(Ordering::Relaxed);
     let produce = ProduceRequest {
-        transactional_id: None,
+        transactional_id: if txn_mode == TXN_NONE {
+            None
+        } else {
+            cfg.transactional_id.clone()
+        },
         acks: cfg.acks.wire(),
         timeout_ms: i32::try_from(cfg.client.request_timeout.as_millis()).unwrap_or(i32::MAX),
         topic_data: topics,
@@ -647,7 +700,11 @@ async fn send_request(inner: Arc<Inner>, req: SendRequest) {
             .client
             .connection(req.leader, ConnectionKind::Produce)
             .await?;
-        let version = conn.version_of::<ProduceRequest>()?;
+        let mut version = conn.version_of::<ProduceRequest>()?;
+        if txn_mode == TXN_V1 {
+            // v12+ would add partitions implicitly (transaction version 2).
+            version = version.min(11);
+        }
         if cfg.acks == Acks::None {
             conn.send_no_response(&produce, version, size_hint)
                 .await
@@ -674,7 +731,7 @@ async fn send_request(inner: Arc<Inner>, req: SendRequest) {
             .sender
             .on_produce_result(&mut st.acc, req.id, &outcome, Instant::now());
         for c in done {
-            finish(&inner, &mut st.acc, c);
+            finish(&inner, st, c);
         }
     }
     inner.wake.notify_one();

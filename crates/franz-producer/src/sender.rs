@@ -50,7 +50,7 @@
 //! unacknowledged batch is re-numbered in its original order when next sent.
 //! A batch is current only when both its producer id and epoch are.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,7 +62,7 @@ use franz_protocol::messages::ProduceResponse;
 use franz_protocol::record::{BatchMeta, set_producer_fields, wrap_sequence};
 
 use crate::accumulator::{Accumulator, PartitionQueue};
-use crate::batch::{Batch, BatchAck};
+use crate::batch::{Batch, BatchAck, OpenBatch};
 use crate::error::ProduceError;
 use crate::sequence::{BatchOutcome, SequenceState};
 
@@ -77,6 +77,21 @@ pub(crate) struct SenderConfig {
     pub(crate) max_in_flight: usize,
     pub(crate) compression: Compression,
     pub(crate) compression_level: Option<u32>,
+}
+
+/// A transactional producer's gate on the sender (see `transaction`):
+/// under protocol version 1 a partition must be added to the transaction
+/// (AddPartitionsToTxn) before its first batch goes out.
+#[derive(Debug, Default)]
+pub(crate) struct TxnGate {
+    /// Partitions must be added explicitly (transaction version 1).
+    explicit_add: bool,
+    added: HashSet<(Arc<str>, i32)>,
+    adding: HashSet<(Arc<str>, i32)>,
+    /// The broker knows the transaction: a partition was added, a batch
+    /// sent, or offsets committed in it. EndTxn is sent only then (an empty
+    /// transaction is unknown to the coordinator).
+    started: bool,
 }
 
 /// Where each partition's leader is, as the sender sees metadata.
@@ -165,6 +180,9 @@ pub(crate) struct Plan {
     pub(crate) init_producer_id: bool,
     /// Call `plan` again by then (or sooner, when something happens).
     pub(crate) wake_at: Option<Instant>,
+    /// Partitions to add to the open transaction (AddPartitionsToTxn);
+    /// answer with [`Sender::on_partitions_added`].
+    pub(crate) add_partitions: Vec<(Arc<str>, i32)>,
 }
 
 /// A batch with its topic and partition.
@@ -195,6 +213,10 @@ pub(crate) struct Sender {
     last_refresh: Option<Instant>,
     fatal: Option<ProduceError>,
     bumps: u64,
+    /// Transactional producers: the transaction gate. They never bump the
+    /// epoch by themselves; a broken sequence makes the transaction
+    /// abortable instead.
+    txn: Option<TxnGate>,
 }
 
 /// What a broker's answer means for one batch.
@@ -220,8 +242,13 @@ fn min_time(a: Option<Instant>, b: Instant) -> Option<Instant> {
 }
 
 impl Sender {
-    /// A sender; `seq` is `Some` for an idempotent producer.
-    pub(crate) fn new(config: SenderConfig, seq: Option<SequenceState>) -> Self {
+    /// A sender; `seq` is `Some` for an idempotent producer, `transactional`
+    /// adds the transaction gate.
+    pub(crate) fn new(
+        config: SenderConfig,
+        seq: Option<SequenceState>,
+        transactional: bool,
+    ) -> Self {
         Self {
             config,
             seq,
@@ -234,7 +261,74 @@ impl Sender {
             last_refresh: None,
             fatal: None,
             bumps: 0,
+            txn: transactional.then(TxnGate::default),
         }
+    }
+
+    /// A transaction begins; `explicit_add` under protocol version 1.
+    pub(crate) fn begin_transaction(&mut self, explicit_add: bool) {
+        if let Some(g) = &mut self.txn {
+            *g = TxnGate {
+                explicit_add,
+                ..TxnGate::default()
+            };
+        }
+    }
+
+    /// The transaction ended (EndTxn answered): partitions must be added
+    /// again in the next one.
+    pub(crate) fn end_transaction(&mut self) {
+        if let Some(g) = &mut self.txn {
+            *g = TxnGate::default();
+        }
+    }
+
+    /// Whether the broker knows the open transaction (see [`TxnGate`]).
+    pub(crate) fn transaction_started(&self) -> bool {
+        self.txn.as_ref().is_some_and(|g| g.started)
+    }
+
+    /// Offsets were committed in the open transaction.
+    pub(crate) fn mark_transaction_started(&mut self) {
+        if let Some(g) = &mut self.txn {
+            g.started = true;
+        }
+    }
+
+    /// AddPartitionsToTxn requests still unanswered.
+    pub(crate) fn partitions_being_added(&self) -> usize {
+        self.txn.as_ref().map_or(0, |g| g.adding.len())
+    }
+
+    /// AddPartitionsToTxn answered for `partitions`. On success their
+    /// batches may go; on failure they stay held (the transaction is
+    /// abortable, and the abort fails them).
+    pub(crate) fn on_partitions_added(&mut self, partitions: &[(Arc<str>, i32)], ok: bool) {
+        if let Some(g) = &mut self.txn {
+            for tp in partitions {
+                g.adding.remove(tp);
+                if ok {
+                    g.added.insert(tp.clone());
+                    g.started = true;
+                }
+            }
+        }
+    }
+
+    /// Adopts a producer id and epoch from the broker (InitProducerId, or
+    /// EndTxn under transaction version 2): every partition restarts at
+    /// sequence 0. Only with nothing in flight.
+    pub(crate) fn adopt_epoch(&mut self, acc: &mut Accumulator, producer_id: i64, epoch: i16) {
+        if let Some(seq) = self.seq.as_mut() {
+            seq.on_new_epoch(producer_id, epoch);
+        }
+        Self::restart_sequences(acc);
+    }
+
+    /// Whether a partition's sequence broke (a transactional producer then
+    /// bumps its epoch after the abort, KIP-360).
+    pub(crate) fn sequence_broken(&self) -> bool {
+        self.seq.as_ref().is_some_and(SequenceState::bump_needed)
     }
 
     /// Producer id and epoch (idempotent producers).
@@ -254,7 +348,6 @@ impl Sender {
     }
 
     /// Requests in flight.
-    #[cfg(test)]
     pub(crate) fn requests_in_flight(&self) -> usize {
         self.requests.len()
     }
@@ -300,6 +393,18 @@ impl Sender {
                     plan.wake_at =
                         min_time(plan.wake_at, front.created + self.config.delivery_timeout);
                 }
+                if let Some(g) = &mut self.txn
+                    && g.explicit_add
+                    && (q.open.is_some() || !q.queued.is_empty())
+                {
+                    let tp = (Arc::clone(&tq.name), partition);
+                    if !g.added.contains(&tp) {
+                        if g.adding.insert(tp.clone()) {
+                            plan.add_partitions.push(tp);
+                        }
+                        continue;
+                    }
+                }
                 let (Some(leader), Some(slot), true) = (leader, slot, can_go) else {
                     continue;
                 };
@@ -342,6 +447,9 @@ impl Sender {
                 }
                 q.send.in_flight += 1;
                 q.send.leader = leader;
+                if let Some(g) = &mut self.txn {
+                    g.started = true;
+                }
                 let i = match slot {
                     Some(i) => i,
                     None => {
@@ -535,6 +643,11 @@ impl Sender {
                     producer_id: pid,
                     producer_epoch: epoch,
                     base_sequence: base,
+                    // A transactional producer sends only inside
+                    // transactions; without the flag the broker would
+                    // write the batch as plain idempotent data, visible at
+                    // once and never aborted.
+                    transactional: self.txn.is_some(),
                     ..BatchMeta::default()
                 };
                 batch.payload = Some(builder.finish(&meta)?);
@@ -597,7 +710,12 @@ impl Sender {
         plan: &mut Plan,
     ) {
         let Some(seq) = self.seq.as_mut() else { return };
-        if !seq.bump_needed() || !self.requests.is_empty() || unresolved || self.asking_for_id {
+        if self.txn.is_some()
+            || !seq.bump_needed()
+            || !self.requests.is_empty()
+            || unresolved
+            || self.asking_for_id
+        {
             return;
         }
         if let Some(t) = self.id_retry_at {
@@ -644,11 +762,8 @@ impl Sender {
         self.asking_for_id = false;
         match result {
             Ok((pid, epoch)) => {
-                if let Some(seq) = self.seq.as_mut() {
-                    seq.on_new_epoch(pid, epoch);
-                }
+                self.adopt_epoch(acc, pid, epoch);
                 self.bumps += 1;
-                Self::restart_sequences(acc);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "InitProducerId failed; will ask again");
@@ -710,6 +825,20 @@ impl Sender {
                     q.send.draining = true;
                     q.send.retry_at = Some(now + self.config.retry_backoff);
                     q.requeue(batch);
+                }
+                Verdict::RetryAfterBump(e) if self.txn.is_some() => {
+                    // Not written; a transactional producer does not bump
+                    // mid-transaction: the batch fails, the transaction
+                    // becomes abortable, and the abort bumps the epoch.
+                    q.send.needs_bump = true;
+                    if let Some(seq) = self.seq.as_mut() {
+                        seq.on_sequence_broken();
+                    }
+                    batch.sent_once = false;
+                    done.push(Completion {
+                        batch,
+                        result: Err(e),
+                    });
                 }
                 Verdict::RetryAfterBump(e) => {
                     metrics::counter!("franz_producer_retries_total").increment(1);
@@ -826,6 +955,28 @@ impl Sender {
             }
             BatchOutcome::Fail => Verdict::Refused(error()),
         }
+    }
+
+    /// Fails every batch that is not in flight (open, queued, or waiting to
+    /// be resent) with `err`: the transaction they belong to is being
+    /// aborted. In-flight batches answer first.
+    pub(crate) fn fail_unsent(
+        &mut self,
+        acc: &mut Accumulator,
+        err: &ProduceError,
+    ) -> Vec<Completion> {
+        let mut done = Vec::new();
+        for tq in acc.topics.values_mut() {
+            for q in &mut tq.partitions {
+                let mut batches: Vec<Batch> =
+                    q.open.take().map(OpenBatch::seal).into_iter().collect();
+                batches.extend(q.queued.drain(..));
+                for b in batches {
+                    done.push(self.fail(q, b, err.clone()));
+                }
+            }
+        }
+        done
     }
 
     /// Fails every batch: open and queued ones with `Closed` (never

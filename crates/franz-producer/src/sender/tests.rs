@@ -144,7 +144,7 @@ impl Harness {
     fn with(partitions: i32, config: SenderConfig, (pid, epoch): (i64, i16)) -> Self {
         Self {
             acc: Accumulator::new(16 * 1024, Arc::new(Semaphore::new(64 << 20))),
-            sender: Sender::new(config, Some(SequenceState::new(pid, epoch))),
+            sender: Sender::new(config, Some(SequenceState::new(pid, epoch)), false),
             leaders: Leaders1((0..partitions).map(|p| (p, 1)).collect()),
             now: Instant::now(),
             logs: HashMap::new(),
