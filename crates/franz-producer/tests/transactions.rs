@@ -18,7 +18,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use common::{client, create_topic, read_all};
@@ -56,30 +55,17 @@ fn config(bootstrap: &str, id: &str) -> ProducerConfig {
 /// partition, in offset order.
 async fn java_read_committed(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<String>> {
     let (b, t) = (bootstrap.to_string(), topic.to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        let dist = KafkaDistribution::resolve().unwrap();
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/java/ReadCommitted.java");
-        let classes = dist.compile_java(&source).unwrap();
-        let mut child = dist
-            .spawn_java(&classes, "ReadCommitted", &[&b, &t])
-            .unwrap();
-        let mut stdout = String::new();
-        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-        let status = child.wait().unwrap();
-        assert!(status.success(), "the Java reader failed: {status}");
-        stdout
+    let records = tokio::task::spawn_blocking(move || {
+        KafkaDistribution::resolve()
+            .unwrap()
+            .read_committed(&b, &t, Duration::from_secs(120))
+            .unwrap()
     })
     .await
     .unwrap();
     let mut by_partition: BTreeMap<i32, Vec<String>> = BTreeMap::new();
-    for line in out.lines() {
-        let mut f = line.splitn(3, '\t');
-        let p: i32 = f.next().unwrap().parse().unwrap();
-        let _offset = f.next().unwrap();
-        by_partition
-            .entry(p)
-            .or_default()
-            .push(f.next().unwrap().to_string());
+    for r in records {
+        by_partition.entry(r.partition).or_default().push(r.value);
     }
     by_partition
 }

@@ -23,6 +23,18 @@ const POM: &str = include_str!("../broker/pom.xml");
 const BROKER_LOG4J: &str = include_str!("../broker/log4j2.properties");
 const TOOLS_LOG4J: &str = include_str!("../broker/tools-log4j2.properties");
 const WATCHDOG: &str = include_str!("../broker/watchdog.sh");
+const READ_COMMITTED: &str = include_str!("../java/ReadCommitted.java");
+
+/// One record as the Java consumer read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JavaRecord {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// The value, as UTF-8 text.
+    pub value: String,
+}
 
 /// A resolved Kafka installation: a Java binary and the broker classpath.
 #[derive(Debug)]
@@ -217,6 +229,48 @@ impl KafkaDistribution {
                 output: format!("{}\n{}", out.stdout, out.stderr),
             })
         }
+    }
+
+    /// Reads all of `topic` with the Java client as a `read_committed`
+    /// consumer, up to each partition's last stable offset: the reference
+    /// for what a transaction made visible. Blocking.
+    pub fn read_committed(
+        &self,
+        bootstrap: &str,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<Vec<JavaRecord>, HarnessError> {
+        let source = self.home.join("ReadCommitted.java");
+        if fs::read_to_string(&source).ok().as_deref() != Some(READ_COMMITTED) {
+            fs::write(&source, READ_COMMITTED).ctx(|| format!("writing {}", source.display()))?;
+        }
+        let classes = self.compile_java(&source)?;
+        let cp = format!("{}:{}", classes.display(), self.classpath);
+        let mut cmd = self.java_command("ReadCommitted", &cp);
+        cmd.args([bootstrap, topic]);
+        let out = run_with_timeout(cmd, timeout, "ReadCommitted")?;
+        if !out.success {
+            return Err(HarnessError::ToolFailed {
+                tool: "ReadCommitted".into(),
+                status: out.status,
+                output: format!("{}\n{}", out.stdout, out.stderr),
+            });
+        }
+        out.stdout
+            .lines()
+            .map(|line| {
+                let mut f = line.splitn(3, '\t');
+                let bad = || HarnessError::Config(format!("ReadCommitted printed {line:?}"));
+                let partition = f.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+                let offset = f.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+                let value = f.next().ok_or_else(bad)?.to_string();
+                Ok(JavaRecord {
+                    partition,
+                    offset,
+                    value,
+                })
+            })
+            .collect()
     }
 
     /// Starts `main_class` from `classes` (see [`compile_java`](Self::compile_java))

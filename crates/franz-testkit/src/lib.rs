@@ -68,7 +68,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 pub use cluster::{ClientAuth, ClusterBuilder, KafkaCluster, SaslUser, SecurityProtocol};
-pub use dist::{KAFKA_VERSION, KafkaDistribution};
+pub use dist::{JavaRecord, KAFKA_VERSION, KafkaDistribution};
 pub use error::HarnessError;
 pub use names::{unique_group, unique_topic};
 pub use proxy::FaultProxy;
