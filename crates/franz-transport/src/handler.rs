@@ -148,6 +148,7 @@ pub struct Incoming {
     pub(crate) record: ConsumerRecord,
     pub(crate) codec: Arc<dyn Codec>,
     pub(crate) state: Arc<StateMap>,
+    pub(crate) outbox: Outbox,
 }
 
 impl Incoming {
@@ -265,6 +266,80 @@ impl StateMap {
 
     fn get<S: 'static>(&self) -> Option<&S> {
         self.0.get(&TypeId::of::<S>())?.downcast_ref()
+    }
+}
+
+/// Records a handler writes besides its reply (consume-transform-produce),
+/// through the server's own producer. They are part of handling the record:
+/// its offset is committed only once they are acknowledged, and under
+/// [`exactly_once`](crate::TransportServerConfig::exactly_once) they go in
+/// the same transaction as the reply and the offset commit, so that a
+/// `read_committed` reader sees them once, or (after a crash) not at all.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), franz_transport::TransportError> {
+/// use franz_producer::ProducerRecord;
+/// use franz_transport::{Outbox, Payload, TransportServer, TransportServerConfig};
+/// let server = TransportServer::builder(TransportServerConfig::new("127.0.0.1:9092", "billing"))
+///     .event("order.created", |Payload(id): Payload<String>, outbox: Outbox| async move {
+///         outbox.send(ProducerRecord::new("invoice.due", id)).await?;
+///         Ok(())
+///     })
+///     .start()
+///     .await?;
+/// # server.shutdown(std::time::Duration::from_secs(5)).await }
+/// ```
+#[derive(Clone)]
+pub struct Outbox {
+    producer: franz_producer::Producer,
+    sent: Arc<std::sync::Mutex<Vec<franz_producer::DeliveryFuture>>>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").finish_non_exhaustive()
+    }
+}
+
+impl Outbox {
+    pub(crate) fn new(producer: franz_producer::Producer) -> Self {
+        Self {
+            producer,
+            sent: Arc::default(),
+        }
+    }
+
+    /// Queues `record`; the handled record waits for its acknowledgement.
+    /// A record that cannot be queued is the handler's failure (retriable
+    /// when the producer says so).
+    ///
+    /// # Cancel safety
+    /// Dropping it before it returns queues nothing.
+    pub async fn send(&self, record: franz_producer::ProducerRecord) -> Result<(), RpcError> {
+        let ack = self.producer.send(record).await.map_err(|e| {
+            let text = format!("outbox record not sent: {e}");
+            if e.is_retriable() {
+                RpcError::retriable(text)
+            } else {
+                RpcError::message(text)
+            }
+        })?;
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ack);
+        Ok(())
+    }
+
+    /// The acknowledgements of what was sent, taken.
+    pub(crate) fn take_sent(&self) -> Vec<franz_producer::DeliveryFuture> {
+        std::mem::take(&mut *self.sent.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl FromIncoming for Outbox {
+    fn from_incoming(incoming: &Incoming) -> Result<Self, RpcError> {
+        Ok(incoming.outbox.clone())
     }
 }
 

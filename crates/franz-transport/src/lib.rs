@@ -10,7 +10,8 @@
 //! ## Main types
 //! - [`TransportServer`] (Nest's `ServerKafka`): handlers per pattern, axum
 //!   style: async fns of extractors ([`Payload`], [`Ctx`], [`Headers`],
-//!   [`Key`], [`State`]) returning `Result<T, RpcError>`, a [`Reply`]
+//!   [`Key`], [`State`], [`Outbox`] for records written besides the reply)
+//!   returning `Result<T, RpcError>`, a [`Reply`]
 //!   envelope or a [`Streamed`] stream; tower layers around them
 //!   ([`TransportServerBuilder::layer`]).
 //! - [`TransportClient`] (Nest's `ClientKafka`): `send` to a message pattern
@@ -43,6 +44,19 @@
 //! error reply. On revoke, handlers in hand finish (bounded by the
 //! rebalance timeout) and their offsets are committed before the
 //! partitions go.
+//!
+//! **Exactly once, as an option** ([`TransportServerConfig::exactly_once`],
+//! off by default so that NestJS's semantics stay the default): each poll's
+//! records are handled in one transaction of the server's producer holding
+//! their replies, their handlers' [`Outbox`] records and the group's
+//! offsets (KIP-447, fenced by the group's generation). A crash before the
+//! commit aborts all of it and the next owner handles the records again,
+//! so a `read_committed` client sees one reply per request and a
+//! `read_committed` reader one outbox record per event
+//! (consume-transform-produce). It costs a commit round trip per poll and
+//! delays replies to the commit; see [`ExactlyOnce`] for what it does not
+//! cover (handlers' effects outside Kafka, error replies and dead letters
+//! stay at least once).
 //!
 //! ## Cancel safety
 //! Dropping a `send` future at any point frees its router entry; a reply
@@ -77,10 +91,11 @@ pub use codec::{Codec, CodecError};
 pub use error::{RemoteError, TransportError};
 pub use handler::{
     BoxFuture, Ctx, FromIncoming, Handler, HandlerOutcome, HandlerService, Headers, Incoming,
-    IntoEventOutcome, IntoReply, Key, Payload, Reply, ReplyBodyHandle, RpcError, State, Streamed,
+    IntoEventOutcome, IntoReply, Key, Outbox, Payload, Reply, ReplyBodyHandle, RpcError, State,
+    Streamed,
 };
 pub use server::{
-    BoxHandlerService, ServerState, ServerStatus, TransportServer, TransportServerBuilder,
-    TransportServerConfig,
+    BoxHandlerService, ExactlyOnce, ServerState, ServerStatus, TransportServer,
+    TransportServerBuilder, TransportServerConfig,
 };
 pub use topics::{NestNames, Provision};

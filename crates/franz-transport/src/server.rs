@@ -28,8 +28,8 @@ use crate::client::{consumer_config, to_producer, transport_producer};
 use crate::codec::{self, Codec};
 use crate::error::TransportError;
 use crate::handler::{
-    self, Handler, HandlerOutcome, HandlerService, Incoming, IntoEventOutcome, IntoReply, Outcome,
-    ReplyBody, ReplyParts, StateMap,
+    self, Handler, HandlerOutcome, HandlerService, Incoming, IntoEventOutcome, IntoReply, Outbox,
+    Outcome, ReplyBody, ReplyParts, StateMap,
 };
 use crate::nest;
 use crate::topics::{self, Provision};
@@ -126,6 +126,50 @@ pub struct TransportServerConfig {
     /// Create the patterns' topics on start when they are missing (their
     /// dead-letter topics are created in any case). Default `None`.
     pub provision: Option<Provision>,
+    /// Exactly-once handling (default `None`: NestJS's semantics, replies
+    /// acknowledged before the offset is committed, at least once). See
+    /// [`ExactlyOnce`].
+    pub exactly_once: Option<ExactlyOnce>,
+}
+
+/// Exactly-once handling, as Kafka Streams' `exactly_once_v2` does it
+/// (KIP-447): each poll's records are handled inside one transaction of the
+/// server's producer, which holds their replies, what their handlers wrote
+/// through an [`Outbox`](crate::Outbox), and the group's offsets for them.
+/// A crash before the commit aborts all of it; the next owner of the
+/// partitions handles the records again, and a `read_committed` reader
+/// (the clients' reply consumers: set `isolation_level` to
+/// `ReadCommitted` in their `consumer` config) sees each reply and each
+/// outbox record once.
+///
+/// What it costs: a commit round trip (AddOffsets/TxnOffsetCommit and
+/// EndTxn) per poll, replies visible only once the transaction commits,
+/// and after a crash, partitions held by the dead instance wait until its
+/// open transaction is aborted: at once when the instance restarts with
+/// the same `transactional_id` (it fences the old one), otherwise after
+/// `transaction_timeout`.
+///
+/// What it does not cover: handlers' effects outside Kafka run again after
+/// an abort (at least once), and error replies and dead letters, written
+/// beside the loop by the failure policy, are at least once too.
+#[derive(Debug, Clone)]
+pub struct ExactlyOnce {
+    /// This instance's transactional id: unique among the live instances of
+    /// the group, and the same when one restarts (a pod name, say).
+    pub transactional_id: String,
+    /// `transaction.timeout.ms` (default 10 s): how long a crashed
+    /// instance's open transaction holds its partitions.
+    pub transaction_timeout: Duration,
+}
+
+impl ExactlyOnce {
+    /// Exactly-once with `transactional_id` and a 10 s transaction timeout.
+    pub fn new(transactional_id: impl Into<String>) -> Self {
+        Self {
+            transactional_id: transactional_id.into(),
+            transaction_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 impl TransportServerConfig {
@@ -170,6 +214,7 @@ impl TransportServerConfig {
             codec: codec::default_codec(),
             rebalance_timeout: Duration::from_secs(60),
             provision: None,
+            exactly_once: None,
         }
     }
 }
@@ -407,7 +452,25 @@ impl TransportServerBuilder {
                 .collect();
             topics::create_missing(&config.consumer.client, topics).await?;
         }
-        let producer = Producer::new(config.producer.clone()).await?;
+        // Under exactly-once the replies go through a transactional
+        // producer; parks (error replies, dead letters) keep a plain one,
+        // since they are written beside the loop's transactions.
+        let (producer, park_producer) = match &config.exactly_once {
+            Some(eos) => {
+                let transactional = Producer::new(ProducerConfig {
+                    transactional_id: Some(eos.transactional_id.clone()),
+                    transaction_timeout: eos.transaction_timeout,
+                    ..config.producer.clone()
+                })
+                .await?;
+                transactional.init_transactions().await?;
+                (transactional, Producer::new(config.producer.clone()).await?)
+            }
+            None => {
+                let p = Producer::new(config.producer.clone()).await?;
+                (p.clone(), p)
+            }
+        };
         ensure_dead_letter_topics(&config, &patterns).await?;
         let mut group = GroupConfig::new(config.group_id.as_str());
         group.assignors.clone_from(&config.assignors);
@@ -441,7 +504,7 @@ impl TransportServerBuilder {
             })
             .collect();
         let parker = Parker {
-            producer: producer.clone(),
+            producer: park_producer,
             dead_letter_suffix: config.dead_letter_suffix.clone(),
             write_bound: config
                 .consumer
@@ -450,6 +513,10 @@ impl TransportServerBuilder {
                 .min(Duration::from_secs(10)),
         };
         let worker = Worker {
+            eos: config.exactly_once.is_some(),
+            in_transaction: false,
+            batch_start: BTreeMap::new(),
+            transaction_poisoned: AtomicBool::new(false),
             config,
             routes,
             state: Arc::new(state),
@@ -629,6 +696,15 @@ struct Worker {
     uncommitted: BTreeMap<TopicPartition, i64>,
     last_commit: Instant,
     status: Arc<watch::Sender<ServerStatus>>,
+    /// Exactly-once: each poll's records are handled in a transaction.
+    eos: bool,
+    in_transaction: bool,
+    /// Exactly-once: where each partition of the open transaction's poll
+    /// started, to read it again if the transaction aborts.
+    batch_start: BTreeMap<TopicPartition, i64>,
+    /// Exactly-once: a handler failed after writing outbox records into the
+    /// open transaction, which must therefore abort.
+    transaction_poisoned: AtomicBool,
 }
 
 impl Worker {
@@ -681,8 +757,27 @@ impl Worker {
             self.uncommitted.retain(|tp, _| assigned.contains(tp));
             self.retries.retain(|tp, _| assigned.contains(tp));
             let idle = records.is_empty();
+            if self.eos && !records.is_empty() {
+                if let Err(e) = self.producer.begin_transaction() {
+                    tracing::error!(error = %e, "transport server stopped: no transaction");
+                    break Err(TransportError::Produce(e));
+                }
+                self.in_transaction = true;
+                for r in &records {
+                    self.batch_start
+                        .entry(TopicPartition::new(&*r.topic, r.partition))
+                        .or_insert(r.offset);
+                }
+            }
             self.handle(records).await;
-            self.commit_due(idle).await;
+            if self.eos {
+                if let Err(e) = self.commit_transaction().await {
+                    tracing::error!(error = %e, "transport server stopped: transactions failed");
+                    break Err(e);
+                }
+            } else {
+                self.commit_due(idle).await;
+            }
         };
         // Parks in progress finish (each write is bounded), so that what
         // they earned is committed.
@@ -690,7 +785,13 @@ impl Worker {
             self.parking().push(Box::pin(std::future::ready(done)));
             self.finish_parks();
         }
-        self.commit_due(true).await;
+        if self.eos {
+            if let Err(e) = self.commit_transaction().await {
+                tracing::warn!(error = %e, "last transaction not committed");
+            }
+        } else {
+            self.commit_due(true).await;
+        }
         let flushed = self.producer.close(Duration::from_secs(10)).await;
         let left = self.consumer.close().await;
         if outcome.is_ok() {
@@ -711,7 +812,74 @@ impl Worker {
     fn earn(&mut self, tp: &TopicPartition, next: i64) {
         let o = self.uncommitted.entry(tp.clone()).or_insert(next);
         *o = (*o).max(next);
-        self.marks.mark(tp, next);
+        // Under exactly-once offsets are committed only inside transactions:
+        // a revoke must not commit them on its own.
+        if !self.eos {
+            self.marks.mark(tp, next);
+        }
+    }
+
+    /// Exactly-once: commits the open transaction with the offsets earned
+    /// in it (or opens one for offsets earned by parks). If it cannot
+    /// commit it is aborted, and its partitions read again from where its
+    /// poll started: their records are handled again, and the aborted
+    /// replies and outbox records are never seen by `read_committed`
+    /// readers. Only a fatal error (fenced: another instance has the
+    /// transactional id) stops the server.
+    async fn commit_transaction(&mut self) -> Result<(), TransportError> {
+        if !self.in_transaction && self.uncommitted.is_empty() {
+            return Ok(());
+        }
+        if !self.in_transaction {
+            self.producer.begin_transaction()?;
+            self.in_transaction = true;
+        }
+        let offsets = std::mem::take(&mut self.uncommitted);
+        let batch_start = std::mem::take(&mut self.batch_start);
+        let poisoned = self.transaction_poisoned.swap(false, Ordering::Relaxed);
+        let result = if poisoned {
+            Err(franz_producer::ProduceError::TransactionAbortable {
+                cause: Box::new(franz_producer::ProduceError::Fatal(
+                    "a handler failed after writing outbox records".into(),
+                )),
+            })
+        } else {
+            async {
+                if !offsets.is_empty() {
+                    self.producer
+                        .send_offsets_to_transaction(&offsets, &self.consumer.group_metadata())
+                        .await?;
+                }
+                self.producer.commit_transaction().await
+            }
+            .await
+        };
+        self.in_transaction = false;
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_fatal() => Err(TransportError::Produce(e)),
+            Err(e) => {
+                tracing::warn!(error = %e, "transaction aborted; its records will be handled again");
+                metrics::counter!("franz_transport_transactions_aborted_total").increment(1);
+                self.producer.abort_transaction().await?;
+                let assigned = self.consumer.assignment();
+                for (tp, next) in offsets {
+                    // Earned by a park (its write is done): commit it with
+                    // the next transaction.
+                    if !batch_start.contains_key(&tp) {
+                        self.uncommitted.insert(tp, next);
+                    }
+                }
+                for (tp, start) in batch_start {
+                    if assigned.contains(&tp)
+                        && let Err(e) = self.consumer.consumer_mut().seek(&tp, start)
+                    {
+                        tracing::warn!(error = %e, partition = %tp, "could not rewind after an abort");
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Resumes partitions whose backoff is over.
@@ -1050,10 +1218,12 @@ impl Worker {
             );
             return self.queue([nest::reply(&to, Err(err), false)]).await;
         };
+        let outbox = Outbox::new(self.producer.clone());
         let incoming = Incoming {
             record: record.clone(),
             codec: Arc::clone(codec),
             state: Arc::clone(&self.state),
+            outbox: outbox.clone(),
         };
         let kind = if route.message { "message" } else { "event" };
         let span = trace::handler_span(record, kind, reply_to.as_ref());
@@ -1086,6 +1256,23 @@ impl Worker {
             }
         };
         in_flight.decrement(1.0);
+        // What the handler wrote through its outbox is part of handling
+        // the record: awaited with the replies.
+        let sent = outbox.take_sent();
+        let handled = match handled {
+            Handled::Done if !sent.is_empty() => Handled::Replies(sent),
+            Handled::Replies(mut acks) => {
+                acks.extend(sent);
+                Handled::Replies(acks)
+            }
+            failed @ Handled::Failed { .. } => {
+                if self.eos && !sent.is_empty() {
+                    self.transaction_poisoned.store(true, Ordering::Relaxed);
+                }
+                failed
+            }
+            other => other,
+        };
         let outcome = if matches!(handled, Handled::Failed { .. }) {
             "failed"
         } else {

@@ -378,3 +378,87 @@ async fn partitions_are_handled_concurrently_and_each_in_order() {
             .unwrap();
     }
 }
+
+/// Events as consume-transform-produce under exactly-once: what a handler
+/// writes through its `Outbox` commits with the event's offset, and a
+/// read_committed reader sees each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_records_commit_with_the_event_under_exactly_once() {
+    let b = bootstrap().await;
+    let events = unique_topic("eos.events");
+    let derived = unique_topic("eos.derived");
+    create_topics(&b, &[(&events, 2), (&derived, 1)]).await;
+    let group = unique_group("eos-events");
+    let mut config = TransportServerConfig::new(&b, &group);
+    config.consumer.auto_offset_reset = OffsetReset::Earliest;
+    config.exactly_once = Some(franz_transport::ExactlyOnce::new(unique_topic(
+        "eos-events-tx",
+    )));
+    let out = derived.clone();
+    let server = TransportServer::builder(config)
+        .event(
+            &events,
+            move |Payload(n): Payload<u64>, outbox: franz_transport::Outbox| {
+                let out = out.clone();
+                async move {
+                    outbox
+                        .send(franz_producer::ProducerRecord::new(
+                            out.as_str(),
+                            (n * 10).to_string(),
+                        ))
+                        .await?;
+                    Ok::<_, RpcError>(())
+                }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    let client = TransportClient::connect(
+        TransportClientConfig::new(&b, &unique_group("eos-ev-cli")),
+        &[],
+    )
+    .await
+    .unwrap();
+    for n in 0..20u64 {
+        client.emit(&events, &n).await.unwrap();
+    }
+    let mut c = ConsumerConfig::new(&b);
+    c.auto_offset_reset = OffsetReset::Earliest;
+    c.isolation_level = franz_consumer::IsolationLevel::ReadCommitted;
+    let mut reader = Consumer::new(c).await.unwrap();
+    reader.assign_topic(&derived).await.unwrap();
+    let mut got: Vec<u64> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 20 {
+        assert!(Instant::now() < deadline, "read {} of 20", got.len());
+        for r in reader.poll(Duration::from_millis(300)).await.unwrap() {
+            got.push(
+                std::str::from_utf8(r.value.as_deref().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
+            );
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..20).map(|n| n * 10).collect::<Vec<_>>());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let committed: i64 = admin(&b)
+            .await
+            .list_group_offsets(&group)
+            .await
+            .unwrap()
+            .values()
+            .map(|o| o.committed)
+            .sum();
+        if committed == 20 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "committed {committed} of 20");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.close().await.unwrap();
+    server.shutdown(Duration::from_secs(10)).await.unwrap();
+}
