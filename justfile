@@ -38,11 +38,12 @@ fuzz seconds="600":
 bench-codec:
     cargo bench --manifest-path benches/Cargo.toml --bench codec
 
-# Producer benchmark: franz, librdkafka (rdkafka crate) and Java ProducerPerformance, each its own process.
+# Producer benchmark: franz, librdkafka (rdkafka crate) and Java ProducerPerformance, each its own process:
+# 100 B and 1 KiB on 6 partitions, 100 B on 1 partition, 100 B in transactions of 10,000; medians of `runs` alternated runs.
 # Building librdkafka needs cmake, a C compiler and curl headers (apt-get install cmake libcurl4-openssl-dev).
-bench-producer records="3000000":
+bench-producer records="1000000" runs="3":
     cargo build --release --manifest-path benches/Cargo.toml --features peers --bins
-    benches/target/release/producer-bench --records {{records}}
+    benches/target/release/producer-bench --records {{records}} --runs {{runs}}
 
 # Consumer benchmark: franz, librdkafka (rdkafka crate) and Java ConsumerPerformance, each its own process, reading the same preloaded topic.
 # Median of `runs` alternated runs, then a 1,000-partition run with fetch sessions on and off.

@@ -161,11 +161,12 @@ pub fn java_perf_tool(dist: &KafkaDistribution, class: &str) -> Command {
 }
 
 /// One client's run in a records benchmark (producer or consumer).
+#[derive(Debug, Clone)]
 pub struct Measured {
     /// `franz`, `librdkafka` or `java`.
     pub client: &'static str,
-    /// Record size in bytes.
-    pub size: usize,
+    /// The workload, as the table's first column (`100 B`, `100 B, 1 partition`).
+    pub scenario: String,
     /// Records moved.
     pub records: u64,
     /// Records per second, by the client's own clock.
@@ -180,14 +181,14 @@ pub struct Measured {
 /// record size.
 pub fn print_records_table(results: &[Measured]) {
     println!(
-        "| size | client | records | records/s | CPU-s per M records | peak RSS MiB | records/s ratio franz/peer | CPU ratio franz/peer |"
+        "| workload | client | records | records/s | CPU-s per M records | peak RSS MiB | records/s ratio franz/peer | CPU ratio franz/peer |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     let cpu_per_m = |m: &Measured| m.cpu_secs / (m.records as f64 / 1e6);
     for r in results {
         let Some(franz) = results
             .iter()
-            .find(|f| f.client == "franz" && f.size == r.size)
+            .find(|f| f.client == "franz" && f.scenario == r.scenario)
         else {
             continue;
         };
@@ -197,8 +198,8 @@ pub fn print_records_table(results: &[Measured]) {
             (cpu_per_m(franz), cpu_per_m(r)),
         );
         println!(
-            "| {} B | {} | {} | {:.0} | {:.2} | {:.0} | {rate} | {cpu} |",
-            r.size,
+            "| {} | {} | {} | {:.0} | {:.2} | {:.0} | {rate} | {cpu} |",
+            r.scenario,
             r.client,
             r.records,
             r.records_per_sec,
@@ -206,4 +207,68 @@ pub fn print_records_table(results: &[Measured]) {
             r.peak_rss_mib,
         );
     }
+}
+
+/// The median (the upper one for an even count; NaN when empty).
+pub fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+/// One workload measured over several runs (each a list of clients'
+/// results, the clients alternating): each client's medians, and for
+/// every peer a line with the per-run franz/peer ratios and their median
+/// (the figure to judge: the machine drifts between runs, ratios less).
+pub fn summarize(
+    per_run: &[Vec<Measured>],
+    clients: &[&'static str],
+) -> (Vec<Measured>, Vec<String>) {
+    let mut medians = Vec::new();
+    let mut lines = Vec::new();
+    for client in clients {
+        let mine: Vec<&Measured> = per_run
+            .iter()
+            .flatten()
+            .filter(|m| m.client == *client)
+            .collect();
+        let Some(first) = mine.first() else { continue };
+        let of = |f: fn(&Measured) -> f64| median(mine.iter().map(|m| f(m)));
+        medians.push(Measured {
+            client,
+            scenario: first.scenario.clone(),
+            records: first.records,
+            records_per_sec: of(|m| m.records_per_sec),
+            cpu_secs: of(|m| m.cpu_secs),
+            peak_rss_mib: of(|m| m.peak_rss_mib),
+        });
+        if *client == "franz" {
+            continue;
+        }
+        let pick = |run: &[Measured], c: &str| {
+            run.iter()
+                .find(|m| m.client == c)
+                .map(|m| (m.records_per_sec, m.cpu_secs))
+        };
+        let ratios: Vec<(f64, f64)> = per_run
+            .iter()
+            .filter_map(|run| {
+                let (fr, fc) = pick(run, "franz")?;
+                let (pr, pc) = pick(run, client)?;
+                Some((fr / pr, fc / pc))
+            })
+            .collect();
+        lines.push(format!(
+            "{} franz/{client}: records/s ratio per run {:?}, median {:.2}; CPU ratio per run {:?}, median {:.2}",
+            first.scenario,
+            ratios.iter().map(|r| format!("{:.2}", r.0)).collect::<Vec<_>>(),
+            median(ratios.iter().map(|r| r.0)),
+            ratios.iter().map(|r| format!("{:.2}", r.1)).collect::<Vec<_>>(),
+            median(ratios.iter().map(|r| r.1)),
+        ));
+    }
+    (medians, lines)
 }

@@ -28,8 +28,8 @@
 use std::process::Command;
 
 use franz_benches::{
-    Measured, arg, client_command, create_topic, java_perf_tool, print_records_table, result_field,
-    run_measured, sibling_bin,
+    Measured, arg, client_command, create_topic, java_perf_tool, median, print_records_table,
+    result_field, run_measured, sibling_bin, summarize,
 };
 use franz_testkit::{KafkaCluster, KafkaDistribution, unique_topic};
 
@@ -85,48 +85,9 @@ fn main() {
             }
             per_run.push(this_run);
         }
-        for client in &clients {
-            let of = |f: fn(&Measured) -> f64| {
-                median(
-                    per_run
-                        .iter()
-                        .flatten()
-                        .filter(|m| m.client == *client)
-                        .map(f),
-                )
-            };
-            results.push(Measured {
-                client,
-                size,
-                records: n,
-                records_per_sec: of(|m| m.records_per_sec),
-                cpu_secs: of(|m| m.cpu_secs),
-                peak_rss_mib: of(|m| m.peak_rss_mib),
-            });
-            if *client == "franz" {
-                continue;
-            }
-            let pick = |run: &[Measured], c: &str| {
-                run.iter()
-                    .find(|m| m.client == c)
-                    .map(|m| (m.records_per_sec, m.cpu_secs))
-            };
-            let ratios: Vec<(f64, f64)> = per_run
-                .iter()
-                .filter_map(|run| {
-                    let (fr, fc) = pick(run, "franz")?;
-                    let (pr, pc) = pick(run, client)?;
-                    Some((fr / pr, fc / pc))
-                })
-                .collect();
-            ratio_lines.push(format!(
-                "{size} B franz/{client}: records/s ratio per run {:?}, median {:.2}; CPU ratio per run {:?}, median {:.2}",
-                ratios.iter().map(|r| format!("{:.2}", r.0)).collect::<Vec<_>>(),
-                median(ratios.iter().map(|r| r.0)),
-                ratios.iter().map(|r| format!("{:.2}", r.1)).collect::<Vec<_>>(),
-                median(ratios.iter().map(|r| r.1)),
-            ));
-        }
+        let (medians, lines) = summarize(&per_run, &clients);
+        results.extend(medians);
+        ratio_lines.extend(lines);
     }
     print_records_table(&results);
     println!();
@@ -170,15 +131,6 @@ fn main() {
             of(|m| m.peak_rss_mib)
         );
     }
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[v.len() / 2]
 }
 
 /// Creates `topic` and fills it with `n` records of `size` bytes.
@@ -250,7 +202,7 @@ fn measure(
     };
     Measured {
         client,
-        size,
+        scenario: format!("{size} B"),
         records: n,
         records_per_sec,
         cpu_secs: cpu,

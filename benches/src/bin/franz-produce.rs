@@ -1,6 +1,7 @@
 //! One benchmark client process: franz's producer. Sends `--records`
 //! records of `--size` bytes (one fixed payload, null keys) to `--topic`
-//! and prints `RESULT records=N secs=S failed=F`.
+//! and prints `RESULT records=N secs=S failed=F`. With `--transaction N`
+//! it is transactional and commits after every N records.
 //!
 //! Settings match the other clients: acks=all, idempotence on, no
 //! compression, linger 5 ms, batch size 1 MiB.
@@ -17,18 +18,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let topic: std::sync::Arc<str> = arg("--topic", "bench").into();
     let records: u64 = arg("--records", "1000000").parse()?;
     let size: usize = arg("--size", "100").parse()?;
+    let transaction: u64 = arg("--transaction", "0").parse()?;
+    let in_flight: usize = arg("--in-flight", "5").parse()?;
     let config = ProducerConfig {
         linger: Duration::from_millis(5),
         batch_size: 1024 * 1024,
         buffer_memory: 64 * 1024 * 1024,
+        max_in_flight_requests_per_connection: in_flight,
+        transactional_id: (transaction > 0)
+            .then(|| format!("franz-produce-{}", std::process::id())),
         ..ProducerConfig::new(&bootstrap)
     };
     let producer = Producer::new(config).await?;
+    if transaction > 0 {
+        producer.init_transactions().await?;
+    }
     let payload = Bytes::from(vec![b'x'; size]);
     let started = Instant::now();
     let mut window = std::collections::VecDeque::with_capacity(200_000);
     let mut failed = 0u64;
-    for _ in 0..records {
+    for i in 0..records {
+        if transaction > 0 && i % transaction == 0 {
+            if i > 0 {
+                producer.commit_transaction().await?;
+            }
+            producer.begin_transaction()?;
+        }
         let rec = ProducerRecord {
             topic: std::sync::Arc::clone(&topic),
             value: Some(payload.clone()),
@@ -40,6 +55,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 failed += u64::from(f.await.is_err());
             }
         }
+    }
+    if transaction > 0 {
+        producer.commit_transaction().await?;
     }
     for f in window {
         failed += u64::from(f.await.is_err());

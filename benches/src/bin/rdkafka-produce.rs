@@ -1,6 +1,7 @@
 //! One benchmark client process: librdkafka through the `rdkafka` crate
 //! (feature `peers`). `BaseProducer` with a poll loop, its fastest API.
-//! Prints `RESULT records=N secs=S failed=F`.
+//! Prints `RESULT records=N secs=S failed=F`. With `--transaction N` it is
+//! transactional and commits after every N records.
 
 #[cfg(feature = "peers")]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,7 +33,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let records: u64 = arg("--records", "1000000").parse()?;
     let size: usize = arg("--size", "100").parse()?;
     let topic = arg("--topic", "bench");
-    let producer: BaseProducer<Counter> = ClientConfig::new()
+    let transaction: u64 = arg("--transaction", "0").parse()?;
+    let mut config = ClientConfig::new();
+    if transaction > 0 {
+        config.set(
+            "transactional.id",
+            format!("rdkafka-produce-{}", std::process::id()),
+        );
+    }
+    let producer: BaseProducer<Counter> = config
         .set("bootstrap.servers", arg("--bootstrap", "127.0.0.1:9092"))
         .set("acks", "all")
         .set("enable.idempotence", "true")
@@ -44,8 +53,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .set("queue.buffering.max.kbytes", "65536")
         .create_with_context(Counter(AtomicU64::new(0)))?;
     let payload = vec![b'x'; size];
+    let timeout = Duration::from_secs(60);
+    if transaction > 0 {
+        producer.init_transactions(timeout)?;
+    }
     let started = Instant::now();
-    for _ in 0..records {
+    for i in 0..records {
+        if transaction > 0 && i % transaction == 0 {
+            if i > 0 {
+                producer.commit_transaction(timeout)?;
+            }
+            producer.begin_transaction()?;
+        }
         let mut record = BaseRecord::<(), [u8]>::to(&topic).payload(&payload[..]);
         loop {
             match producer.send(record) {
@@ -58,6 +77,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         producer.poll(Duration::ZERO);
+    }
+    if transaction > 0 {
+        producer.commit_transaction(timeout)?;
     }
     producer.flush(Duration::from_secs(120))?;
     let secs = started.elapsed().as_secs_f64();
