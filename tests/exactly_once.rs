@@ -18,14 +18,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use franz_client::admin::NewTopic;
 use franz_client::{Admin, Client, ClientConfig, CoordinatorType, TopicPartition};
 use franz_consumer::{ConsumerConfig, GroupConfig, GroupConsumer, IsolationLevel, OffsetReset};
 use franz_producer::{Producer, ProducerConfig, ProducerRecord};
-use franz_testkit::{KafkaCluster, KafkaDistribution, unique_group, unique_topic};
+use franz_testkit::{KafkaCluster, subprocess, unique_group, unique_topic};
 use serde_json::{Value, json};
 
 const CHILD_ENV: &str = "FRANZ_EOS_APP";
@@ -33,23 +33,15 @@ const RECORDS: u64 = 200_000;
 const PARTITIONS: i32 = 6;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = subprocess::runtime();
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         let code = runtime.block_on(app(serde_json::from_str(&spec).unwrap()));
         std::process::exit(code);
     }
-    let started = Instant::now();
-    println!("\nrunning 1 test");
-    runtime.block_on(exactly_once_across_broker_and_process_crashes());
-    println!(
-        "test exactly_once_across_broker_and_process_crashes ... ok\n\n\
-         test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; \
-         finished in {:.2}s\n",
-        started.elapsed().as_secs_f64()
+    subprocess::run_single_test(
+        &runtime,
+        "exactly_once_across_broker_and_process_crashes",
+        exactly_once_across_broker_and_process_crashes(),
     );
 }
 
@@ -179,13 +171,7 @@ async fn app(spec: Value) -> i32 {
 }
 
 fn spawn_app(spec: &Value) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .env(CHILD_ENV, spec.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+    subprocess::spawn_self(CHILD_ENV, &spec.to_string(), None).unwrap()
 }
 
 /// Input records the group has committed (consumed, transformed and
@@ -339,15 +325,9 @@ async fn exactly_once_across_broker_and_process_crashes() {
     run.app.kill().unwrap();
     run.app.wait().unwrap();
 
-    let (b, out) = (bootstrap.clone(), output.clone());
-    let read = tokio::task::spawn_blocking(move || {
-        KafkaDistribution::resolve()
-            .unwrap()
-            .read_committed(&b, &out, Duration::from_secs(300))
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let read = franz_testkit::java_read_committed(&bootstrap, &output)
+        .await
+        .unwrap();
     let mut seen = vec![0u32; usize::try_from(RECORDS).unwrap()];
     for r in &read {
         let n: usize = r

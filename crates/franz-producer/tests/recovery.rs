@@ -34,16 +34,9 @@ use franz_testkit::proxy::api_key;
 async fn an_unreadable_produce_response_is_resolved_by_resending_the_same_sequence() {
     let (cluster, c, topic) = proxied_broker_with_topic("unknown-fate").await;
     let proxy = cluster.proxy(cluster.node_ids()[0]).unwrap();
-    let producer = Producer::new(ProducerConfig {
-        linger: Duration::ZERO,
-        delivery_timeout: Duration::from_secs(60),
-        ..ProducerConfig::from_client(ClientConfig {
-            request_timeout: Duration::from_secs(5),
-            ..ClientConfig::new(&cluster.bootstrap())
-        })
-    })
-    .await
-    .unwrap();
+    let producer = Producer::new(one_record_per_batch(&cluster.bootstrap()))
+        .await
+        .unwrap();
     let epoch_before = producer.producer_id_and_epoch().unwrap();
     let n = 10u64;
     let mut offsets = BTreeSet::new();
@@ -162,16 +155,9 @@ fn rewrite_code(version: i16, frame: &[u8], from: ErrorCode, to: ErrorCode) -> O
 async fn injected_out_of_order_then_unknown_producer_each_bump_once_and_deliver_once() {
     let (cluster, c, topic) = proxied_broker_with_topic("injected").await;
     let proxy = cluster.proxy(cluster.node_ids()[0]).unwrap();
-    let producer = Producer::new(ProducerConfig {
-        linger: Duration::ZERO,
-        delivery_timeout: Duration::from_secs(60),
-        ..ProducerConfig::from_client(ClientConfig {
-            request_timeout: Duration::from_secs(5),
-            ..ClientConfig::new(&cluster.bootstrap())
-        })
-    })
-    .await
-    .unwrap();
+    let producer = Producer::new(one_record_per_batch(&cluster.bootstrap()))
+        .await
+        .unwrap();
     let (pid, epoch0) = producer.producer_id_and_epoch().unwrap();
     let n = 12u64;
     let mut offsets = BTreeSet::new();
@@ -227,4 +213,17 @@ async fn injected_out_of_order_then_unknown_producer_each_bump_once_and_deliver_
     assert_exactly_once_in_order(&read, n);
     assert_eq!(offsets, (0..n as i64).collect::<BTreeSet<_>>());
     producer.close(Duration::from_secs(10)).await.unwrap();
+}
+
+/// Linger 0 and short timeouts: records sent and awaited one at a time
+/// each make a batch of their own.
+fn one_record_per_batch(bootstrap: &str) -> ProducerConfig {
+    ProducerConfig {
+        linger: Duration::ZERO,
+        delivery_timeout: Duration::from_secs(60),
+        ..ProducerConfig::from_client(ClientConfig {
+            request_timeout: Duration::from_secs(5),
+            ..ClientConfig::new(bootstrap)
+        })
+    }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use common::{client, create_topic, read_all};
 use franz_client::{ClientConfig, ConsumerGroupMetadata, TopicPartition};
 use franz_producer::{ProduceError, Producer, ProducerConfig, ProducerRecord};
-use franz_testkit::{KafkaCluster, KafkaDistribution, unique_topic};
+use franz_testkit::{KafkaCluster, unique_topic};
 
 /// A cluster of the test's own under `transaction.version` `tv`, aborting
 /// timed-out transactions every 500 ms.
@@ -54,15 +54,9 @@ fn config(bootstrap: &str, id: &str) -> ProducerConfig {
 /// What a Java read_committed consumer reads from `topic`: values by
 /// partition, in offset order.
 async fn java_read_committed(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<String>> {
-    let (b, t) = (bootstrap.to_string(), topic.to_string());
-    let records = tokio::task::spawn_blocking(move || {
-        KafkaDistribution::resolve()
-            .unwrap()
-            .read_committed(&b, &t, Duration::from_secs(120))
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let records = franz_testkit::java_read_committed(bootstrap, topic)
+        .await
+        .unwrap();
     let mut by_partition: BTreeMap<i32, Vec<String>> = BTreeMap::new();
     for r in records {
         by_partition.entry(r.partition).or_default().push(r.value);

@@ -61,6 +61,7 @@ mod ports;
 pub mod probe;
 mod process;
 pub mod proxy;
+pub mod subprocess;
 mod tls;
 
 use std::fs;
@@ -75,6 +76,20 @@ pub use proxy::FaultProxy;
 pub use tls::TestCertificates;
 
 use error::IoContext;
+
+/// [`KafkaDistribution::read_committed`] from async code: all of `topic`
+/// as Java's `read_committed` consumer reads it, on tokio's blocking pool.
+pub async fn java_read_committed(
+    bootstrap: &str,
+    topic: &str,
+) -> Result<Vec<JavaRecord>, HarnessError> {
+    let (b, t) = (bootstrap.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        KafkaDistribution::resolve()?.read_committed(&b, &t, std::time::Duration::from_secs(300))
+    })
+    .await
+    .map_err(|e| HarnessError::Config(format!("the Java reader's task failed: {e}")))?
+}
 
 /// The process-wide cluster for ordinary tests; see [`KafkaCluster::shared`].
 #[derive(Debug)]

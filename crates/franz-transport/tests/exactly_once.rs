@@ -23,15 +23,13 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use franz_consumer::{IsolationLevel, OffsetReset};
 use franz_producer::ProducerRecord;
 use franz_testkit::proxy::api_key;
-use franz_testkit::{KafkaCluster, KafkaDistribution, unique_group, unique_topic};
+use franz_testkit::{KafkaCluster, subprocess, unique_group, unique_topic};
 use franz_transport::{
     ExactlyOnce, Outbox, Payload, RpcError, TransportClient, TransportClientConfig,
     TransportServer, TransportServerConfig,
@@ -44,23 +42,15 @@ const CHILD_CLIENT_ID: &str = "eos-target";
 const END_TXN: i16 = 26;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = subprocess::runtime();
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         runtime.block_on(child(serde_json::from_str(&spec).unwrap()));
         return;
     }
-    let started = Instant::now();
-    println!("\nrunning 1 test");
-    runtime.block_on(a_server_killed_before_its_commit_leaves_one_visible_reply());
-    println!(
-        "test a_server_killed_before_its_commit_leaves_one_visible_reply ... ok\n\n\
-         test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; \
-         finished in {:.2}s\n",
-        started.elapsed().as_secs_f64()
+    subprocess::run_single_test(
+        &runtime,
+        "a_server_killed_before_its_commit_leaves_one_visible_reply",
+        a_server_killed_before_its_commit_leaves_one_visible_reply(),
     );
 }
 
@@ -113,42 +103,12 @@ async fn child(spec: Value) {
     std::future::pending::<()>().await;
 }
 
-/// Starts the subprocess and waits for its `READY`.
-fn spawn_child(spec: &Value) -> Child {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(CHILD_ENV, spec.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line == "READY" {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(120))
-        .expect("the server subprocess never became ready");
-    child
-}
-
 /// The values of `topic` a Java read_committed consumer sees that concern
-/// request `id`, as (by, id) pairs.
+/// request `id`: who wrote them.
 async fn visible(bootstrap: &str, topic: &str, id: u64) -> Vec<String> {
-    let (b, t) = (bootstrap.to_string(), topic.to_string());
-    let records = tokio::task::spawn_blocking(move || {
-        KafkaDistribution::resolve()
-            .unwrap()
-            .read_committed(&b, &t, Duration::from_secs(120))
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    records
+    franz_testkit::java_read_committed(bootstrap, topic)
+        .await
+        .unwrap()
         .into_iter()
         .filter_map(|r| serde_json::from_str::<Value>(&r.value).ok())
         .filter(|v| v["id"] == id)
@@ -168,7 +128,7 @@ async fn crash_between_handling_and_commit(cluster: &KafkaCluster, exactly_once:
         "bootstrap": b, "group": unique_group("eos-server"), "pattern": pattern,
         "audit": audit, "exactly_once": exactly_once,
     });
-    let mut target = spawn_child(&spec);
+    let mut target = subprocess::spawn_self(CHILD_ENV, &spec.to_string(), Some("READY")).unwrap();
 
     let mut config = TransportClientConfig::new(&b, &unique_group("eos-replies"));
     config.request_timeout = Duration::from_secs(90);

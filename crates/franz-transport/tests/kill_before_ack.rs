@@ -18,14 +18,12 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use franz_consumer::OffsetReset;
 use franz_testkit::proxy::api_key;
-use franz_testkit::{KafkaCluster, unique_group, unique_topic};
+use franz_testkit::{KafkaCluster, subprocess, unique_group, unique_topic};
 use franz_transport::nest::headers;
 use franz_transport::{
     Payload, RpcError, TransportClient, TransportClientConfig, TransportServer,
@@ -37,23 +35,15 @@ const CHILD_ENV: &str = "FRANZ_KILL_TARGET";
 const CHILD_CLIENT_ID: &str = "kill-target";
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = subprocess::runtime();
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         runtime.block_on(child(serde_json::from_str(&spec).unwrap()));
         return;
     }
-    let started = Instant::now();
-    println!("\nrunning 1 test");
-    runtime.block_on(a_killed_server_s_request_is_answered_once_by_another_member());
-    println!(
-        "test a_killed_server_s_request_is_answered_once_by_another_member ... ok\n\n\
-         test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; \
-         finished in {:.2}s\n",
-        started.elapsed().as_secs_f64()
+    subprocess::run_single_test(
+        &runtime,
+        "a_killed_server_s_request_is_answered_once_by_another_member",
+        a_killed_server_s_request_is_answered_once_by_another_member(),
     );
 }
 
@@ -96,29 +86,6 @@ async fn child(spec: Value) {
     std::future::pending::<()>().await;
 }
 
-/// Starts the subprocess and waits for its `READY`.
-fn spawn_child(spec: &Value) -> Child {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(CHILD_ENV, spec.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line == "READY" {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(120))
-        .expect("the server subprocess never became ready");
-    child
-}
-
 fn handled_ids(path: &std::path::Path) -> Vec<u64> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -148,7 +115,7 @@ async fn a_killed_server_s_request_is_answered_once_by_another_member() {
         "bootstrap": b, "group": group, "pattern": pattern,
         "handled_file": handled_file.display().to_string(),
     });
-    let mut target = spawn_child(&spec);
+    let mut target = subprocess::spawn_self(CHILD_ENV, &spec.to_string(), Some("READY")).unwrap();
 
     let mut config = TransportClientConfig::new(&b, &unique_group("kill-replies"));
     config.request_timeout = Duration::from_secs(60);

@@ -343,13 +343,7 @@ fn with_one_in_flight_a_partition_waits_for_each_answer() {
 #[test]
 fn a_retriable_error_drains_the_window_then_resends_in_order_without_a_bump() {
     let mut h = Harness::new(1, 5);
-    h.append(0);
-    h.run_clean();
-    let mut requests = Vec::new();
-    for _ in 0..5 {
-        h.append(0);
-        requests.extend(h.plan().sends);
-    }
+    let requests = h.acked_then_window(5);
     // The first batch is refused as retriable (nothing written); the model
     // broker then answers the four behind it out of order, as Kafka does.
     h.deliver(
@@ -377,13 +371,7 @@ fn a_retriable_error_drains_the_window_then_resends_in_order_without_a_bump() {
 #[test]
 fn a_genuine_out_of_order_bumps_once_and_resequences_from_zero() {
     let mut h = Harness::new(1, 5);
-    h.append(0);
-    h.run_clean();
-    let mut requests = Vec::new();
-    for _ in 0..3 {
-        h.append(0);
-        requests.extend(h.plan().sends);
-    }
+    let requests = h.acked_then_window(3);
     // The broker lost track of the sequence: the batch right after the last
     // acknowledged one is out of order, and so are the two behind it.
     for req in &requests {
@@ -497,13 +485,7 @@ fn a_bump_waits_until_unknown_fate_batches_elsewhere_are_resolved() {
 #[test]
 fn a_new_leader_gets_nothing_until_the_old_one_has_answered() {
     let mut h = Harness::new(1, 5);
-    h.append(0);
-    h.run_clean();
-    let mut requests = Vec::new();
-    for _ in 0..3 {
-        h.append(0);
-        requests.extend(h.plan().sends);
-    }
+    let requests = h.acked_then_window(3);
     assert!(requests.iter().all(|r| r.leader == 1));
     h.leaders.0.insert(0, 2);
     h.append(0);
@@ -527,6 +509,20 @@ fn a_new_leader_gets_nothing_until_the_old_one_has_answered() {
 }
 
 impl Harness {
+    /// One record written and acknowledged (the broker knows the producer),
+    /// then `n` single-record batches of partition 0 sent and unanswered.
+    fn acked_then_window(&mut self, n: usize) -> Vec<SendRequest> {
+        self.append(0);
+        self.run_clean();
+        let mut requests = Vec::new();
+        for _ in 0..n {
+            self.append(0);
+            requests.extend(self.plan().sends);
+        }
+        assert_eq!(requests.len(), n, "{n} batches in flight");
+        requests
+    }
+
     fn run_clean_from_sends(&mut self, sends: &[SendRequest]) {
         for req in sends {
             self.deliver(req, |_| Fault::None, false);
@@ -610,13 +606,7 @@ fn a_sent_batch_that_times_out_has_an_unknown_fate_and_bumps() {
 #[test]
 fn a_refused_batch_with_batches_behind_it_bumps_and_they_land_once() {
     let mut h = Harness::new(1, 5);
-    h.append(0);
-    h.run_clean();
-    let mut requests = Vec::new();
-    for _ in 0..3 {
-        h.append(0);
-        requests.extend(h.plan().sends);
-    }
+    let requests = h.acked_then_window(3);
     h.deliver(
         &requests[0],
         |_| Fault::Refuse(ErrorCode::MessageTooLarge),
@@ -747,4 +737,28 @@ fn requests_per_connection_are_limited_and_partitions_share_requests() {
     for p in 0..3 {
         assert_eq!(h.log(p).len(), 5);
     }
+}
+
+/// Kafka 4 accepts any sequence from a producer it has no state for: were
+/// a fresh producer's batches pipelined, a retriable failure of the first
+/// would let the second and third overtake it. One batch goes at a time
+/// until the first acknowledgement, so order holds.
+#[test]
+fn a_failed_first_batch_of_a_fresh_producer_is_not_overtaken() {
+    let mut h = Harness::new(1, 5);
+    let mut requests = Vec::new();
+    for _ in 0..3 {
+        h.append(0);
+        requests.extend(h.plan().sends);
+    }
+    for (i, req) in requests.iter().enumerate() {
+        let fault = if i == 0 {
+            Fault::Refuse(ErrorCode::NotEnoughReplicas)
+        } else {
+            Fault::None
+        };
+        h.deliver(req, move |_| fault, false);
+    }
+    h.run_clean();
+    assert_eq!(h.log(0), values(0..3), "in order");
 }
