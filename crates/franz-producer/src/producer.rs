@@ -735,4 +735,7 @@ async fn send_request(inner: Arc<Inner>, req: SendRequest) {
         }
     }
     inner.wake.notify_one();
+    // Waiters on in-flight requests (an abort) look again even when no
+    // batch completed (a batch put back to be retried).
+    inner.progress.notify_waiters();
 }

@@ -127,17 +127,23 @@ impl Txn {
 
     /// A record's batch failed inside the transaction: it cannot commit.
     pub(crate) fn on_batch_failed(&mut self, cause: &ProduceError) {
-        match cause {
-            ProduceError::ProducerFenced { .. } => self.fail_fatal(cause.clone()),
-            _ => self.fail_abortable(cause.clone()),
+        if cause.is_fatal() {
+            self.fail_fatal(cause.clone());
+        } else {
+            self.fail_abortable(cause.clone());
         }
     }
 
     /// The open transaction cannot commit any more.
     pub(crate) fn fail_abortable(&mut self, cause: ProduceError) {
         if matches!(self.state, TxnState::InTransaction | TxnState::Committing) {
-            self.state = TxnState::Abortable(ProduceError::TransactionAbortable {
-                cause: Box::new(cause),
+            // Already the abortable error itself: not wrapped twice.
+            self.state = TxnState::Abortable(if cause.is_abortable() {
+                cause
+            } else {
+                ProduceError::TransactionAbortable {
+                    cause: Box::new(cause),
+                }
             });
         }
     }

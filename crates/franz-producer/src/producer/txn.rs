@@ -361,9 +361,19 @@ pub(super) async fn add_partitions(inner: Arc<Inner>, partitions: Vec<(Arc<str>,
         tracing::warn!(error = %e, "AddPartitionsToTxn failed");
         inner.on_txn_error(e);
     }
-    lock(&inner.state)
-        .sender
-        .on_partitions_added(&partitions, result.is_ok());
+    {
+        let mut st = lock(&inner.state);
+        let st = &mut *st;
+        st.sender.on_partitions_added(&partitions, result.is_ok());
+        if let Err(e) = result {
+            // The transaction cannot commit: what waits to be sent fails
+            // now, so that a commit's flush returns the abortable error at
+            // once instead of at the delivery timeout.
+            for c in st.sender.fail_unsent(&mut st.acc, &e) {
+                finish(&inner, st, c);
+            }
+        }
+    }
     inner.wake.notify_one();
     inner.progress.notify_waiters();
 }
