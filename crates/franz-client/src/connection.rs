@@ -521,14 +521,19 @@ impl BrokerConnection {
             })
     }
 
-    async fn wait_throttle(&self) {
+    /// Until when the broker's throttle mutes this connection, if it still does.
+    fn muted_until(&self) -> Option<Instant> {
         let until = *self
             .handle
             .core
             .throttle_until
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(until) = until.filter(|u| *u > Instant::now()) {
+        until.filter(|u| *u > Instant::now())
+    }
+
+    async fn wait_throttle(&self) {
+        if let Some(until) = self.muted_until() {
             tokio::time::sleep_until(until.into()).await;
         }
     }
@@ -546,13 +551,7 @@ impl BrokerConnection {
         // that could only be sent after its deadline fails now, unsent,
         // without poisoning a connection that is merely muted.
         let deadline = Instant::now() + timeout;
-        let muted_until = *self
-            .handle
-            .core
-            .throttle_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(until) = muted_until.filter(|u| *u > Instant::now()) {
+        if let Some(until) = self.muted_until() {
             if until >= deadline {
                 return Err(ClientError::Timeout {
                     what: format!(

@@ -152,21 +152,20 @@ impl Accumulator {
             wake_sender = true;
         }
         if q.open.is_none() {
+            wake_sender = true;
+        }
+        let open = q.open.get_or_insert_with(|| {
             let number = self.next_number;
             self.next_number += 1;
             self.outstanding.insert(number);
-            q.open = Some(OpenBatch {
+            OpenBatch {
                 builder: RecordBatchBuilder::with_capacity(batch_size.min(size.max(1024))),
                 created: now(),
                 shared: Arc::new(BatchShared::new(Arc::clone(&tq.name), partition)),
                 reserved: 0,
                 number,
-            });
-            wake_sender = true;
-        }
-        let Some(open) = q.open.as_mut() else {
-            unreachable!("opened above")
-        };
+            }
+        });
         let index = open.builder.record_count();
         open.builder.push(
             timestamp,

@@ -98,6 +98,16 @@ struct State {
     txn: Option<Txn>,
 }
 
+impl State {
+    /// The transaction, or the error for calling `operation` on a producer
+    /// without a transactional id.
+    fn txn_for(&mut self, operation: &str) -> Result<&mut Txn, ProduceError> {
+        self.txn
+            .as_mut()
+            .ok_or_else(|| ProduceError::Config(format!("{operation} needs a transactional_id")))
+    }
+}
+
 /// What Produce requests carry, for a transactional producer.
 const TXN_NONE: u8 = 0;
 /// A transaction under protocol version 1 (Produce at most v11).

@@ -423,9 +423,7 @@ impl Producer {
         let v2 = inner.tv2_available.load(Ordering::Relaxed);
         let mut st = lock(&inner.state);
         let st = &mut *st;
-        let txn = st.txn.as_mut().ok_or_else(|| {
-            ProduceError::Config("begin_transaction needs a transactional_id".into())
-        })?;
+        let txn = st.txn_for("begin_transaction")?;
         txn.begin(v2)?;
         st.sender.begin_transaction(!v2);
         inner
@@ -461,10 +459,8 @@ impl Producer {
         let inner = &*self.inner;
         let id = inner.transactional_id()?;
         let v2 = {
-            let st = lock(&inner.state);
-            let txn = st.txn.as_ref().ok_or_else(|| {
-                ProduceError::Config("send_offsets_to_transaction needs a transactional_id".into())
-            })?;
+            let mut st = lock(&inner.state);
+            let txn = st.txn_for("send_offsets_to_transaction")?;
             txn.check_send("send_offsets_to_transaction")?;
             txn.v2
         };
@@ -579,9 +575,7 @@ impl Producer {
         let inner = &*self.inner;
         {
             let mut st = lock(&inner.state);
-            let txn = st.txn.as_mut().ok_or_else(|| {
-                ProduceError::Config("commit_transaction needs a transactional_id".into())
-            })?;
+            let txn = st.txn_for("commit_transaction")?;
             txn.start_commit()?;
         }
         self.flush().await;
@@ -607,9 +601,7 @@ impl Producer {
         let inner = &*self.inner;
         {
             let mut st = lock(&inner.state);
-            let txn = st.txn.as_mut().ok_or_else(|| {
-                ProduceError::Config("abort_transaction needs a transactional_id".into())
-            })?;
+            let txn = st.txn_for("abort_transaction")?;
             txn.start_abort()?;
         }
         loop {
