@@ -45,6 +45,8 @@
 //! | variable | effect |
 //! | --- | --- |
 //! | `KAFKA_BOOTSTRAP` | [`KafkaCluster::shared`] uses this cluster |
+//! | `FRANZ_TEST_BROKER=mock` | shared cluster is an in-process franz-mock; [`real_broker_only`] tests return at once |
+//! | `FRANZ_SKIP_LOG` | file where [`real_broker_only`] records each skip |
 //! | `FRANZ_TEST_BROKER=docker` | shared cluster in a container (feature `docker`) |
 //! | `FRANZ_TESTKIT_CACHE` | where the resolved classpath is cached |
 //! | `FRANZ_TESTKIT_KEEP` | keep cluster folders after the test |
@@ -101,6 +103,7 @@ pub struct SharedCluster {
 enum SharedBackend {
     External(String),
     Local(KafkaCluster),
+    Mock(franz_mock::MockCluster),
     #[cfg(feature = "docker")]
     Docker(docker::DockerKafka),
 }
@@ -111,18 +114,29 @@ impl SharedCluster {
         match &self.backend {
             SharedBackend::External(b) => b.clone(),
             SharedBackend::Local(c) => c.bootstrap(),
+            SharedBackend::Mock(m) => m.bootstrap(),
             #[cfg(feature = "docker")]
             SharedBackend::Docker(d) => d.bootstrap(),
         }
     }
 
-    /// Where the cluster comes from: `"KAFKA_BOOTSTRAP"`, `"local"` or `"docker"`.
+    /// Where the cluster comes from: `"KAFKA_BOOTSTRAP"`, `"local"`,
+    /// `"mock"` or `"docker"`.
     pub fn origin(&self) -> &'static str {
         match &self.backend {
             SharedBackend::External(_) => "KAFKA_BOOTSTRAP",
             SharedBackend::Local(_) => "local",
+            SharedBackend::Mock(_) => "mock",
             #[cfg(feature = "docker")]
             SharedBackend::Docker(_) => "docker",
+        }
+    }
+
+    /// The in-process mock behind it (`FRANZ_TEST_BROKER=mock`).
+    pub fn mock(&self) -> Option<&franz_mock::MockCluster> {
+        match &self.backend {
+            SharedBackend::Mock(m) => Some(m),
+            _ => None,
         }
     }
 
@@ -175,6 +189,17 @@ fn start_shared() -> Result<SharedCluster, String> {
             backend: SharedBackend::External(bootstrap.trim().to_string()),
         });
     }
+    if on_mock() {
+        // The same shape as the local shared broker: auto-creation off,
+        // one partition by default.
+        return franz_mock::MockCluster::builder()
+            .auto_create_topics(false)
+            .start()
+            .map(|m| SharedCluster {
+                backend: SharedBackend::Mock(m),
+            })
+            .map_err(|e| e.to_string());
+    }
     if std::env::var("FRANZ_TEST_BROKER").as_deref() == Ok("docker") {
         #[cfg(feature = "docker")]
         return docker::DockerKafka::start()
@@ -194,6 +219,47 @@ fn start_shared() -> Result<SharedCluster, String> {
             backend: SharedBackend::Local(c),
         })
         .map_err(|e| e.to_string())
+}
+
+/// Whether the suite runs against franz-mock (`FRANZ_TEST_BROKER=mock`).
+pub fn on_mock() -> bool {
+    std::env::var("FRANZ_TEST_BROKER").as_deref() == Ok("mock")
+}
+
+/// The marker of a test that needs a real broker (owned clusters, broker
+/// kills, Java tools, or an API franz-mock does not serve). Under
+/// `FRANZ_TEST_BROKER=mock` it returns `true` and the test returns at
+/// once; the skip is printed and, with `FRANZ_SKIP_LOG` set, appended to
+/// that file so the run can say how many it skipped. Anywhere else it
+/// returns `false` and the test runs.
+///
+/// ```
+/// # fn t() {
+/// if franz_testkit::real_broker_only("kills a broker") {
+///     return;
+/// }
+/// # }
+/// ```
+#[track_caller]
+pub fn real_broker_only(why: &str) -> bool {
+    if !on_mock() {
+        return false;
+    }
+    let test = std::thread::current().name().unwrap_or("main").to_string();
+    let at = std::panic::Location::caller();
+    let line = format!(
+        "real broker only: {test} ({}:{}): {why}",
+        at.file(),
+        at.line()
+    );
+    eprintln!("{line}");
+    if let Ok(path) = std::env::var("FRANZ_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+    true
 }
 
 /// Takes the cross-process lock that owned clusters hold for their lifetime.
