@@ -44,6 +44,8 @@ pub(crate) struct ConsumerMember {
     last_seen: Instant,
     rebalance_timeout: Duration,
     revoke_deadline: Option<Instant>,
+    /// Left with epoch -2 (a static member restarting).
+    static_left: bool,
 }
 
 /// A ConsumerGroupHeartbeat request's fields.
@@ -118,6 +120,20 @@ impl ConsumerGroup {
     ) -> HeartbeatAnswer {
         let interval =
             i32::try_from(timings.consumer_heartbeat_interval.as_millis()).unwrap_or(i32::MAX);
+        if req.member_epoch == -2 {
+            // A static member leaving for a restart: kept, with its
+            // assignment, until its session times out or it rejoins.
+            if let Some(m) = self.members.get_mut(&req.member_id) {
+                m.static_left = true;
+                m.last_seen = now;
+            }
+            return HeartbeatAnswer {
+                member_id: Some(req.member_id),
+                member_epoch: -2,
+                heartbeat_interval_ms: interval,
+                ..HeartbeatAnswer::default()
+            };
+        }
         if req.member_epoch < 0 {
             let mut id = req.member_id.clone();
             if id.is_empty()
@@ -156,37 +172,60 @@ impl ConsumerGroup {
             } else {
                 req.member_id.clone()
             };
-            if let Some(instance) = &req.instance_id {
-                let old: Vec<String> = self
-                    .members
+            let old_static = req.instance_id.as_ref().and_then(|instance| {
+                self.members
                     .iter()
-                    .filter(|(mid, m)| m.instance_id.as_ref() == Some(instance) && **mid != id)
-                    .map(|(mid, _)| mid.clone())
-                    .collect();
-                for mid in old {
-                    self.members.remove(&mid);
+                    .find(|(mid, m)| m.instance_id.as_ref() == Some(instance) && **mid != id)
+                    .map(|(mid, m)| (mid.clone(), m.static_left))
+            });
+            match old_static {
+                Some((_, false)) => {
+                    return answer_error(
+                        ErrorCode::UnreleasedInstanceId,
+                        "The instance id is still used by another member.",
+                    );
+                }
+                Some((old_id, true)) => {
+                    // KIP-848 static membership: the new incarnation takes
+                    // over the old one's epoch and assignment; the group
+                    // epoch stays unless the subscription changed.
+                    if let Some(mut m) = self.members.remove(&old_id) {
+                        m.static_left = false;
+                        m.last_seen = now;
+                        m.owned.clear();
+                        m.sent = None;
+                        if m.subscribed != subscribed || m.regex != req.regex {
+                            m.subscribed = subscribed;
+                            m.regex = req.regex.clone();
+                            self.epoch += 1;
+                        }
+                        self.members.insert(id.clone(), m);
+                    }
+                }
+                None => {
+                    self.members.insert(
+                        id.clone(),
+                        ConsumerMember {
+                            epoch: 0,
+                            previous_epoch: -1,
+                            instance_id: req.instance_id.clone(),
+                            subscribed,
+                            regex: req.regex.clone(),
+                            assigned: BTreeSet::new(),
+                            target: BTreeSet::new(),
+                            owned: BTreeSet::new(),
+                            sent: None,
+                            last_seen: now,
+                            rebalance_timeout: Duration::from_millis(
+                                u64::try_from(req.rebalance_timeout_ms.max(0)).unwrap_or(0),
+                            ),
+                            revoke_deadline: None,
+                            static_left: false,
+                        },
+                    );
+                    self.epoch += 1;
                 }
             }
-            self.members.insert(
-                id.clone(),
-                ConsumerMember {
-                    epoch: 0,
-                    previous_epoch: -1,
-                    instance_id: req.instance_id.clone(),
-                    subscribed,
-                    regex: req.regex.clone(),
-                    assigned: BTreeSet::new(),
-                    target: BTreeSet::new(),
-                    owned: BTreeSet::new(),
-                    sent: None,
-                    last_seen: now,
-                    rebalance_timeout: Duration::from_millis(
-                        u64::try_from(req.rebalance_timeout_ms.max(0)).unwrap_or(0),
-                    ),
-                    revoke_deadline: None,
-                },
-            );
-            self.epoch += 1;
             id
         } else {
             let Some(member) = self.members.get_mut(&req.member_id) else {

@@ -259,6 +259,11 @@ impl ClassicGroup {
                     .filter(|(_, m)| m.instance_id.as_ref() == Some(instance))
                     .map(|(id, _)| id.clone())
                     .collect();
+                if let [old_id] = old.as_slice()
+                    && let Some(done) = self.static_rejoin(old_id, &generated_id, &req, now)
+                {
+                    return Joined::Done(done);
+                }
                 for id in old {
                     self.members.remove(&id);
                 }
@@ -329,6 +334,42 @@ impl ClassicGroup {
             Some(result) => Joined::Done(result),
             None => Joined::Parked(member_id),
         }
+    }
+
+    /// KIP-345: a static member restarting into a stable group with the
+    /// same protocols takes over its predecessor's id and assignment
+    /// without a rebalance (a leader's restart still rebalances, as Kafka
+    /// does before JoinGroup v9).
+    fn static_rejoin(
+        &mut self,
+        old_id: &str,
+        new_id: &str,
+        req: &JoinRequest,
+        now: Instant,
+    ) -> Option<JoinResult> {
+        if self.state != ClassicState::Stable || self.leader.as_deref() == Some(old_id) {
+            return None;
+        }
+        let old = self.members.get(old_id)?;
+        if old.protocols != req.protocols {
+            return None;
+        }
+        let mut member = self.members.remove(old_id)?;
+        member.client_id = req.client_id.clone();
+        member.client_host = req.client_host.clone();
+        member.session_timeout = req.session_timeout;
+        member.rebalance_timeout = req.rebalance_timeout;
+        member.last_seen = now;
+        self.members.insert(new_id.to_string(), member);
+        Some(JoinResult {
+            error: ErrorCode::None,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol.clone(),
+            leader: self.leader.clone().unwrap_or_default(),
+            member_id: new_id.to_string(),
+            members: Vec::new(),
+        })
     }
 
     /// The member's JoinGroup answer, once its round is complete.
