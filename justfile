@@ -21,7 +21,11 @@ kafka-up:
 kafka-up-3:
     cargo run -q -p franz-testkit --bin franz-kafka -- up --nodes 3
 
-# Stop the cluster started by kafka-up or kafka-up-3.
+# Start an in-process franz-mock cluster in the background (no Java) and print its bootstrap address.
+kafka-up-mock:
+    cargo run -q -p franz-testkit --bin franz-kafka -- up --mock
+
+# Stop the cluster started by kafka-up, kafka-up-3 or kafka-up-mock.
 kafka-down:
     cargo run -q -p franz-testkit --bin franz-kafka -- down
 
@@ -29,10 +33,11 @@ kafka-down:
 ci:
     CI=true bash .ci/run
 
-# Run each fuzz target for `seconds` (cargo-fuzz; RUSTC_BOOTSTRAP lets it use nightly flags on stable).
+# Run each fuzz target (the codec's and franz-mock's request decoding) for `seconds` (cargo-fuzz; RUSTC_BOOTSTRAP lets it use nightly flags on stable).
 fuzz seconds="600":
     cargo install cargo-fuzz --locked --quiet || true
     cd crates/franz-protocol/fuzz && for t in decode_messages record_batch decompress; do RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a $t -- -max_total_time={{seconds}} -rss_limit_mb=2048 || exit 1; done
+    cd crates/franz-mock/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a mock_requests -- -max_total_time={{seconds}} -rss_limit_mb=2048
 
 # Codec benchmarks, side by side with the kafka-protocol crate.
 bench-codec:

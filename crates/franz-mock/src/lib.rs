@@ -473,6 +473,22 @@ impl MockCluster {
     }
 }
 
+/// Runs the request decoding every mock broker applies to a frame (the
+/// bytes after the size prefix): `Ok` when the mock would serve it, `Err`
+/// with the reason when it would refuse it (and close the connection). It
+/// never panics, whatever the bytes; the fuzz target
+/// `crates/franz-mock/fuzz` holds it to that.
+///
+/// ```
+/// assert!(franz_mock::check_request_frame(&[0xff; 3]).is_err());
+/// ```
+pub fn check_request_frame(frame: &[u8]) -> Result<(), String> {
+    match server::decode_frame(bytes::Bytes::copy_from_slice(frame)) {
+        Ok(_) | Err(server::Refused::ApiVersionsFallback(_)) => Ok(()),
+        Err(server::Refused::Close(reason)) => Err(reason),
+    }
+}
+
 impl Drop for MockCluster {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.take() {

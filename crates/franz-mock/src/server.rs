@@ -298,45 +298,50 @@ async fn read_frame(
     Ok(Some(buf.freeze()))
 }
 
-async fn process(
-    shared: &Arc<Shared>,
-    broker: i32,
-    peer: &SocketAddr,
-    sasl: &mut SaslSession,
-    frame: Bytes,
-) -> Outcome {
+/// Why a frame is refused before it is served.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// Close the connection (malformed, unknown or unserved); the reason is logged.
+    Close(String),
+    /// An ApiVersions version we do not speak: answer in v0 (KIP-511).
+    ApiVersionsFallback(i32),
+}
+
+/// The mock's request decoding: header, served API and version, body.
+/// Every broker connection runs exactly this on every frame.
+pub(crate) fn decode_frame(frame: Bytes) -> Result<(RequestHeader, ApiKey, AnyRequest), Refused> {
     let limits = DecodeLimits::default();
     let mut r = Reader::with_limits(frame, limits);
-    let Ok(header) = RequestHeader::decode(&mut r) else {
-        tracing::debug!(broker, %peer, "malformed request header");
-        return Outcome::Close;
-    };
-    let Some(api) = ApiKey::from_i16(header.api_key) else {
-        tracing::debug!(broker, %peer, api_key = header.api_key, "unknown API key");
-        return Outcome::Close;
-    };
+    let header = RequestHeader::decode(&mut r).map_err(|e| Refused::Close(format!("malformed request header: {e}")))?;
+    let api = ApiKey::from_i16(header.api_key)
+        .ok_or_else(|| Refused::Close(format!("unknown API key {}", header.api_key)))?;
     let version = header.api_version;
-    let Some((lo, hi)) = served_versions(api) else {
-        tracing::warn!(broker, %peer, api = api.name(), "API not served by franz-mock (real broker only)");
-        return Outcome::Close;
-    };
+    let (lo, hi) = served_versions(api)
+        .ok_or_else(|| Refused::Close(format!("{} is not served by franz-mock (real broker only)", api.name())))?;
     if version < lo || version > hi {
         if api == ApiKey::ApiVersions {
-            // KIP-511: answer in v0 with the versions we speak.
-            let body = AnyResponse::ApiVersions(api_versions(ErrorCode::UnsupportedVersion));
-            return encode(header.correlation_id, api, 0, &body)
-                .map_or(Outcome::Close, Outcome::Respond);
+            return Err(Refused::ApiVersionsFallback(header.correlation_id));
         }
-        tracing::debug!(broker, %peer, api = api.name(), version, "unsupported version");
-        return Outcome::Close;
+        return Err(Refused::Close(format!("{} v{version} is not served", api.name())));
     }
-    let req = match AnyRequest::decode(header.api_key, version, r.into_rest(), limits) {
-        Ok(req) => req,
-        Err(e) => {
-            tracing::debug!(broker, %peer, api = api.name(), version, error = %e, "malformed request");
+    let req = AnyRequest::decode(header.api_key, version, r.into_rest(), limits)
+        .map_err(|e| Refused::Close(format!("malformed {} v{version}: {e}", api.name())))?;
+    Ok((header, api, req))
+}
+
+async fn process(shared: &Arc<Shared>, broker: i32, peer: &SocketAddr, sasl: &mut SaslSession, frame: Bytes) -> Outcome {
+    let (header, api, req) = match decode_frame(frame) {
+        Ok(decoded) => decoded,
+        Err(Refused::ApiVersionsFallback(correlation_id)) => {
+            let body = AnyResponse::ApiVersions(api_versions(ErrorCode::UnsupportedVersion));
+            return encode(correlation_id, ApiKey::ApiVersions, 0, &body).map_or(Outcome::Close, Outcome::Respond);
+        }
+        Err(Refused::Close(reason)) => {
+            tracing::debug!(broker, %peer, reason, "closing connection");
             return Outcome::Close;
         }
     };
+    let version = header.api_version;
     if !shared.sasl_users.is_empty()
         && !sasl.authenticated()
         && !matches!(

@@ -90,8 +90,9 @@ async fn send_all(p: &Producer, topic: &str, values: &[String]) {
 /// Committed records reach a Java read_committed consumer; aborted ones are
 /// written (a plain read sees them) but never reach it. Offsets committed
 /// in the transactions count only when the transaction commits.
-async fn commit_and_abort(cluster: &KafkaCluster, version_2: bool) {
-    let b = cluster.bootstrap();
+/// `version_2`: the transaction protocol the cluster must have picked
+/// (`None`: either).
+async fn commit_and_abort(b: &str, version_2: Option<bool>) {
     let c = client(&b).await;
     let topic = unique_topic("txn-visible");
     create_topic(&c, &topic, 3, 1, &[]).await;
@@ -103,7 +104,9 @@ async fn commit_and_abort(cluster: &KafkaCluster, version_2: bool) {
     let offsets = |n: i64| BTreeMap::from([(TopicPartition::new(topic.clone(), 0), n)]);
 
     producer.begin_transaction().unwrap();
-    assert_eq!(producer.transaction_version_2(), Some(version_2));
+    if let Some(v2) = version_2 {
+        assert_eq!(producer.transaction_version_2(), Some(v2));
+    }
     send_all(&producer, &topic, &numbered("committed-a-", 0..50)).await;
     producer
         .send_offsets_to_transaction(&offsets(10), &group)
@@ -153,8 +156,7 @@ async fn commit_and_abort(cluster: &KafkaCluster, version_2: bool) {
 /// A second producer with the same transactional id fences the first: its
 /// commit fails with the typed error, its open transaction is aborted by
 /// the broker, and it can send nothing more.
-async fn fencing(cluster: &KafkaCluster) {
-    let b = cluster.bootstrap();
+async fn fencing(b: &str) {
     let c = client(&b).await;
     let topic = unique_topic("txn-fenced");
     create_topic(&c, &topic, 1, 1, &[]).await;
@@ -188,8 +190,7 @@ async fn fencing(cluster: &KafkaCluster) {
 }
 
 /// A transaction left open past its timeout is aborted by the broker.
-async fn timed_out_transaction(cluster: &KafkaCluster, version_2: bool) {
-    let b = cluster.bootstrap();
+async fn timed_out_transaction(b: &str, version_2: bool) {
     let c = client(&b).await;
     let topic = unique_topic("txn-timeout");
     create_topic(&c, &topic, 1, 1, &[]).await;
@@ -253,16 +254,40 @@ async fn timed_out_transaction(cluster: &KafkaCluster, version_2: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_under_transaction_version_2() {
+    if franz_testkit::real_broker_only("its own cluster under transaction.version 2") {
+        return;
+    }
     let cluster = cluster(2).await;
-    commit_and_abort(&cluster, true).await;
-    fencing(&cluster).await;
-    timed_out_transaction(&cluster, true).await;
+    let b = cluster.bootstrap();
+    commit_and_abort(&b, Some(true)).await;
+    fencing(&b).await;
+    timed_out_transaction(&b, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_under_transaction_version_1() {
+    if franz_testkit::real_broker_only("its own cluster under transaction.version 1") {
+        return;
+    }
     let cluster = cluster(1).await;
-    commit_and_abort(&cluster, false).await;
-    fencing(&cluster).await;
-    timed_out_transaction(&cluster, false).await;
+    let b = cluster.bootstrap();
+    commit_and_abort(&b, Some(false)).await;
+    fencing(&b).await;
+    timed_out_transaction(&b, false).await;
+}
+
+/// The commit/abort and fencing scenarios on the shared cluster, which is
+/// franz-mock under `FRANZ_TEST_BROKER=mock` (transaction version 1 there):
+/// the suite's check that the mock's transactions and read_committed
+/// filtering agree with the real broker's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_on_the_shared_cluster() {
+    let b = KafkaCluster::shared().await.unwrap().bootstrap();
+    commit_and_abort(&b, None).await;
+    fencing(&b).await;
+    if franz_testkit::on_mock() {
+        // The mock aborts expired transactions at once; a shared real
+        // broker sweeps every 10 s, too slow for this check.
+        timed_out_transaction(&b, false).await;
+    }
 }

@@ -231,6 +231,13 @@ impl ClusterBuilder {
 
     /// [`start`](Self::start) for code without a runtime (benchmarks, CLIs).
     pub fn start_blocking(self) -> Result<KafkaCluster, HarnessError> {
+        if crate::on_mock() {
+            // A mock run must not start JVMs behind the suite's back: a test
+            // that needs its own brokers says so with `real_broker_only`.
+            return Err(HarnessError::Config(
+                "FRANZ_TEST_BROKER=mock: this test starts its own real brokers; mark it with franz_testkit::real_broker_only(\"why\")".into(),
+            ));
+        }
         if self.nodes != 1 && self.nodes != 3 {
             return Err(HarnessError::Config(format!(
                 "clusters have 1 or 3 nodes, not {}",

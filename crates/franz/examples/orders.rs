@@ -11,10 +11,12 @@
 //! - One shipment's handler keeps failing (its carrier is down): after its
 //!   attempts it lands in `order.shipped.DLT`, and the demo reads it there.
 //!
-//! Uses the cluster in `KAFKA_BOOTSTRAP`, or starts a local Apache Kafka
-//! broker (Java, resolved by Maven) when none is configured.
+//! Uses the cluster in `KAFKA_BOOTSTRAP`; otherwise an in-process
+//! franz-mock cluster (no Java, no download), or with `--real` (or
+//! `FRANZ_DEMO_BROKER=real`) a local Apache Kafka broker that the testkit
+//! starts from Maven-resolved jars.
 //!
-//! Run: `cargo run -p franz --example orders`
+//! Run: `cargo run -p franz --example orders` (`-- --real` for a real broker)
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -55,17 +57,30 @@ const STUCK: &str = "deadbeef";
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let from_env = std::env::var("KAFKA_BOOTSTRAP").is_ok();
-    println!(
-        "[demo] {}",
-        if from_env {
-            "using the cluster in KAFKA_BOOTSTRAP"
-        } else {
-            "no KAFKA_BOOTSTRAP: starting a local Apache Kafka broker (first run resolves the jars with Maven)"
-        }
-    );
-    let kafka = franz_testkit::KafkaCluster::shared().await?;
-    let bootstrap = kafka.bootstrap();
+    // KAFKA_BOOTSTRAP wins; `--real` (or FRANZ_DEMO_BROKER=real) starts a
+    // local Apache Kafka broker; otherwise an in-process franz-mock cluster
+    // serves the demo: no Java, no download.
+    let real = std::env::args().any(|a| a == "--real")
+        || std::env::var("FRANZ_DEMO_BROKER").as_deref() == Ok("real");
+    let from_env = std::env::var("KAFKA_BOOTSTRAP").is_ok_and(|b| !b.trim().is_empty());
+    let mut _mock = None;
+    let bootstrap = if from_env || real {
+        println!(
+            "[demo] {}",
+            if from_env {
+                "using the cluster in KAFKA_BOOTSTRAP"
+            } else {
+                "--real: starting a local Apache Kafka broker (first run resolves the jars with Maven)"
+            }
+        );
+        franz_testkit::KafkaCluster::shared().await?.bootstrap()
+    } else {
+        println!("[demo] no KAFKA_BOOTSTRAP: serving the demo from an in-process franz-mock cluster (pass --real for a local Apache Kafka broker)");
+        let mock = franz_mock::MockCluster::start()?;
+        let bootstrap = mock.bootstrap();
+        _mock = Some(mock);
+        bootstrap
+    };
     println!("[demo] broker at {bootstrap}");
 
     // Topics are provisioned by the transport: the patterns with 3

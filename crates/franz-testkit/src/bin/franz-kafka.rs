@@ -7,10 +7,13 @@
 //! way, its watchdogs kill the brokers anyway.
 //!
 //! ```text
-//! franz-kafka up [--nodes 1|3] [--state FILE]
+//! franz-kafka up [--nodes 1|3] [--mock] [--state FILE]
 //! franz-kafka down [--state FILE]
-//! franz-kafka hold [--nodes 1|3] [--state FILE]   (what `up` runs)
+//! franz-kafka hold [--nodes 1|3] [--mock] [--state FILE]   (what `up` runs)
 //! ```
+//!
+//! `--mock` holds an in-process franz-mock cluster instead of Java brokers
+//! (starts at once, topic auto-creation on); `down` stops it the same way.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -21,6 +24,7 @@ use franz_testkit::{HarnessError, KafkaCluster};
 struct Args {
     command: String,
     nodes: usize,
+    mock: bool,
     state: PathBuf,
 }
 
@@ -28,8 +32,9 @@ fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let command = args
         .next()
-        .ok_or("usage: franz-kafka up|down|hold [--nodes 1|3] [--state FILE]")?;
+        .ok_or("usage: franz-kafka up|down|hold [--nodes 1|3] [--mock] [--state FILE]")?;
     let mut nodes = 1;
+    let mut mock = false;
     let mut state = std::env::temp_dir().join("franz-kafka-dev.state");
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -39,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
                     .and_then(|n| n.parse().ok())
                     .ok_or("--nodes takes 1 or 3")?;
             }
+            "--mock" => mock = true,
             "--state" => {
                 state = args
                     .next()
@@ -51,6 +57,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args {
         command,
         nodes,
+        mock,
         state,
     })
 }
@@ -113,9 +120,13 @@ fn up(args: &Args) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut holder = {
         use std::os::unix::process::CommandExt as _;
-        Command::new(exe)
-            .arg("hold")
-            .arg("--nodes")
+        let mut cmd = Command::new(exe);
+        if args.mock {
+            cmd.arg("hold").arg("--mock");
+        } else {
+            cmd.arg("hold");
+        }
+        cmd.arg("--nodes")
             .arg(args.nodes.to_string())
             .arg("--state")
             .arg(&args.state)
@@ -174,6 +185,25 @@ fn hold(args: &Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    if args.mock {
+        return runtime.block_on(async {
+            let cluster = franz_mock::MockCluster::builder()
+                .brokers(args.nodes)
+                .start()
+                .map_err(|e| e.to_string())?;
+            let state = format!(
+                "holder_pid={}\nmock=true\nbootstrap={}\n",
+                std::process::id(),
+                cluster.bootstrap()
+            );
+            write_state(&args.state, &state)?;
+            eprintln!("franz-mock cluster ready: {}", cluster.bootstrap());
+            wait_for_stop().await?;
+            drop(cluster);
+            let _ = std::fs::remove_file(&args.state);
+            Ok(())
+        });
+    }
     runtime.block_on(async {
         let cluster = KafkaCluster::builder()
             .nodes(args.nodes)
@@ -195,20 +225,31 @@ fn hold(args: &Args) -> Result<(), String> {
             cluster.dir().display(),
             cluster.bootstrap()
         );
-        // Write then rename, so `up` never reads half a file.
-        let tmp = args.state.with_extension("tmp");
-        std::fs::write(&tmp, state).map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, &args.state).map_err(|e| e.to_string())?;
+        write_state(&args.state, &state)?;
         eprintln!("cluster ready: {}", cluster.bootstrap());
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| e.to_string())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        wait_for_stop().await?;
         drop(cluster);
         let _ = std::fs::remove_file(&args.state);
         Ok::<(), String>(())
     })?;
+    Ok(())
+}
+
+/// Writes the state file, then renames it into place, so `up` never reads
+/// half a file.
+fn write_state(path: &PathBuf, state: &str) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, state).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+}
+
+/// Until SIGTERM (`down`) or Ctrl-C.
+async fn wait_for_stop() -> Result<(), String> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
     Ok(())
 }
