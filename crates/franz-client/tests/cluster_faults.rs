@@ -65,6 +65,9 @@ async fn produce_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_leader_loss_recovery_and_no_leaks_on_three_nodes() {
+    if franz_testkit::real_broker_only("kills nodes of its own three-node cluster") {
+        return;
+    }
     let cluster = KafkaCluster::three_nodes().await.unwrap();
     let config = ClientConfig {
         request_timeout: Duration::from_secs(5),
@@ -171,6 +174,9 @@ async fn routing_leader_loss_recovery_and_no_leaks_on_three_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_quota_throttles_and_the_client_waits_as_told() {
+    if franz_testkit::real_broker_only("client quotas (kafka-configs) are not in franz-mock") {
+        return;
+    }
     let kafka = KafkaCluster::shared().await.unwrap();
     let bootstrap = kafka.bootstrap();
     let client_id = format!("throttled-{}", unique_topic("q"));

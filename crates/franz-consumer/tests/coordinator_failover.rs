@@ -28,6 +28,9 @@ const PARTITIONS: i32 = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_survive_the_group_coordinator_dying() {
+    if franz_testkit::real_broker_only("kills the coordinator of its own three-node cluster") {
+        return;
+    }
     let cluster = KafkaCluster::three_nodes().await.unwrap();
     for protocol in [GroupProtocol::Classic, GroupProtocol::Consumer] {
         survive_coordinator_kill(&cluster, protocol).await;

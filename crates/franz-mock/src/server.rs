@@ -312,29 +312,44 @@ pub(crate) enum Refused {
 pub(crate) fn decode_frame(frame: Bytes) -> Result<(RequestHeader, ApiKey, AnyRequest), Refused> {
     let limits = DecodeLimits::default();
     let mut r = Reader::with_limits(frame, limits);
-    let header = RequestHeader::decode(&mut r).map_err(|e| Refused::Close(format!("malformed request header: {e}")))?;
+    let header = RequestHeader::decode(&mut r)
+        .map_err(|e| Refused::Close(format!("malformed request header: {e}")))?;
     let api = ApiKey::from_i16(header.api_key)
         .ok_or_else(|| Refused::Close(format!("unknown API key {}", header.api_key)))?;
     let version = header.api_version;
-    let (lo, hi) = served_versions(api)
-        .ok_or_else(|| Refused::Close(format!("{} is not served by franz-mock (real broker only)", api.name())))?;
+    let (lo, hi) = served_versions(api).ok_or_else(|| {
+        Refused::Close(format!(
+            "{} is not served by franz-mock (real broker only)",
+            api.name()
+        ))
+    })?;
     if version < lo || version > hi {
         if api == ApiKey::ApiVersions {
             return Err(Refused::ApiVersionsFallback(header.correlation_id));
         }
-        return Err(Refused::Close(format!("{} v{version} is not served", api.name())));
+        return Err(Refused::Close(format!(
+            "{} v{version} is not served",
+            api.name()
+        )));
     }
     let req = AnyRequest::decode(header.api_key, version, r.into_rest(), limits)
         .map_err(|e| Refused::Close(format!("malformed {} v{version}: {e}", api.name())))?;
     Ok((header, api, req))
 }
 
-async fn process(shared: &Arc<Shared>, broker: i32, peer: &SocketAddr, sasl: &mut SaslSession, frame: Bytes) -> Outcome {
+async fn process(
+    shared: &Arc<Shared>,
+    broker: i32,
+    peer: &SocketAddr,
+    sasl: &mut SaslSession,
+    frame: Bytes,
+) -> Outcome {
     let (header, api, req) = match decode_frame(frame) {
         Ok(decoded) => decoded,
         Err(Refused::ApiVersionsFallback(correlation_id)) => {
             let body = AnyResponse::ApiVersions(api_versions(ErrorCode::UnsupportedVersion));
-            return encode(correlation_id, ApiKey::ApiVersions, 0, &body).map_or(Outcome::Close, Outcome::Respond);
+            return encode(correlation_id, ApiKey::ApiVersions, 0, &body)
+                .map_or(Outcome::Close, Outcome::Respond);
         }
         Err(Refused::Close(reason)) => {
             tracing::debug!(broker, %peer, reason, "closing connection");

@@ -86,7 +86,9 @@ fn malformed_frames_close_the_connection_and_the_cluster_keeps_serving() {
     // A stray partial length prefix.
     assert!(closed_after(&kafka, &[0, 0], true));
     // Garbage with a plausible length.
-    let garbage: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..200u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     assert!(closed_after(&kafka, &frame(&garbage), false));
     // An unknown API key (999).
     let mut unknown = Vec::new();
@@ -102,7 +104,14 @@ fn malformed_frames_close_the_connection_and_the_cluster_keeps_serving() {
     assert!(closed_after(&kafka, &w, false));
     // A served API whose body is cut short.
     let mut w = BytesMut::new();
-    encode_request(&mut w, 1, None, 9, &franz_protocol::messages::MetadataRequest::default()).unwrap();
+    encode_request(
+        &mut w,
+        1,
+        None,
+        9,
+        &franz_protocol::messages::MetadataRequest::default(),
+    )
+    .unwrap();
     let mut cut = w[4..w.len() - 1].to_vec();
     cut.truncate(cut.len().saturating_sub(1));
     assert!(closed_after(&kafka, &frame(&cut), false));
@@ -110,15 +119,25 @@ fn malformed_frames_close_the_connection_and_the_cluster_keeps_serving() {
     // Still serving: ApiVersions answers with exactly the served APIs.
     let ok = api_versions(&kafka, 3);
     assert_eq!(ErrorCode::from_code(ok.error_code), ErrorCode::None);
-    assert!(ok.api_keys.iter().any(|k| k.api_key == 0 && k.max_version == 11));
-    assert!(!ok.api_keys.iter().any(|k| k.api_key == 21), "DeleteRecords is not announced");
+    assert!(
+        ok.api_keys
+            .iter()
+            .any(|k| k.api_key == 0 && k.max_version == 11)
+    );
+    assert!(
+        !ok.api_keys.iter().any(|k| k.api_key == 21),
+        "DeleteRecords is not announced"
+    );
 }
 
 #[test]
 fn an_api_versions_version_the_mock_does_not_speak_gets_the_v0_fallback() {
     let kafka = MockCluster::start().unwrap();
     let answer = api_versions(&kafka, 9);
-    assert_eq!(ErrorCode::from_code(answer.error_code), ErrorCode::UnsupportedVersion);
+    assert_eq!(
+        ErrorCode::from_code(answer.error_code),
+        ErrorCode::UnsupportedVersion
+    );
     let av = answer.api_keys.iter().find(|k| k.api_key == 18).unwrap();
     assert_eq!((av.min_version, av.max_version), (0, 4));
 }

@@ -86,6 +86,9 @@ fn all_succeeded(results: &[Result<franz_producer::RecordMetadata, ProduceError>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_single_node_restarted_within_the_delivery_timeout_loses_nothing() {
+    if franz_testkit::real_broker_only("kills and restarts its own broker") {
+        return;
+    }
     let cluster = KafkaCluster::single_owned().await.unwrap();
     let c = client(&cluster.bootstrap()).await;
     let topic = unique_topic("kill-restart");
@@ -112,6 +115,9 @@ async fn a_killed_single_node_restarted_within_the_delivery_timeout_loses_nothin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_leader_kills_with_five_batches_in_flight_keep_order_and_lose_and_duplicate_nothing()
 {
+    if franz_testkit::real_broker_only("kills leaders of its own three-node cluster") {
+        return;
+    }
     let cluster = KafkaCluster::three_nodes().await.unwrap();
     let c = client(&cluster.bootstrap()).await;
     let topic = unique_topic("leader-kills");
@@ -162,6 +168,9 @@ fn duplicates(read: &std::collections::BTreeMap<i32, Vec<Rec>>) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_produce_responses_are_retried_exactly_once_only_with_idempotence() {
+    if franz_testkit::real_broker_only("a fault proxy dropping responses of its own broker") {
+        return;
+    }
     let cluster = KafkaCluster::builder().fault_proxy().start().await.unwrap();
     let proxy = cluster.proxy(1).unwrap();
     let c = client(&cluster.direct_bootstrap()).await;
@@ -210,6 +219,9 @@ async fn lost_produce_responses_are_retried_exactly_once_only_with_idempotence()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_broker_fills_the_buffer_then_records_time_out() {
+    if franz_testkit::real_broker_only("pauses its own broker (SIGSTOP)") {
+        return;
+    }
     let cluster = KafkaCluster::single_owned().await.unwrap();
     let c = client(&cluster.bootstrap()).await;
     let topic = unique_topic("backpressure");

@@ -51,6 +51,9 @@ fn create_topic(cluster: &KafkaCluster, topic: &str, partitions: u32, rf: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_survive_a_kill_and_the_node_rejoins() {
+    if franz_testkit::real_broker_only("the harness's own three-node cluster") {
+        return;
+    }
     let cluster = KafkaCluster::three_nodes().await.unwrap();
     let view = cluster.describe().await.unwrap();
     assert_eq!(view.brokers, vec![1, 2, 3]);
@@ -118,6 +121,9 @@ async fn three_nodes_survive_a_kill_and_the_node_rejoins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_broker_accepts_connections_but_never_answers() {
+    if franz_testkit::real_broker_only("the harness's own broker processes") {
+        return;
+    }
     let cluster = KafkaCluster::single_owned().await.unwrap();
     let broker = addr(&cluster.bootstrap(), 0);
     metadata(broker, Duration::from_secs(10)).await.unwrap();
@@ -136,6 +142,9 @@ async fn a_paused_broker_accepts_connections_but_never_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_proxy_forwards_drops_delays_cuts_and_black_holes() {
+    if franz_testkit::real_broker_only("the harness's fault proxy on its own broker") {
+        return;
+    }
     let cluster = KafkaCluster::builder().fault_proxy().start().await.unwrap();
     let proxy = cluster.proxy(1).unwrap();
     let via_proxy = addr(&cluster.bootstrap(), 0);
@@ -249,6 +258,9 @@ fn scram(mechanism: &str, user: &str, password: &str) -> Vec<(&'static str, Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssl_and_sasl_listeners_accept_the_right_credentials_only() {
+    if franz_testkit::real_broker_only("the harness's TLS and SASL listeners") {
+        return;
+    }
     let cluster = KafkaCluster::builder()
         .ssl_listener()
         .sasl_plaintext_listener()
@@ -357,6 +369,9 @@ async fn ssl_and_sasl_listeners_accept_the_right_credentials_only() {
 /// `franz-kafka hold` process stands in for a test binary here.
 #[test]
 fn brokers_die_with_a_sigkilled_test_process() {
+    if franz_testkit::real_broker_only("the harness's own broker processes") {
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("franz-sigkill-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let state = dir.join("state");

@@ -3,7 +3,10 @@
 //! broker runs: the request, reply and event topics come into being from the
 //! clients' own metadata requests (`allow.auto.create.topics`, default true,
 //! as Java and KafkaJS ask). An owned broker, since the shared one has
-//! auto-creation off.
+//! auto-creation off; and the same scenario on franz-mock (auto-creation on
+//! by default), where NestJS 11 apps (KafkaJS 2.2.4, old non-flexible API
+//! versions) also serve and call each other and franz with nothing created
+//! beforehand.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
 
@@ -12,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use franz_testkit::node::NestVersion;
 use franz_testkit::{KafkaCluster, unique_group, unique_topic};
 use franz_transport::{
     TransportClient, TransportClientConfig, TransportServer, TransportServerConfig,
@@ -20,6 +24,11 @@ use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_needs_creating_beforehand_when_the_broker_auto_creates() {
+    if franz_testkit::real_broker_only(
+        "its own auto-creating broker (tests/mock_auto_create covers franz-mock's)",
+    ) {
+        return;
+    }
     let cluster = KafkaCluster::builder()
         .nodes(1)
         .broker_config("auto.create.topics.enable", "true")
@@ -27,10 +36,111 @@ async fn nothing_needs_creating_beforehand_when_the_broker_auto_creates() {
         .start()
         .await
         .unwrap();
-    let b = cluster.bootstrap();
+    franz_round_trip(&cluster.bootstrap()).await;
+}
+
+/// The same on franz-mock: it runs in every mode, since it needs no broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn franz_mock_auto_creates_what_franz_and_nestjs_apps_use() {
+    let mock = franz_mock::MockCluster::builder()
+        .default_partitions(2)
+        .start()
+        .unwrap();
+    let b = mock.bootstrap();
+    franz_round_trip(&b).await;
+
+    // A NestJS server and a NestJS client, through the mock, nothing created
+    // beforehand: the client's request, the server's reply and error, the event.
+    let (charge, created) = (
+        unique_topic("nest.auto.charge"),
+        unique_topic("nest.auto.created"),
+    );
+    let group = unique_group("nest-auto");
+    let server = {
+        let (b, group, charge, created) =
+            (b.clone(), group.clone(), charge.clone(), created.clone());
+        tokio::task::spawn_blocking(move || {
+            franz_testkit::node::run_script_on(
+                NestVersion::V11,
+                "nest-server.mjs",
+                &[&b, &group, &charge, &created, "20"],
+                Duration::from_secs(240),
+            )
+        })
+    };
+    let admin = franz_client::Admin::new(
+        franz_client::Client::connect(franz_client::ClientConfig::new(&b))
+            .await
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let d = admin
+            .describe_groups(&[&format!("{group}-server")])
+            .await
+            .unwrap();
+        if d[0]
+            .1
+            .as_ref()
+            .is_ok_and(|g| g.members.len() == 1 && g.state == "Stable")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Nest server never joined: {d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let out = {
+        let (b, charge, created) = (b.clone(), charge.clone(), created.clone());
+        let group = unique_group("nest-auto-client");
+        tokio::task::spawn_blocking(move || {
+            franz_testkit::node::run_script_on(
+                NestVersion::V11,
+                "nest-client.mjs",
+                &[&b, &group, &charge, &created],
+                Duration::from_secs(240),
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    };
+    let line = |text: &str, prefix: &str| -> Value {
+        let found = text
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line:\n{text}"));
+        serde_json::from_str(found).unwrap()
+    };
+    assert_eq!(
+        line(&out, "reply "),
+        json!({"order": 7, "charged": 1250, "by": "nest"})
+    );
+    assert_eq!(
+        line(&out, "error "),
+        json!({"status": "error", "message": "nothing to charge"})
+    );
+    let served = server.await.unwrap().unwrap();
+    assert_eq!(
+        line(&served, "events "),
+        json!([{"order": 7, "status": "created"}])
+    );
+    for topic in [&charge, &format!("{charge}.reply"), &created] {
+        assert!(
+            mock.topics().contains(topic),
+            "{topic} was auto-created: {:?}",
+            mock.topics()
+        );
+    }
+}
+
+/// A franz client and server, request and event, on topics that do not exist yet.
+async fn franz_round_trip(b: &str) {
     let (pattern, event) = (unique_topic("order.created"), unique_topic("order.shipped"));
     let events = Arc::new(AtomicU32::new(0));
-    let mut config = TransportServerConfig::new(&b, &unique_group("auto"));
+    let mut config = TransportServerConfig::new(b, &unique_group("auto"));
     // New groups start at the latest offset (as NestJS): read the event that
     // creates the topic too.
     config.consumer.auto_offset_reset = franz_consumer::OffsetReset::Earliest;
@@ -52,7 +162,7 @@ async fn nothing_needs_creating_beforehand_when_the_broker_auto_creates() {
             .unwrap()
     };
     let client = TransportClient::connect(
-        TransportClientConfig::new(&b, &unique_group("auto-client")),
+        TransportClientConfig::new(b, &unique_group("auto-client")),
         &[pattern.as_str()],
     )
     .await

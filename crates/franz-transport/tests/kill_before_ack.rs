@@ -35,6 +35,11 @@ const CHILD_ENV: &str = "FRANZ_KILL_TARGET";
 const CHILD_CLIENT_ID: &str = "kill-target";
 
 fn main() {
+    if franz_testkit::real_broker_only(
+        "a fault proxy in front of its own broker and a killed server process",
+    ) {
+        return;
+    }
     let runtime = subprocess::runtime();
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         runtime.block_on(child(serde_json::from_str(&spec).unwrap()));

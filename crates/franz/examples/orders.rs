@@ -75,7 +75,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         franz_testkit::KafkaCluster::shared().await?.bootstrap()
     } else {
-        println!("[demo] no KAFKA_BOOTSTRAP: serving the demo from an in-process franz-mock cluster (pass --real for a local Apache Kafka broker)");
+        println!(
+            "[demo] no KAFKA_BOOTSTRAP: serving the demo from an in-process franz-mock cluster (pass --real for a local Apache Kafka broker)"
+        );
         let mock = franz_mock::MockCluster::start()?;
         let bootstrap = mock.bootstrap();
         _mock = Some(mock);
