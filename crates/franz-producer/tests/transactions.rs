@@ -93,10 +93,10 @@ async fn send_all(p: &Producer, topic: &str, values: &[String]) {
 /// `version_2`: the transaction protocol the cluster must have picked
 /// (`None`: either).
 async fn commit_and_abort(b: &str, version_2: Option<bool>) {
-    let c = client(&b).await;
+    let c = client(b).await;
     let topic = unique_topic("txn-visible");
     create_topic(&c, &topic, 3, 1, &[]).await;
-    let producer = Producer::new(config(&b, &unique_topic("tx-visible")))
+    let producer = Producer::new(config(b, &unique_topic("tx-visible")))
         .await
         .unwrap();
     producer.init_transactions().await.unwrap();
@@ -131,7 +131,7 @@ async fn commit_and_abort(b: &str, version_2: Option<bool>) {
     let written: usize = plain.values().map(Vec::len).sum();
     assert_eq!(written, 150, "the aborted records are in the log too");
 
-    let java = java_read_committed(&b, &topic).await;
+    let java = java_read_committed(b, &topic).await;
     let mut expected = numbered("committed-a-", 0..50);
     expected.extend(numbered("committed-b-", 0..50));
     expected.sort();
@@ -157,16 +157,16 @@ async fn commit_and_abort(b: &str, version_2: Option<bool>) {
 /// commit fails with the typed error, its open transaction is aborted by
 /// the broker, and it can send nothing more.
 async fn fencing(b: &str) {
-    let c = client(&b).await;
+    let c = client(b).await;
     let topic = unique_topic("txn-fenced");
     create_topic(&c, &topic, 1, 1, &[]).await;
     let id = unique_topic("tx-fenced");
-    let old = Producer::new(config(&b, &id)).await.unwrap();
+    let old = Producer::new(config(b, &id)).await.unwrap();
     old.init_transactions().await.unwrap();
     old.begin_transaction().unwrap();
     send_all(&old, &topic, &numbered("zombie-", 0..5)).await;
 
-    let new = Producer::new(config(&b, &id)).await.unwrap();
+    let new = Producer::new(config(b, &id)).await.unwrap();
     new.init_transactions().await.unwrap();
 
     let err = old.commit_transaction().await.unwrap_err();
@@ -184,20 +184,20 @@ async fn fencing(b: &str) {
     new.begin_transaction().unwrap();
     send_all(&new, &topic, &numbered("survivor-", 0..5)).await;
     new.commit_transaction().await.unwrap();
-    let java = java_read_committed(&b, &topic).await;
+    let java = java_read_committed(b, &topic).await;
     assert_eq!(all_values(&java), numbered("survivor-", 0..5));
     new.close(Duration::from_secs(10)).await.unwrap();
 }
 
 /// A transaction left open past its timeout is aborted by the broker.
 async fn timed_out_transaction(b: &str, version_2: bool) {
-    let c = client(&b).await;
+    let c = client(b).await;
     let topic = unique_topic("txn-timeout");
     create_topic(&c, &topic, 1, 1, &[]).await;
     let id = unique_topic("tx-timeout");
     let producer = Producer::new(ProducerConfig {
         transaction_timeout: Duration::from_secs(2),
-        ..config(&b, &id)
+        ..config(b, &id)
     })
     .await
     .unwrap();
@@ -240,14 +240,14 @@ async fn timed_out_transaction(b: &str, version_2: bool) {
             matches!(err, ProduceError::ProducerFenced { .. }),
             "Kafka 4.1.1 under transaction.version 1 fences the producer: {err:?}"
         );
-        let fresh = Producer::new(config(&b, &id)).await.unwrap();
+        let fresh = Producer::new(config(b, &id)).await.unwrap();
         fresh.init_transactions().await.unwrap();
         fresh
     };
     survivor.begin_transaction().unwrap();
     send_all(&survivor, &topic, &numbered("after-", 0..3)).await;
     survivor.commit_transaction().await.unwrap();
-    let java = java_read_committed(&b, &topic).await;
+    let java = java_read_committed(b, &topic).await;
     assert_eq!(all_values(&java), numbered("after-", 0..3));
     survivor.close(Duration::from_secs(10)).await.unwrap();
 }
