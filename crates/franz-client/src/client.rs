@@ -429,6 +429,7 @@ impl Client {
         candidates.extend(self.inner.bootstrap.iter().cloned());
         let mut errors = Vec::new();
         let mut transient = true;
+        let mut refused = None;
         for addr in &candidates {
             match self.connection_to(addr, kind).await {
                 Ok(c) => return Ok(c),
@@ -436,8 +437,21 @@ impl Client {
                     tracing::debug!(broker = %addr, error = %e, "skipping unreachable broker");
                     transient &= e.is_retriable();
                     errors.push(format!("{addr}: {e}"));
+                    if refused.is_none()
+                        && matches!(
+                            e,
+                            ClientError::Authentication { .. } | ClientError::Tls { .. }
+                        )
+                    {
+                        refused = Some(e);
+                    }
                 }
             }
+        }
+        // A broker that refused our credentials or certificates is the
+        // cause to report, typed, rather than one string for all brokers.
+        if let Some(e) = refused {
+            return Err(e);
         }
         // A cluster that is down or restarting is worth waiting for; a TLS
         // or authentication failure everywhere is not.

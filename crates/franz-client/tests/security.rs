@@ -85,12 +85,7 @@ async fn tls_and_sasl_accept_the_right_credentials_only() {
     let err = metadata_works(with_tls(quick(&ssl), tls.other_ca_path(), true))
         .await
         .unwrap_err();
-    assert!(
-        matches!(&err, ClientError::Tls { .. })
-            || err.to_string().contains("TLS")
-            || matches!(&err, ClientError::NoBootstrap(m) if m.contains("TLS")),
-        "{err}"
-    );
+    assert!(matches!(&err, ClientError::Tls { .. }), "{err:?}");
 
     // SASL_PLAINTEXT: PLAIN and SCRAM-SHA-512.
     metadata_works(quick(&sasl).with_sasl(SaslMechanism::Plain, "alice", "alice-secret"))
@@ -104,9 +99,8 @@ async fn tls_and_sasl_accept_the_right_credentials_only() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ClientError::Authentication { .. })
-            || matches!(&err, ClientError::NoBootstrap(m) if m.contains("authentication")),
-        "{err}"
+        matches!(&err, ClientError::Authentication { .. }),
+        "{err:?}"
     );
 
     // SASL_SSL with SCRAM-SHA-256 (plus the client certificate mTLS wants).

@@ -1,0 +1,107 @@
+//! SASL against franz-mock: PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 accept
+//! the right credentials only, a client without SASL is cut off, and a
+//! server whose SCRAM signature is scripted to be wrong is refused by the
+//! client (the hook the reliability suite's hostile-server tests build on).
+//!
+//! These need no broker, so they run in every mode.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+
+use std::time::Duration;
+
+use franz_client::{Client, ClientConfig, ClientError, SaslMechanism, SecurityProtocol};
+use franz_mock::{Control, MockCluster, SaslMechanism as Mech, SaslUser, ScramScript};
+
+fn mock() -> MockCluster {
+    MockCluster::builder()
+        .sasl_users(vec![
+            SaslUser::new(Mech::Plain, "alice", "alice-secret"),
+            SaslUser::new(Mech::ScramSha256, "bob", "bob-secret"),
+            SaslUser::new(Mech::ScramSha512, "carol", "carol-secret"),
+        ])
+        .start()
+        .unwrap()
+}
+
+fn config(
+    mock: &MockCluster,
+    mechanism: SaslMechanism,
+    user: &str,
+    password: &str,
+) -> ClientConfig {
+    ClientConfig {
+        security_protocol: SecurityProtocol::SaslPlaintext,
+        sasl_mechanism: mechanism,
+        sasl_username: Some(user.into()),
+        sasl_password: Some(password.into()),
+        request_timeout: Duration::from_secs(5),
+        ..ClientConfig::new(&mock.bootstrap())
+    }
+}
+
+async fn connects(config: ClientConfig) -> Result<(), ClientError> {
+    let client = Client::connect(config).await?;
+    client.refresh_metadata_for(&[]).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_mechanism_accepts_the_right_password_only() {
+    let mock = mock();
+    for (mechanism, user) in [
+        (SaslMechanism::Plain, "alice"),
+        (SaslMechanism::ScramSha256, "bob"),
+        (SaslMechanism::ScramSha512, "carol"),
+    ] {
+        connects(config(&mock, mechanism, user, &format!("{user}-secret")))
+            .await
+            .unwrap_or_else(|e| panic!("{mechanism:?} {user}: {e}"));
+        let wrong = connects(config(&mock, mechanism, user, "guess"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(wrong, ClientError::Authentication { .. }),
+            "{mechanism:?} with a wrong password: {wrong:?}"
+        );
+    }
+    let plaintext = connects(ClientConfig {
+        request_timeout: Duration::from_secs(5),
+        ..ClientConfig::new(&mock.bootstrap())
+    })
+    .await;
+    assert!(
+        plaintext.is_err(),
+        "a client without SASL gets nothing: {plaintext:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_wrong_server_signature_is_refused_by_the_client() {
+    let mock = mock();
+    let hook = mock.control(
+        Control::on(franz_protocol::ApiKey::SaslAuthenticate)
+            .script_scram(ScramScript::server_signature(vec![0; 32])),
+    );
+    let err = connects(config(
+        &mock,
+        SaslMechanism::ScramSha256,
+        "bob",
+        "bob-secret",
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Authentication { message, .. } if message.contains("signature")),
+        "{err:?}"
+    );
+    assert!(hook.hits() >= 1);
+    mock.remove_control(&hook);
+    connects(config(
+        &mock,
+        SaslMechanism::ScramSha256,
+        "bob",
+        "bob-secret",
+    ))
+    .await
+    .unwrap();
+}
