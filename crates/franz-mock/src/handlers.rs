@@ -232,7 +232,12 @@ pub(crate) fn api_versions(error: ErrorCode) -> m::ApiVersionsResponse {
             .iter()
             .map(|(k, lo, hi)| m::api_versions_response::ApiVersion {
                 api_key: k.key(),
-                min_version: *lo,
+                // KAFKA-18659: Kafka 4 announces Produce from v0 though it
+                // serves v3+, because librdkafka (kcat) sends gzip, snappy,
+                // lz4 and zstd only to brokers that list Produce v0 (its
+                // feature check tests for that exact version). v0-v2
+                // requests are still refused.
+                min_version: if *k == ApiKey::Produce { 0 } else { *lo },
                 max_version: *hi,
                 ..Default::default()
             })

@@ -52,7 +52,7 @@
 //! ## What it implements
 //! | area | served | differences from Apache Kafka 4.x |
 //! | --- | --- | --- |
-//! | ApiVersions | v0-4, KIP-511 fallback | lists only the APIs below; announces no features (so transaction version 1) |
+//! | ApiVersions | v0-4, KIP-511 fallback | lists only the APIs below; announces no features (so transaction version 1); Produce announced from v0 and served from v3, as Kafka 4 does (KAFKA-18659: librdkafka compresses only for brokers listing v0) |
 //! | Metadata | v0-12, auto-creation (on by default, [`MockConfig::auto_create_topics`]) | an auto-created topic is complete in the same answer (Kafka first says LEADER_NOT_AVAILABLE) |
 //! | CreateTopics, DeleteTopics, CreatePartitions | all our versions | replica assignments are ignored; deletion is immediate |
 //! | Produce | v3-11, acks 0/1/all, idempotence (sequence, epoch, 5 remembered batches), transactional batches | no quotas, no LogAppendTime rewrite, no compression-type conversion; compressed batches are stored as sent |
