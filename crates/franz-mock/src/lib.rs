@@ -34,8 +34,47 @@
 //! assert!(bootstrap.starts_with("127.0.0.1:"));
 //! # Ok(()) }
 //! ```
-//! The transport's docs show a `#[tokio::test]` that serves and calls a
-//! handler through a mock cluster.
+//!
+//! A transport handler tested in a `#[tokio::test]` (this is
+//! `crates/franz-transport/tests/with_franz_mock.rs`, which the suite
+//! compiles and runs; it takes about half a second):
+//! ```rust,ignore
+//! async fn invoice(Payload(order): Payload<Order>) -> Result<Invoice, RpcError> {
+//!     if order.total == 0 {
+//!         return Err(RpcError::message("nothing to invoice"));
+//!     }
+//!     Ok(Invoice { id: order.id, status: "INVOICED".into() })
+//! }
+//!
+//! #[tokio::test]
+//! async fn the_invoice_handler_answers_and_refuses_empty_orders() {
+//!     let kafka = MockCluster::start().unwrap(); // topics auto-created
+//!     let server = TransportServer::builder(TransportServerConfig::new(&kafka.bootstrap(), "billing"))
+//!         .message("order.created", invoice)
+//!         .start()
+//!         .await
+//!         .unwrap();
+//!     let client = TransportClient::connect(
+//!         TransportClientConfig::new(&kafka.bootstrap(), "gateway"),
+//!         &["order.created"],
+//!     )
+//!     .await
+//!     .unwrap();
+//!     let reply: Invoice = client
+//!         .send("order.created", &Order { id: "o-1".into(), total: 42 })
+//!         .await
+//!         .unwrap();
+//!     assert_eq!(reply.status, "INVOICED");
+//! }
+//! ```
+//!
+//! ## In franz's own suite
+//! `FRANZ_TEST_BROKER=mock cargo test --workspace` runs the ordinary suite
+//! against one of these instead of a Java broker; tests that need a real
+//! broker (their own clusters, kills, TLS, APIs not served below) are
+//! marked with `franz_testkit::real_broker_only` and say they were
+//! skipped. `franz-kafka up --mock` (`just kafka-up-mock`) holds one in
+//! the background for manual work.
 //!
 //! ## Data flow and threads
 //! The cluster runs on its own tokio runtime (two worker threads), so it
