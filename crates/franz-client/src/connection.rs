@@ -17,6 +17,7 @@
 //! discarded when it arrives.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -449,37 +450,74 @@ impl BrokerConnection {
         size_hint: usize,
     ) -> Result<R::Response, ClientError> {
         let started = Instant::now();
-        let raw = self.round_trip(req, version, timeout, size_hint).await;
-        let result = raw.and_then(|body| self.decode::<R::Response>(body, version));
-        let core = &self.handle.core;
-        let took = started.elapsed();
-        core.metrics.record(R::API_KEY, took, result.is_ok());
+        match self.enqueue_sized(req, version, timeout, size_hint).await {
+            Ok(in_flight) => in_flight.response().await,
+            Err(e) => {
+                self.record::<R>(started.elapsed(), false);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes `req` into the connection's queue and returns once it is
+    /// there, without waiting for the answer: requests enqueued one after
+    /// another reach the broker in that order, which a producer pipelining
+    /// one partition's batches relies on. [`InFlight::response`] waits for
+    /// the answer (at most `timeout` from now); dropping the [`InFlight`]
+    /// forgets it.
+    pub async fn enqueue_sized<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+        size_hint: usize,
+    ) -> Result<InFlight<R>, ClientError> {
+        let started = Instant::now();
+        let (id, rx, deadline) = self.enqueue(req, version, timeout, size_hint).await?;
+        Ok(InFlight {
+            conn: self.clone(),
+            id,
+            rx,
+            deadline,
+            timeout,
+            version,
+            started,
+            armed: true,
+            _response: PhantomData,
+        })
+    }
+
+    /// Counts one request of `R` in the connection's and the `metrics`
+    /// facade's figures.
+    fn record<R: Request>(&self, took: Duration, ok: bool) {
+        self.handle.core.metrics.record(R::API_KEY, took, ok);
         // The `metrics` facade too (a no-op until the application installs
         // a recorder): latency per API, and failures.
         metrics::histogram!("franz_request_seconds", "api" => R::NAME).record(took.as_secs_f64());
-        if result.is_err() {
+        if !ok {
             metrics::counter!("franz_request_errors_total", "api" => R::NAME).increment(1);
         }
-        let resp = result?;
-        if let Some(ms) = resp.throttle_time_ms().filter(|ms| *ms > 0) {
-            // KIP-219: the broker answered, then muted us; do not send
-            // anything more until the time has passed.
-            // Capped at the request timeout: a broker (or a man in the
-            // middle) asking for i32::MAX ms would otherwise mute the
-            // connection for 24 days before any timeout could start.
-            let until =
-                Instant::now() + Duration::from_millis(ms as u64).min(self.handle.request_timeout);
-            tracing::debug!(broker = %core.addr, throttle_ms = ms, "throttled by broker");
-            core.metrics.throttled(ms);
-            let mut t = core
-                .throttle_until
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if t.is_none_or(|old| old < until) {
-                *t = Some(until);
-            }
+    }
+
+    /// KIP-219: the broker answered, then muted us; nothing more is sent
+    /// until the time has passed.
+    fn note_throttle(&self, ms: i32) {
+        let core = &self.handle.core;
+        // Capped at the request timeout: a broker (or a man in the
+        // middle) asking for i32::MAX ms would otherwise mute the
+        // connection for 24 days before any timeout could start.
+        let until = Instant::now()
+            + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+                .min(self.handle.request_timeout);
+        tracing::debug!(broker = %core.addr, throttle_ms = ms, "throttled by broker");
+        core.metrics.throttled(ms);
+        let mut t = core
+            .throttle_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if t.is_none_or(|old| old < until) {
+            *t = Some(until);
         }
-        Ok(resp)
     }
 
     /// Writes `req` without waiting for a response (Produce with acks=0).
@@ -547,6 +585,27 @@ impl BrokerConnection {
         timeout: Duration,
         size_hint: usize,
     ) -> Result<Bytes, ClientError> {
+        let (id, mut rx, deadline) = self.enqueue(req, version, timeout, size_hint).await?;
+        let mut guard = PendingGuard {
+            core: &self.handle.core,
+            correlation_id: id,
+            armed: true,
+        };
+        let outcome = self.wait_answer::<R>(id, &mut rx, deadline, timeout).await;
+        guard.armed = false;
+        outcome
+    }
+
+    /// Encodes `req`, registers its correlation id and puts the frame in
+    /// the write queue. Returns the id, the answer's receiver and the
+    /// deadline. On error nothing stays registered.
+    async fn enqueue<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+        size_hint: usize,
+    ) -> Result<(i32, oneshot::Receiver<Result<Bytes, ClientError>>, Instant), ClientError> {
         // The broker's throttle counts inside the request's time: a request
         // that could only be sent after its deadline fails now, unsent,
         // without poisoning a connection that is merely muted.
@@ -586,10 +645,21 @@ impl BrokerConnection {
         if self.handle.queue.send(frame.freeze()).await.is_err() {
             return Err(self.closed_error());
         }
-        let outcome = tokio::time::timeout_at(deadline.into(), rx).await;
         guard.armed = false;
-        drop(guard);
-        match outcome {
+        Ok((id, rx, deadline))
+    }
+
+    /// Waits for the answer to request `id` until `deadline`; a timeout
+    /// poisons the connection.
+    async fn wait_answer<R: Request>(
+        &self,
+        id: i32,
+        rx: &mut oneshot::Receiver<Result<Bytes, ClientError>>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Bytes, ClientError> {
+        let core = &*self.handle.core;
+        match tokio::time::timeout_at(deadline.into(), rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(self.closed_error()),
             Err(_) => {
@@ -831,6 +901,59 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
     }
     let _ = write.shutdown().await;
+}
+
+/// A request written to a connection's queue, its answer still to come
+/// (see [`BrokerConnection::enqueue_sized`]). Dropping it forgets the answer.
+pub struct InFlight<R: Request> {
+    conn: BrokerConnection,
+    id: i32,
+    rx: oneshot::Receiver<Result<Bytes, ClientError>>,
+    deadline: Instant,
+    timeout: Duration,
+    version: i16,
+    started: Instant,
+    armed: bool,
+    _response: PhantomData<fn() -> R>,
+}
+
+impl<R: Request> std::fmt::Debug for InFlight<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight")
+            .field("api", &R::NAME)
+            .field("correlation_id", &self.id)
+            .finish()
+    }
+}
+
+impl<R: Request> InFlight<R> {
+    /// Waits for the answer (until the deadline set when it was enqueued)
+    /// and decodes it. Cancel safe: dropping the future forgets the answer.
+    pub async fn response(mut self) -> Result<R::Response, ClientError> {
+        let raw = self
+            .conn
+            .wait_answer::<R>(self.id, &mut self.rx, self.deadline, self.timeout)
+            .await;
+        self.armed = false;
+        let result = raw.and_then(|body| self.conn.decode::<R::Response>(body, self.version));
+        self.conn
+            .record::<R>(self.started.elapsed(), result.is_ok());
+        let resp = result?;
+        if let Some(ms) = resp.throttle_time_ms().filter(|ms| *ms > 0) {
+            self.conn.note_throttle(ms);
+        }
+        Ok(resp)
+    }
+}
+
+impl<R: Request> Drop for InFlight<R> {
+    fn drop(&mut self) {
+        if self.armed
+            && let State::Open { pending } = &mut *self.conn.handle.core.state()
+        {
+            pending.remove(&self.id);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,8 @@ pub use config::{
     ClientConfig, JAVA_CONSUMER_KEYS, JAVA_IGNORED_KEYS, JAVA_PRODUCER_KEYS, SaslMechanism,
     SecurityProtocol, TokenProvider, parse_properties, split_host_port,
 };
-pub use connection::{ApiVersionTable, BrokerAddr, BrokerConnection, open_connection_count};
+pub use connection::{
+    ApiVersionTable, BrokerAddr, BrokerConnection, InFlight, open_connection_count,
+};
 pub use error::{ClientError, code_invalidates_metadata};
 pub use franz_protocol;

@@ -445,6 +445,11 @@ impl MockCluster {
             .unwrap_or_default()
     }
 
+    /// The broker coordinating a group or transactional id now.
+    pub fn coordinator(&self, key: &str) -> Option<i32> {
+        self.shared.lock().coordinator_for(key).map(|b| b.id)
+    }
+
     /// A group's committed offset for a partition.
     pub fn committed_offset(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
         self.shared

@@ -4,6 +4,7 @@
 //! Everything that decides lives in those two; this file only reads the
 //! clock, takes the lock, writes requests and hands back their outcomes.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use franz_client::{Client, ClientError, ConnectionKind};
 use franz_protocol::messages::{InitProducerIdRequest, ProduceRequest, produce_request};
 use franz_protocol::record::Header;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, oneshot};
 
 use crate::accumulator::{Accumulator, record_size};
 use crate::batch::DeliveryFuture;
@@ -608,6 +609,12 @@ async fn init_producer_id(
 /// Ends once the producer is closed (or its last handle dropped) and every
 /// batch is done.
 async fn run_sender(inner: Arc<Inner>) {
+    // Per leader: the signal the last request handed to a task gives once
+    // its frame is in the connection's queue. Each request waits for its
+    // predecessor's, so the broker reads one partition's pipelined batches
+    // in sequence order (tasks alone start in any order, and a broker that
+    // reads batch n+1 before n answers OUT_OF_ORDER_SEQUENCE_NUMBER).
+    let mut written: HashMap<i32, oneshot::Receiver<()>> = HashMap::new();
     loop {
         let now = Instant::now();
         let md = inner.client.metadata();
@@ -652,7 +659,9 @@ async fn run_sender(inner: Arc<Inner>) {
             ));
         }
         for req in plan.sends {
-            tokio::spawn(send_request(Arc::clone(&inner), req));
+            let (done, next) = oneshot::channel();
+            let after = written.insert(req.leader, next);
+            tokio::spawn(send_request(Arc::clone(&inner), req, after, done));
         }
         match plan.wake_at {
             Some(at) => {
@@ -666,8 +675,19 @@ async fn run_sender(inner: Arc<Inner>) {
     }
 }
 
-/// Writes one produce request and hands its outcome to the sender.
-async fn send_request(inner: Arc<Inner>, req: SendRequest) {
+/// Writes one produce request once the one before it to the same leader
+/// is written (`after`), says so (`written`, also on failure: dropped),
+/// and hands its outcome to the sender.
+async fn send_request(
+    inner: Arc<Inner>,
+    req: SendRequest,
+    after: Option<oneshot::Receiver<()>>,
+    written: oneshot::Sender<()>,
+) {
+    if let Some(after) = after {
+        // Err: the predecessor failed before writing; either way it is done.
+        let _ = after.await;
+    }
     let cfg = &inner.config;
     let mut topics: Vec<produce_request::TopicProduceData> = Vec::new();
     for (topic, partition, payload) in &req.batches {
@@ -716,16 +736,16 @@ async fn send_request(inner: Arc<Inner>, req: SendRequest) {
             version = version.min(11);
         }
         if cfg.acks == Acks::None {
-            conn.send_no_response(&produce, version, size_hint)
-                .await
-                .map(|()| None)
+            let sent = conn.send_no_response(&produce, version, size_hint).await;
+            drop(written);
+            sent.map(|()| None)
         } else {
             // The broker may hold the request for up to timeout_ms waiting
             // for replicas; give the response a little longer than that.
             let wait = cfg.client.request_timeout + Duration::from_secs(1);
-            conn.send_sized(&produce, version, wait, size_hint)
-                .await
-                .map(Some)
+            let in_flight = conn.enqueue_sized(&produce, version, wait, size_hint).await;
+            drop(written);
+            in_flight?.response().await.map(Some)
         }
     }
     .await;

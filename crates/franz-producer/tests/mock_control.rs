@@ -142,3 +142,54 @@ async fn a_broker_killed_and_revived_while_records_flow_loses_nothing() {
     assert_once_in_order(&log_values(&mock, "kills", 6), 9_000);
     producer.close(Duration::from_secs(5)).await.unwrap();
 }
+
+/// Found on the mock: the sender handed each pipelined request to its own
+/// task, and tasks reach the connection in any order, so a broker could
+/// read batch n+1 before batch n and answer OUT_OF_ORDER_SEQUENCE_NUMBER
+/// (retried, so nothing was lost, but every such batch went twice). Each
+/// request now waits until its predecessor to the same leader is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_batches_reach_the_broker_in_sequence_order() {
+    let mock = MockCluster::start().unwrap();
+    mock.create_topic("ordered", 6).unwrap();
+    let seen = mock.control(Control::on(ApiKey::Produce).topic("ordered"));
+    let producer = Producer::new(ProducerConfig {
+        batch_size: 2048,
+        ..producer_config(&mock)
+    })
+    .await
+    .unwrap();
+    send_numbered(&producer, "ordered", 0..30_000).await;
+    // Arrival order of every batch's first sequence, per partition.
+    let mut arrivals: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for observed in seen.requests() {
+        let franz_protocol::messages::AnyRequest::Produce(req) = observed.request else {
+            continue;
+        };
+        for t in &req.topic_data {
+            for p in &t.partition_data {
+                let mut raw = p.records.clone().unwrap();
+                let batch = RecordBatch::decode(&mut raw, &BatchDecodeOptions::default()).unwrap();
+                arrivals
+                    .entry(p.index)
+                    .or_default()
+                    .push(batch.base_sequence);
+            }
+        }
+    }
+    let out_of_order: Vec<(i32, i32, i32)> = arrivals
+        .iter()
+        .flat_map(|(p, seqs)| {
+            seqs.windows(2)
+                .filter(|w| w[1] < w[0])
+                .map(move |w| (*p, w[0], w[1]))
+        })
+        .collect();
+    assert!(
+        out_of_order.is_empty(),
+        "batches reached the broker out of sequence order (partition, before, after): {:?}",
+        &out_of_order[..out_of_order.len().min(10)]
+    );
+    assert_once_in_order(&log_values(&mock, "ordered", 6), 30_000);
+    producer.close(Duration::from_secs(5)).await.unwrap();
+}
