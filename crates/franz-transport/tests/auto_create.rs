@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use franz_testkit::node::NestVersion;
 use franz_testkit::{KafkaCluster, unique_group, unique_topic};
 use franz_transport::{
@@ -56,75 +58,36 @@ async fn franz_mock_auto_creates_what_franz_and_nestjs_apps_use() {
         unique_topic("nest.auto.created"),
     );
     let group = unique_group("nest-auto");
-    let server = {
-        let (b, group, charge, created) =
-            (b.clone(), group.clone(), charge.clone(), created.clone());
-        tokio::task::spawn_blocking(move || {
-            franz_testkit::node::run_script_on(
-                NestVersion::V11,
-                "nest-server.mjs",
-                &[&b, &group, &charge, &created, "20"],
-                Duration::from_secs(240),
-            )
-        })
-    };
-    let admin = franz_client::Admin::new(
-        franz_client::Client::connect(franz_client::ClientConfig::new(&b))
-            .await
-            .unwrap(),
+    let server = common::spawn_script(
+        NestVersion::V11,
+        "nest-server.mjs",
+        vec![
+            b.clone(),
+            group.clone(),
+            charge.clone(),
+            created.clone(),
+            "20".into(),
+        ],
     );
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let d = admin
-            .describe_groups(&[&format!("{group}-server")])
-            .await
-            .unwrap();
-        if d[0]
-            .1
-            .as_ref()
-            .is_ok_and(|g| g.members.len() == 1 && g.state == "Stable")
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the Nest server never joined: {d:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let out = {
-        let (b, charge, created) = (b.clone(), charge.clone(), created.clone());
-        let group = unique_group("nest-auto-client");
-        tokio::task::spawn_blocking(move || {
-            franz_testkit::node::run_script_on(
-                NestVersion::V11,
-                "nest-client.mjs",
-                &[&b, &group, &charge, &created],
-                Duration::from_secs(240),
-            )
-        })
-        .await
-        .unwrap()
-        .unwrap()
-    };
-    let line = |text: &str, prefix: &str| -> Value {
-        let found = text
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .unwrap_or_else(|| panic!("no `{prefix}` line:\n{text}"));
-        serde_json::from_str(found).unwrap()
-    };
+    common::wait_for_members(&common::admin(&b).await, &format!("{group}-server"), 1).await;
+    let client_group = unique_group("nest-auto-client");
+    let out = common::run_nest(
+        NestVersion::V11,
+        "nest-client.mjs",
+        &[&b, &client_group, &charge, &created],
+    )
+    .await;
     assert_eq!(
-        line(&out, "reply "),
+        common::json_line(&out, "reply "),
         json!({"order": 7, "charged": 1250, "by": "nest"})
     );
     assert_eq!(
-        line(&out, "error "),
+        common::json_line(&out, "error "),
         json!({"status": "error", "message": "nothing to charge"})
     );
     let served = server.await.unwrap().unwrap();
     assert_eq!(
-        line(&served, "events "),
+        common::json_line(&served, "events "),
         json!([{"order": 7, "status": "created"}])
     );
     for topic in [&charge, &format!("{charge}.reply"), &created] {

@@ -134,19 +134,12 @@ async fn nest_client_calls_franz(nest: NestVersion) {
         .unwrap()
         .unwrap()
     };
-    let line = |prefix: &str| -> Value {
-        let text = out
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .unwrap_or_else(|| panic!("no `{prefix}` line:\n{out}"));
-        serde_json::from_str(text).unwrap()
-    };
     assert_eq!(
-        line("reply "),
+        common::json_line(&out, "reply "),
         json!({"order": 7, "charged": 1250, "by": "franz"})
     );
     assert_eq!(
-        line("error "),
+        common::json_line(&out, "error "),
         json!({"status": "error", "message": "nothing to charge"}),
         "Nest's client sees franz's error as it would a Nest server's"
     );

@@ -123,8 +123,18 @@ pub(crate) async fn run_nest(
     spawn_script(nest, script, args).await.unwrap().unwrap()
 }
 
+/// The JSON after `prefix` on the first line of a script's output that
+/// starts with it (the scripts print `reply {...}`, `events [...]`).
+pub(crate) fn json_line(out: &str, prefix: &str) -> serde_json::Value {
+    let text = out
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` line:\n{out}"));
+    serde_json::from_str(text).unwrap()
+}
+
 /// Runs `node <script> <args...>` on a blocking thread (deadline 300 s).
-fn spawn_script(
+pub(crate) fn spawn_script(
     nest: franz_testkit::node::NestVersion,
     script: &str,
     args: Vec<String>,
