@@ -8,6 +8,12 @@ demo:
 test:
     cargo test --workspace
 
+# The same suite on an in-process franz-mock cluster (no Java brokers); lists the real-broker-only tests it skipped.
+test-mock:
+    rm -f target/franz-mock-skips.log
+    FRANZ_TEST_BROKER=mock FRANZ_SKIP_LOG="$PWD/target/franz-mock-skips.log" cargo test --workspace
+    @echo "skipped as real-broker-only: $(cat target/franz-mock-skips.log 2>/dev/null | wc -l)"; cat target/franz-mock-skips.log 2>/dev/null || true
+
 # Format check and clippy with warnings as errors.
 lint:
     cargo fmt --all -- --check

@@ -172,11 +172,13 @@ impl ConsumerGroup {
             } else {
                 req.member_id.clone()
             };
+            // The instance's previous incarnation: one that left as static
+            // (epoch -2), or this very member id joining again.
             let old_static = req.instance_id.as_ref().and_then(|instance| {
                 self.members
                     .iter()
-                    .find(|(mid, m)| m.instance_id.as_ref() == Some(instance) && **mid != id)
-                    .map(|(mid, m)| (mid.clone(), m.static_left))
+                    .find(|(_, m)| m.instance_id.as_ref() == Some(instance))
+                    .map(|(mid, m)| (mid.clone(), m.static_left || *mid == id))
             });
             match old_static {
                 Some((_, false)) => {
@@ -319,21 +321,26 @@ impl ConsumerGroup {
             .keys()
             .map(|id| (id.clone(), BTreeSet::new()))
             .collect();
-        let subs: BTreeMap<String, BTreeSet<String>> = self
+        // Members in the order of their instance id (their member id when
+        // dynamic): a static member's new incarnation, with a new member
+        // id, then keeps its predecessor's place and so its partitions.
+        let mut subs: Vec<(&str, &String, BTreeSet<String>)> = self
             .members
             .iter()
             .map(|(id, m)| {
                 (
-                    id.clone(),
+                    m.instance_id.as_deref().unwrap_or(id.as_str()),
+                    id,
                     subscribed_topics(m, topics).into_iter().collect(),
                 )
             })
             .collect();
+        subs.sort();
         for (name, (topic_id, count)) in topics {
             let members: Vec<&String> = subs
                 .iter()
-                .filter(|(_, s)| s.contains(name))
-                .map(|(id, _)| id)
+                .filter(|(_, _, s)| s.contains(name))
+                .map(|(_, id, _)| *id)
                 .collect();
             if members.is_empty() {
                 continue;
@@ -431,4 +438,86 @@ fn subscribed_topics(m: &ConsumerMember, topics: &TopicView) -> Vec<String> {
     out.sort();
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> TopicView {
+        BTreeMap::from([("t".to_string(), (Uuid([7; 16]), 4))])
+    }
+
+    fn beat(
+        g: &mut ConsumerGroup,
+        id: &str,
+        epoch: i32,
+        owned: Option<Vec<i32>>,
+        now: Instant,
+    ) -> HeartbeatAnswer {
+        g.heartbeat(
+            Heartbeat {
+                member_id: id.into(),
+                member_epoch: epoch,
+                instance_id: Some(format!("instance-{id}")),
+                rebalance_timeout_ms: 10_000,
+                subscribed: (epoch == 0).then(|| vec!["t".into()]),
+                regex: None,
+                owned: owned.map(|ps| vec![(Uuid([7; 16]), ps)]),
+            },
+            &view(),
+            String::new(),
+            now,
+            &GroupTimings::default(),
+        )
+    }
+
+    fn partitions(a: &HeartbeatAnswer) -> Vec<i32> {
+        a.assignment
+            .as_ref()
+            .map(|tps| tps.iter().flat_map(|(_, ps)| ps.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Found on the dual-mode suite (flaky 1 in 2 on the mock): targets were
+    /// ranged over member ids, so a static member's new incarnation, with a
+    /// new random id, could sort elsewhere and take the other member's
+    /// partitions, a rebalance KIP-848 static membership exists to avoid.
+    #[test]
+    fn a_static_member_restarting_under_any_new_id_keeps_its_partitions() {
+        let now = Instant::now();
+        for new_id in ["0-first", "z-last"] {
+            let mut g = ConsumerGroup::default();
+            let a = beat(&mut g, "a", 0, None, now);
+            assert_eq!(partitions(&a), vec![0, 1, 2, 3]);
+            let b = beat(&mut g, "b", 0, None, now);
+            assert!(partitions(&b).is_empty(), "a still holds them");
+            // A revokes 2 and 3, then takes the new epoch.
+            let a = beat(&mut g, "a", a.member_epoch, Some(vec![0, 1, 2, 3]), now);
+            assert_eq!(partitions(&a), vec![0, 1]);
+            beat(&mut g, "a", a.member_epoch, Some(vec![0, 1]), now);
+            let b = beat(&mut g, "b", b.member_epoch, Some(vec![]), now);
+            assert_eq!(partitions(&b), vec![2, 3]);
+            let epoch = g.epoch;
+            // B restarts: leaves as a static member, comes back under a new id.
+            assert_eq!(beat(&mut g, "b", -2, None, now).member_epoch, -2);
+            let again = g.heartbeat(
+                Heartbeat {
+                    member_id: new_id.into(),
+                    member_epoch: 0,
+                    instance_id: Some("instance-b".into()),
+                    rebalance_timeout_ms: 10_000,
+                    subscribed: Some(vec!["t".into()]),
+                    regex: None,
+                    owned: None,
+                },
+                &view(),
+                String::new(),
+                now,
+                &GroupTimings::default(),
+            );
+            assert_eq!(partitions(&again), vec![2, 3], "new id {new_id}");
+            assert_eq!(g.epoch, epoch, "no new group epoch");
+        }
+    }
 }
