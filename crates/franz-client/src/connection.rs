@@ -585,15 +585,8 @@ impl BrokerConnection {
         timeout: Duration,
         size_hint: usize,
     ) -> Result<Bytes, ClientError> {
-        let (id, mut rx, deadline) = self.enqueue(req, version, timeout, size_hint).await?;
-        let mut guard = PendingGuard {
-            core: &self.handle.core,
-            correlation_id: id,
-            armed: true,
-        };
-        let outcome = self.wait_answer::<R>(id, &mut rx, deadline, timeout).await;
-        guard.armed = false;
-        outcome
+        let mut in_flight = self.enqueue_sized(req, version, timeout, size_hint).await?;
+        in_flight.answer().await
     }
 
     /// Encodes `req`, registers its correlation id and puts the frame in
@@ -930,11 +923,7 @@ impl<R: Request> InFlight<R> {
     /// Waits for the answer (until the deadline set when it was enqueued)
     /// and decodes it. Cancel safe: dropping the future forgets the answer.
     pub async fn response(mut self) -> Result<R::Response, ClientError> {
-        let raw = self
-            .conn
-            .wait_answer::<R>(self.id, &mut self.rx, self.deadline, self.timeout)
-            .await;
-        self.armed = false;
+        let raw = self.answer().await;
         let result = raw.and_then(|body| self.conn.decode::<R::Response>(body, self.version));
         self.conn
             .record::<R>(self.started.elapsed(), result.is_ok());
@@ -943,6 +932,19 @@ impl<R: Request> InFlight<R> {
             self.conn.note_throttle(ms);
         }
         Ok(resp)
+    }
+}
+
+impl<R: Request> InFlight<R> {
+    /// The answer's frame body (header included), undecoded; afterwards
+    /// nothing is left registered.
+    async fn answer(&mut self) -> Result<Bytes, ClientError> {
+        let raw = self
+            .conn
+            .wait_answer::<R>(self.id, &mut self.rx, self.deadline, self.timeout)
+            .await;
+        self.armed = false;
+        raw
     }
 }
 

@@ -56,7 +56,6 @@ pub(crate) struct State {
     pub(crate) txns: Transactions,
     pub(crate) sessions: FetchSessions,
     next_producer_id: i64,
-    next_member: u64,
 }
 
 /// Kafka's rule for topic names.
@@ -102,7 +101,6 @@ impl State {
             txns: Transactions::default(),
             sessions: FetchSessions::default(),
             next_producer_id: 1000,
-            next_member: 1,
         }
     }
 
@@ -141,7 +139,6 @@ impl State {
 
     /// A fresh member id, as Kafka writes them: `<client id>-<uuid>`.
     pub(crate) fn new_member_id(&mut self, client_id: &str) -> String {
-        self.next_member += 1;
         let id = random_uuid();
         format!("{client_id}-{id}")
     }

@@ -256,7 +256,8 @@ pub fn real_broker_only(why: &str) -> bool {
     if let Ok(path) = std::env::var("FRANZ_SKIP_LOG") {
         use std::io::Write;
         if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(path) {
-            let _ = writeln!(f, "{line}");
+            // One write per line: tests skipping at once must not interleave.
+            let _ = f.write_all(format!("{line}\n").as_bytes());
         }
     }
     true
