@@ -1,8 +1,7 @@
-//! End-to-end latency of one record, produce to consume, as Kafka's
-//! `EndToEndLatency` tool measures it (send, wait for the ack, poll until the
-//! record arrives), and again with the consumer's fetch already waiting at
-//! the broker: `e2e_latency <bootstrap> <topic> [records]`. Prints p50/p99
-//! in µs. Kafka's own tool gives a comparison:
+//! Latency floor: one record's produce-to-consume p50/p99, timed as Kafka's `EndToEndLatency` does.
+//! That is: send, wait for the ack, poll until the record arrives; and again with the
+//! consumer's fetch already waiting at the broker. Prints µs.
+//! Run: `e2e_latency <bootstrap> <topic> [records]`. Kafka's own tool gives a comparison:
 //! `EndToEndLatency <bootstrap> <topic> 2000 all 100`.
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,17 @@
 //! Shared pieces of franz's benchmarks (see `benches/`): argument parsing
 //! and measuring a client that runs as its own process.
+//!
+//! # Examples (probes)
+//!
+//! Small measurements kept because a floor or a design decision rests on
+//! them; run from `benches/` (broker ones need a running broker, e.g.
+//! `just kafka-up`):
+//!
+//! - `cargo run --release --example floor_probe`: encode floor, copy + CRC of 1000 values (ns/record).
+//! - `cargo run --release --example e2e_latency <bootstrap> <topic>`: latency floor, produce to consume.
+//! - `cargo run --release --example crc_probe`: CRC-32C, crc32c vs crc-fast (why crc-fast).
+//! - `cargo run --release --example encode_ratio`: encode A/B vs kafka-protocol (why `SMALL_FIELD` = 16).
+//! - `cargo run --release --example rpc_phases <bootstrap> <topic>`: request-reply phases (why idle commits).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
