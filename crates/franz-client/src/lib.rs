@@ -40,8 +40,9 @@ mod error;
 pub mod metrics;
 mod sasl;
 mod tls;
+mod topic_partition;
 
-pub use admin::{Admin, ConsumerGroupMetadata, TopicPartition};
+pub use admin::{Admin, ConsumerGroupMetadata};
 pub use client::{
     BrokerInfo, Client, ClusterMetadata, ConnectionKind, CoordinatorType, PartitionMetadata,
     TopicMap, TopicMetadata,
@@ -55,3 +56,4 @@ pub use connection::{
 };
 pub use error::{ClientError, code_invalidates_metadata};
 pub use franz_protocol;
+pub use topic_partition::TopicPartition;

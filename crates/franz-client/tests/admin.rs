@@ -6,9 +6,8 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use franz_client::admin::{
-    AclBinding, AlterConfigOp, ConfigResource, NewTopic, OffsetSpec, TopicPartition,
-};
+use franz_client::TopicPartition;
+use franz_client::admin::{AclBinding, AlterConfigOp, ConfigResource, NewTopic, OffsetSpec};
 use franz_client::franz_protocol::ErrorCode;
 use franz_client::franz_protocol::messages::{ProduceRequest, produce_request};
 use franz_client::franz_protocol::record::{BatchMeta, RecordBatchBuilder};

@@ -485,7 +485,7 @@ mod tests {
         )
     }
 
-    /// `../shared/nestjs-kafka-interop.md` §8, generated with KafkaJS's
+    /// `docs/nestjs-wire.md` §8, generated with KafkaJS's
     /// `AssignerProtocol`.
     #[test]
     fn byte_layouts_match_kafkajs() {

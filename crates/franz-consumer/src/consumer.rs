@@ -6,7 +6,8 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use franz_client::admin::{OffsetSpec, TopicPartition};
+use franz_client::TopicPartition;
+use franz_client::admin::OffsetSpec;
 use franz_client::franz_protocol::messages::{FetchRequest, FetchResponse, fetch_request};
 use franz_client::franz_protocol::record::BatchDecodeOptions;
 use franz_client::{Admin, Client, ClientError, ConnectionKind};
@@ -189,6 +190,10 @@ pub struct Consumer {
 
 impl Consumer {
     /// Connects to the cluster.
+    ///
+    /// # Cancel safety
+    /// Dropping it before it returns leaves nothing behind: the connections
+    /// it opened close with its client.
     pub async fn new(config: ConsumerConfig) -> Result<Self, ConsumeError> {
         let client = Client::connect(config.client.clone()).await?;
         Ok(Self::with_client(client, config))
@@ -221,6 +226,12 @@ impl Consumer {
     /// Replaces the assignment. Positions (and fetched data) of partitions
     /// kept are kept; an unknown topic or partition is an error and changes
     /// nothing.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the assignment is replaced only in its last step, with
+    /// no await after it, so a dropped call changes nothing. A Metadata
+    /// request it was waiting for stays on the wire; its answer is
+    /// discarded.
     pub async fn assign(&mut self, partitions: &[TopicPartition]) -> Result<(), ConsumeError> {
         for tp in partitions {
             let t = self.topic_metadata(&tp.topic).await?;
@@ -244,6 +255,11 @@ impl Consumer {
     }
 
     /// Assigns every partition of `topic` (added to the current assignment).
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`assign`](Self::assign): a dropped call leaves the
+    /// assignment unchanged; a Metadata request it was waiting for stays on
+    /// the wire, its answer discarded.
     pub async fn assign_topic(&mut self, topic: &str) -> Result<(), ConsumeError> {
         let t = self.topic_metadata(topic).await?;
         let mut all: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
@@ -359,12 +375,23 @@ impl Consumer {
     }
 
     /// Moves every assigned partition to its log start offset.
+    ///
+    /// # Cancel safety
+    /// Dropping it leaves its ListOffsets requests on the wire (answers
+    /// discarded) and the positions unchanged, except those of partitions
+    /// already moved by an earlier round (when some partitions had to be
+    /// asked again after a retriable error).
     pub async fn seek_to_beginning(&mut self) -> Result<(), ConsumeError> {
         self.reset_all(OffsetSpec::Earliest).await
     }
 
     /// Moves every assigned partition to its log end offset (under
     /// read-committed, the last stable offset).
+    ///
+    /// # Cancel safety
+    /// As [`seek_to_beginning`](Self::seek_to_beginning): positions stay
+    /// unchanged except those already moved by an earlier round; ListOffsets
+    /// requests on the wire have their answers discarded.
     pub async fn seek_to_end(&mut self) -> Result<(), ConsumeError> {
         self.reset_all(OffsetSpec::Latest).await
     }
@@ -378,6 +405,10 @@ impl Consumer {
     /// after the given one (ms since the epoch), as Java's
     /// `offsetsForTimes`: `None` when no record is that recent. Positions
     /// are not moved; partitions need not be assigned.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it changes no state. ListOffsets requests already
+    /// written stay on the wire and their answers are discarded.
     pub async fn offsets_for_times(
         &self,
         times: &[(TopicPartition, i64)],
@@ -410,9 +441,14 @@ impl Consumer {
     /// nothing to hand out before it; a broker's failure touches only that
     /// broker's partitions.
     ///
-    /// Cancel safety: dropping the future loses and repeats nothing. Data
-    /// that arrived is kept for the next poll; positions move only when
-    /// records are returned.
+    /// # Cancel safety
+    /// Cancel safe: dropping the future loses and repeats nothing. Its
+    /// Fetches run as tasks the future owns, so dropping it aborts them: a
+    /// Fetch already written stays on the wire, its answer is discarded,
+    /// and the next Fetch to that broker is a full one that replaces the
+    /// fetch session. Answers applied before the drop stay buffered for the
+    /// next poll, positions set by a finished `auto_offset_reset` lookup
+    /// are kept, and positions move only when records are returned.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ConsumeError> {
         self.poll_up_to(timeout, self.config.max_poll_records).await
     }
@@ -420,11 +456,6 @@ impl Consumer {
     /// The records one at a time, as a [`futures_util::Stream`] that polls
     /// as needed (the batch [`poll`](Self::poll) stays available once the
     /// stream is dropped).
-    ///
-    /// Cancel safety: dropping a `next()` future, as `tokio::select!` does
-    /// when another branch wins, loses and repeats nothing: the fetch it was
-    /// running stays inside the stream and the next `next()` resumes it.
-    /// Dropping the stream itself is as safe as dropping a `poll`.
     ///
     /// ```no_run
     /// # async fn demo(consumer: &mut franz_consumer::Consumer) -> Result<(), franz_consumer::ConsumeError> {
@@ -436,6 +467,12 @@ impl Consumer {
     /// }
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Dropping a `next()` future, as `tokio::select!` does when another
+    /// branch wins, loses and repeats nothing: the fetch it was running
+    /// stays inside the stream and the next `next()` resumes it. Dropping
+    /// the stream itself is as safe as dropping a [`poll`](Self::poll).
     pub fn stream(&mut self) -> RecordStream<'_> {
         futures_util::stream::unfold(self, |consumer| async move {
             loop {
@@ -1073,6 +1110,14 @@ impl Consumer {
     /// Closes the fetch sessions (best effort: a broker also evicts idle
     /// sessions on its own). The consumer stays usable; the next fetch opens
     /// new sessions.
+    ///
+    /// # Cancel safety
+    /// The sessions are forgotten locally before anything is sent, so the
+    /// consumer stays usable and its next fetches open new sessions either
+    /// way. Dropping it aborts the close requests it spawned: one already
+    /// written still reaches its broker; one not yet written (its
+    /// connection still being made) is never sent, and that broker keeps
+    /// the session until it evicts it.
     pub async fn close(&mut self) {
         let md = self.client.metadata();
         let mut requests = JoinSet::new();

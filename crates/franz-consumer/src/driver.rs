@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use franz_client::admin::TopicPartition;
+use franz_client::TopicPartition;
 use franz_client::franz_protocol::messages::{LeaveGroupRequest, leave_group_request};
 use franz_client::{Client, ClientError, CoordinatorType};
 use tokio::sync::Notify;

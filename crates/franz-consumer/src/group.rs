@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use franz_client::admin::TopicPartition;
+use franz_client::TopicPartition;
 use franz_client::franz_protocol::messages::{OffsetCommitRequest, offset_commit_request};
 use franz_client::{Admin, Client, ClientError, CoordinatorType};
 use franz_protocol::ErrorCode;
@@ -445,6 +445,10 @@ impl std::fmt::Debug for GroupConsumer {
 
 impl GroupConsumer {
     /// Connects; the group is joined on the first `poll`.
+    ///
+    /// # Cancel safety
+    /// Dropping it before it returns leaves nothing behind: no group is
+    /// joined yet, and the connections it opened close with its client.
     pub async fn new(
         config: ConsumerConfig,
         group: GroupConfig,
@@ -617,9 +621,32 @@ impl GroupConsumer {
     /// empty list when nothing came within `timeout`, also while the member
     /// is still joining.
     ///
-    /// Cancel safety: dropping the future loses no records (positions move
-    /// only when records are returned), but a hook it was running is cut
-    /// short; the group then waits for the revoke deadline.
+    /// # Cancel safety
+    /// Cancel safe while it fetches, not while it applies a rebalance step.
+    /// Heartbeats run in the consumer's own task, so a dropped poll never
+    /// stops the membership. Dropped while fetching, it loses and repeats no
+    /// records (as [`Consumer::poll`]). But a rebalance step is taken off
+    /// the queue before it is applied, and neither the dropped poll nor the
+    /// next one finishes it:
+    /// - a revoke cut short (in `on_revoked`, in the commit of the marked
+    ///   offsets, whose marks are already taken, or in removing the
+    ///   partitions from the fetcher) is never acknowledged: the member
+    ///   keeps the partitions, and later polls keep returning their
+    ///   records, until `revoke_timeout` releases them; marks taken but not
+    ///   committed are lost, so the next owner handles those records again;
+    /// - an assignment cut short leaves the new partitions owned but not
+    ///   fetched until they are revoked and assigned again, or, if dropped
+    ///   while their committed offsets were being read, fetched from
+    ///   `auto_offset_reset` instead of the committed offsets; `on_assigned`
+    ///   does not run for them;
+    /// - an `on_lost` cut short is not run again (the next poll stops
+    ///   fetching those partitions anyway).
+    ///
+    /// Records taken from the fetcher are lost only if the drop lands while
+    /// partitions the member lost meanwhile are being removed, which waits
+    /// only when the metadata of a topic it keeps is not cached. To race
+    /// polling against something else in `tokio::select!`, use
+    /// [`stream`](Self::stream), whose `next()` may be dropped freely.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ConsumeError> {
         let max = self.consumer.config().max_poll_records;
         self.poll_up_to(timeout, max).await
@@ -629,9 +656,12 @@ impl GroupConsumer {
     /// [`futures_util::Stream`]; rebalances are applied (and hooks run) as
     /// in [`poll`](Self::poll).
     ///
-    /// Cancel safety: dropping a `next()` future (a `tokio::select!` branch
-    /// that lost) loses and repeats nothing, hooks included: the work stays
-    /// inside the stream and the next `next()` resumes it.
+    /// # Cancel safety
+    /// Dropping a `next()` future (a `tokio::select!` branch that lost)
+    /// loses and repeats nothing, rebalance steps and hooks included: the
+    /// work stays inside the stream and the next `next()` resumes it.
+    /// Dropping the stream itself is dropping a [`poll`](Self::poll), with
+    /// its caveats for a rebalance step under way.
     pub fn stream(&mut self) -> crate::RecordStream<'_> {
         use futures_util::StreamExt;
         futures_util::stream::unfold(self, |group| async move {
@@ -716,6 +746,13 @@ impl GroupConsumer {
 
     /// Waits until the member has joined and its assignment is applied
     /// (`poll` would fetch), up to `timeout`.
+    ///
+    /// # Cancel safety
+    /// Dropping it never stops the membership: the join it started goes on
+    /// in the consumer's own task, and the next `poll` carries on from
+    /// wherever the group is. A rebalance step it was applying when dropped
+    /// is cut short as for [`poll`](Self::poll) (an assignment cut short is
+    /// not fetched, or fetched from `auto_offset_reset`).
     pub async fn wait_for_assignment(&mut self, timeout: Duration) -> Result<(), ConsumeError> {
         self.start();
         let deadline = Instant::now() + timeout;
@@ -903,6 +940,10 @@ impl GroupConsumer {
     }
 
     /// The group's committed offsets for the partitions this member owns.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it changes nothing. An OffsetFetch already written
+    /// stays on the wire and its answer is discarded.
     pub async fn committed(&self) -> Result<BTreeMap<TopicPartition, i64>, ConsumeError> {
         let owned = self.consumer.assignment();
         let all = Admin::new(self.consumer.client().clone())
@@ -917,6 +958,11 @@ impl GroupConsumer {
 
     /// Commits `record` as processed: the offset after it, the +1 that
     /// Kafka's committed offsets mean ("the next record to read").
+    ///
+    /// # Cancel safety
+    /// As [`commit_offsets`](Self::commit_offsets): dropped after the
+    /// OffsetCommit was written, the commit may or may not have happened;
+    /// committing again is harmless.
     pub async fn commit_record(&mut self, record: &ConsumerRecord) -> Result<(), ConsumeError> {
         let tp = TopicPartition::new(&*record.topic, record.partition);
         self.commit_with_epochs(vec![(
@@ -928,6 +974,11 @@ impl GroupConsumer {
     }
 
     /// Commits the current position of every partition the member owns.
+    ///
+    /// # Cancel safety
+    /// As [`commit_offsets`](Self::commit_offsets): dropped after the
+    /// OffsetCommit was written, the commit may or may not have happened;
+    /// committing again is harmless.
     pub async fn commit(&mut self) -> Result<(), ConsumeError> {
         let offsets: Vec<(TopicPartition, i64)> = self
             .consumer
@@ -939,6 +990,12 @@ impl GroupConsumer {
     }
 
     /// Commits the offsets marked in [`offset_marks`](Self::offset_marks).
+    ///
+    /// # Cancel safety
+    /// As [`commit_offsets`](Self::commit_offsets): dropped after the
+    /// OffsetCommit was written, the commit may or may not have happened.
+    /// The marks are read, not taken, so the next `commit_marked` sends
+    /// them again.
     pub async fn commit_marked(&mut self) -> Result<(), ConsumeError> {
         let offsets: Vec<(TopicPartition, i64)> = self.marks.snapshot().into_iter().collect();
         self.commit_offsets(&offsets).await
@@ -951,12 +1008,16 @@ impl GroupConsumer {
     /// rebalance in the meantime fails the commit with
     /// [`ConsumeError::CommitFailed`], and the member rejoins.
     ///
-    /// Cancel safety: if dropped after the request went out, the commit may
-    /// or may not have happened; committing again is harmless.
-    ///
     /// Each offset is committed with the leader epoch of the record before
     /// it when that is known (the offset is the partition's position), so a
     /// member restoring it detects a log truncated meanwhile (KIP-320).
+    ///
+    /// # Cancel safety
+    /// Dropped before the OffsetCommit is written (while the coordinator is
+    /// looked up or connected to), nothing is committed. Dropped after, the
+    /// commit may or may not have happened; the member does not record the
+    /// offsets as committed, so committing them again sends them again,
+    /// which is harmless.
     pub async fn commit_offsets(
         &mut self,
         offsets: &[(TopicPartition, i64)],
@@ -1102,6 +1163,20 @@ impl GroupConsumer {
     /// classic protocol it sends nothing (as Java), under KIP-848 it leaves
     /// with epoch -2, which keeps its partitions for its next instance. Either
     /// way they move only if no instance returns within the session timeout.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe during the revoke step (`on_revoked`, then the
+    /// commit of the marked offsets, whose marks are already taken).
+    /// `close` has taken the driver task from the consumer by then, so a
+    /// drop detaches that task instead of aborting it: the member neither
+    /// leaves nor stops, keeps heartbeating and holding its partitions
+    /// (fetched by no one) until `max_poll_interval` passes, then leaves as
+    /// a member that stopped polling does, and the task lingers, holding
+    /// the client, until the process ends. Once the revoke step is over the
+    /// leave is handed to the driver task, which still sends it (LeaveGroup,
+    /// or KIP-848's leaving heartbeat; nothing for a classic static member)
+    /// and ends; a drop then loses only the closing of fetch sessions and
+    /// the error report. A consumer that never polled has nothing to close.
     pub async fn close(mut self) -> Result<(), ConsumeError> {
         let Some(driver) = self.driver.take() else {
             return Ok(());

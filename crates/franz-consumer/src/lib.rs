@@ -148,18 +148,23 @@
 //! ## Cancel safety
 //! - [`GroupConsumer::poll`] and [`Consumer::poll`]: dropping the future
 //!   loses and repeats nothing: fetch answers are buffered as they arrive,
-//!   and positions move only when records are returned. A hook it was
-//!   running is cut short, and a revoke it was performing is then finished
-//!   by the revoke deadline.
+//!   and positions move only when records are returned. But a rebalance
+//!   step `GroupConsumer::poll` was applying is not resumed: a revoke cut
+//!   short is finished only by the revoke deadline (its partitions fetched
+//!   meanwhile), and an assignment cut short leaves partitions unfetched or
+//!   started from `auto_offset_reset` (see [`GroupConsumer::poll`]).
 //! - The streams: dropping a `next()` future (a `tokio::select!` branch
 //!   that lost) loses nothing, hooks included: the work stays inside the
 //!   stream and the next `next()` resumes it.
 //! - [`GroupConsumer::commit_offsets`] (and `commit`, `commit_marked`):
 //!   once the request is out, a dropped call may or may not have committed;
 //!   committing again is harmless.
-//! - [`GroupConsumer::close`]: dropped, the member stops without leaving
-//!   (as a crash would); the coordinator frees its partitions after the
-//!   session timeout. Dropping a `GroupConsumer` stops its driver task.
+//! - [`GroupConsumer::close`]: dropped during its revoke step, the driver
+//!   task it already took is detached, not stopped: the member stays in
+//!   the group, heartbeating, until `max_poll_interval`. Dropped after, the
+//!   driver task still leaves the group. Dropping a `GroupConsumer` (not
+//!   closing it) aborts its driver task: the member stops without leaving,
+//!   and the coordinator frees its partitions after the session timeout.
 
 pub mod assignor;
 mod config;
@@ -175,7 +180,7 @@ pub use config::{ConsumerConfig, IsolationLevel, OffsetReset};
 pub use consumer::{Consumer, RecordStream};
 pub use error::{ConsumeError, GroupConfigError};
 pub use fetch::ConsumerRecord;
-pub use franz_client::admin::TopicPartition;
+pub use franz_client::TopicPartition;
 pub use group::{
     GroupConfig, GroupConsumer, GroupProtocol, HookFuture, OffsetMarks, RebalanceListener,
 };

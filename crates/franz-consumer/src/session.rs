@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 
-use franz_client::admin::TopicPartition;
+use franz_client::TopicPartition;
 use franz_protocol::ErrorCode;
 
 /// The epoch of a request that opens (or replaces) a session.

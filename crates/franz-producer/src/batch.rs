@@ -83,6 +83,11 @@ impl BatchShared {
 }
 
 /// Resolves when the record is acknowledged (or fails).
+///
+/// # Cancel safety
+/// Polling it does no I/O. Dropping it does not cancel the record: it stays
+/// queued and is still delivered (and retried); only the acknowledgement is
+/// lost.
 #[must_use = "a record's delivery is only known by awaiting its future"]
 pub struct DeliveryFuture {
     pub(crate) shared: Arc<BatchShared>,

@@ -126,7 +126,7 @@ fn store<V>(map: &mut TopicMap<V>, topic: &str, value: V) {
 mod tests {
     use super::*;
 
-    /// `../shared/kafka-test-vectors/murmur2.md`: Java's UtilsTest and the
+    /// `docs/test-vectors.md` §1: Java's UtilsTest and the
     /// cross-checked partition table.
     #[test]
     fn murmur2_matches_java() {

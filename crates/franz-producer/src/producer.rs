@@ -200,6 +200,13 @@ impl Drop for FlushGuard<'_> {
 impl Producer {
     /// Connects, validates the configuration and (when idempotent) obtains a
     /// producer id.
+    ///
+    /// # Cancel safety
+    /// Dropping it before it returns leaves nothing running: the sender task
+    /// is spawned only in its last step, with no await after it, and the
+    /// connections it opened close with its client. An InitProducerId the
+    /// broker already received is still answered; that producer id is
+    /// simply never used.
     pub async fn new(config: ProducerConfig) -> Result<Self, ProduceError> {
         config.validate()?;
         let client = Client::connect(config.client.clone()).await?;
@@ -207,6 +214,12 @@ impl Producer {
     }
 
     /// A producer over an existing client.
+    ///
+    /// # Cancel safety
+    /// Dropping it before it returns spawns no sender task and leaves
+    /// `client` as it was (only the clone passed in is dropped; connections
+    /// it pooled meanwhile stay in the client). An InitProducerId the broker
+    /// already received is still answered; that producer id is never used.
     pub async fn with_client(config: ProducerConfig, client: Client) -> Result<Self, ProduceError> {
         config.validate()?;
         let idempotent = config.idempotent()?;
@@ -218,6 +231,11 @@ impl Producer {
     }
 
     /// A producer with a custom partitioner.
+    ///
+    /// # Cancel safety
+    /// As [`new`](Self::new): dropped before it returns, no sender task runs
+    /// and its connections close; an InitProducerId already sent only wastes
+    /// a producer id.
     pub async fn with_partitioner(
         config: ProducerConfig,
         partitioner: Arc<dyn Partitioner>,
@@ -364,7 +382,14 @@ impl Producer {
     /// memory. The returned future resolves when the record is acknowledged.
     ///
     /// # Cancel safety
-    /// Dropping this future before it completes sends nothing.
+    /// Dropping it before it returns never queues the record (it is dropped
+    /// with the future): the append is its last step, with no await after
+    /// it. It leaves behind at most a Metadata request for the topic on the
+    /// wire (its answer discarded; the topic stays among those the client
+    /// refreshes) and its place in the wait for buffer memory (no memory is
+    /// held). Once it has returned the record is queued: dropping the
+    /// [`DeliveryFuture`] does not cancel it, it is still delivered (and
+    /// retried), and only the acknowledgement is lost.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ProduceError> {
         self.check_open()?;
         let size = record_size(&record);
@@ -451,6 +476,12 @@ impl Producer {
     /// reason ([`ProduceError::BufferFull`] when the buffer is full; boxed,
     /// so the happy path stays small), so that nothing is lost: send it
     /// again later, or with [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    /// Not async: the record is queued (or handed back) before it returns.
+    /// Dropping the returned [`DeliveryFuture`] does not cancel the record:
+    /// it stays queued and is still delivered; only the acknowledgement is
+    /// lost.
     pub fn try_send(&self, record: ProducerRecord) -> Result<DeliveryFuture, Box<TrySendError>> {
         let size = record_size(&record);
         let checked = self.check_open().and_then(|()| self.check_size(size));
@@ -497,6 +528,13 @@ impl Producer {
     }
 
     /// Sends and waits for the acknowledgement.
+    ///
+    /// # Cancel safety
+    /// Dropped while [`send`](Self::send) still waits (for metadata or
+    /// buffer memory), the record is never queued. Dropped after that, while
+    /// waiting for the acknowledgement, it does not cancel the record: it
+    /// stays queued and is still delivered (and retried); only the
+    /// acknowledgement is lost.
     pub async fn send_and_wait(
         &self,
         record: ProducerRecord,
@@ -510,7 +548,9 @@ impl Producer {
     /// batch opened before it), so a flush under continuous load returns.
     ///
     /// # Cancel safety
-    /// Dropping it stops waiting; what was sealed early is sent anyway.
+    /// Cancel safe: dropping it only stops the waiting. A guard withdraws
+    /// its flush request (`linger` applies again), batches it already
+    /// sealed are sent anyway, and no record is cancelled.
     pub async fn flush(&self) {
         let inner = &*self.inner;
         let target = {
@@ -536,8 +576,11 @@ impl Producer {
     /// [`ProduceError::ClosedInFlight`] (they may be in the log).
     ///
     /// # Cancel safety
-    /// Dropping it stops waiting; the producer stays closed and its task
-    /// delivers what it holds, then ends.
+    /// Dropping it stops the waiting and skips failing what is left at the
+    /// deadline: the producer is closed from the first poll on (`send`
+    /// fails with [`ProduceError::Closed`]), and its sender task keeps
+    /// delivering the records it holds (each batch within
+    /// `delivery_timeout`), then ends.
     pub async fn close(&self, deadline: Duration) -> Result<(), ProduceError> {
         self.inner.closed.store(true, Ordering::Relaxed);
         let drained = tokio::time::timeout(deadline, self.flush()).await.is_ok();

@@ -78,7 +78,7 @@ async fn every_codec_round_trips() {
     }
 }
 
-/// Keys of `../shared/kafka-test-vectors/murmur2.md` with their partitions
+/// Keys of `docs/test-vectors.md` §1 with their partitions
 /// for 6 and 12 partitions.
 const KEY_VECTORS: &[(&str, i32, i32)] = &[
     ("", 3, 9),

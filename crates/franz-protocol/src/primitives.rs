@@ -607,7 +607,7 @@ mod tests {
         }
     }
 
-    // From ../shared/kafka-test-vectors/varint-and-tagged-fields.md.
+    // From docs/test-vectors.md §2 (Kafka's ByteUtilsTest).
     const UVARINT: &[(i32, &str)] = &[
         (0, "00"),
         (1, "01"),

@@ -1,4 +1,4 @@
-//! Record batch vectors from `../shared/kafka-test-vectors/crc32c-and-record-batch.md`
+//! Record batch vectors from `docs/test-vectors.md` §3–§4
 //! (transcribed here as test data), plus behaviour the Java tests assert.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report

@@ -223,6 +223,11 @@ impl ClusterBuilder {
 
     /// Starts the cluster and waits until it is ready. Blocking work runs on
     /// tokio's blocking pool.
+    ///
+    /// # Cancel safety
+    /// Dropping it does not stop the start-up, which runs to its end on the
+    /// blocking pool; the cluster is then dropped (brokers killed, directory
+    /// removed).
     pub async fn start(self) -> Result<KafkaCluster, HarnessError> {
         tokio::task::spawn_blocking(move || self.start_blocking())
             .await
@@ -380,12 +385,20 @@ impl KafkaCluster {
     }
 
     /// A single local node owned by the calling test.
+    ///
+    /// # Cancel safety
+    /// As [`ClusterBuilder::start`]: a dropped call still starts the node,
+    /// then kills it.
     pub async fn single_owned() -> Result<Self, HarnessError> {
         Self::builder().nodes(1).start().await
     }
 
     /// Three local nodes (replication factor 3, `min.insync.replicas=2`)
     /// owned by the calling test.
+    ///
+    /// # Cancel safety
+    /// As [`ClusterBuilder::start`]: a dropped call still starts the nodes,
+    /// then kills them.
     pub async fn three_nodes() -> Result<Self, HarnessError> {
         Self::builder().nodes(3).start().await
     }
@@ -488,6 +501,10 @@ impl KafkaCluster {
 
     /// Clean shutdown (SIGTERM, controlled shutdown), SIGKILL after 60 s.
     /// Returns once the process has exited.
+    ///
+    /// # Cancel safety
+    /// Dropping it does not stop the shutdown: it runs on the blocking pool
+    /// until the process has exited.
     pub async fn stop(&self, node: i32) -> Result<(), HarnessError> {
         let inner = Arc::clone(&self.inner);
         blocking(move || {
@@ -505,6 +522,10 @@ impl KafkaCluster {
 
     /// Starts `node` again on the same ports and data (stopping it first if
     /// it runs) and waits until the cluster's metadata lists it.
+    ///
+    /// # Cancel safety
+    /// Dropping it does not stop the restart: it runs on the blocking pool
+    /// until the node is listed (or the wait times out).
     pub async fn restart(&self, node: i32) -> Result<(), HarnessError> {
         let inner = Arc::clone(&self.inner);
         blocking(move || {
@@ -578,12 +599,20 @@ impl KafkaCluster {
     }
 
     /// Metadata (v1) as seen by the first live node.
+    ///
+    /// # Cancel safety
+    /// Dropping it only discards the answer: the request runs to its end on
+    /// the blocking pool.
     pub async fn describe(&self) -> Result<ClusterView, HarnessError> {
         let inner = Arc::clone(&self.inner);
         blocking(move || inner.metadata_from_any(Duration::from_secs(5))).await
     }
 
     /// Waits until every partition of every topic has a leader and a full ISR.
+    ///
+    /// # Cancel safety
+    /// Dropping it only stops the caller's wait: the metadata polling goes
+    /// on, on the blocking pool, until it succeeds or `timeout` passes.
     pub async fn wait_for_full_isr(&self, timeout: Duration) -> Result<(), HarnessError> {
         let inner = Arc::clone(&self.inner);
         blocking(move || {
@@ -598,6 +627,10 @@ impl KafkaCluster {
     }
 
     /// Waits until the metadata lists exactly the brokers in `ids`.
+    ///
+    /// # Cancel safety
+    /// Dropping it only stops the caller's wait: the metadata polling goes
+    /// on, on the blocking pool, until it succeeds or `timeout` passes.
     pub async fn wait_for_brokers(
         &self,
         ids: Vec<i32>,

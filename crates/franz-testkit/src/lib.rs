@@ -81,6 +81,10 @@ use error::IoContext;
 
 /// [`KafkaDistribution::read_committed`] from async code: all of `topic`
 /// as Java's `read_committed` consumer reads it, on tokio's blocking pool.
+///
+/// # Cancel safety
+/// Dropping it does not stop the Java reader: it runs to its end on the
+/// blocking pool, and only the records are discarded.
 pub async fn java_read_committed(
     bootstrap: &str,
     topic: &str,
@@ -167,6 +171,10 @@ impl KafkaCluster {
     /// println!("{} on {}", topic, kafka.bootstrap());
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Dropping it does not stop the start-up: the shared cluster is
+    /// started on the blocking pool anyway and kept for the process.
     pub async fn shared() -> Result<&'static SharedCluster, HarnessError> {
         let result = match SHARED.get() {
             Some(r) => r,

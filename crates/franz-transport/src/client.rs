@@ -396,7 +396,8 @@ impl std::fmt::Debug for Command {
 /// the producer's Java-compatible murmur2 partitioner, as KafkaJS does.
 ///
 /// `send` is cancel-safe: dropping it at any point frees its entry in the
-/// reply router, and a reply that comes later is dropped.
+/// reply router, and a reply that comes later is dropped (a request already
+/// queued is still delivered and handled).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), franz_transport::TransportError> {
@@ -423,6 +424,14 @@ impl TransportClient {
     /// When a reply topic has fewer partitions than the group has
     /// instances, the one left without fails here with `NoReplyPartition`
     /// once the group is stable, not at the request timeout.
+    ///
+    /// # Cancel safety
+    /// Dropping it before it returns leaves no task running, but two things
+    /// outlast it: topics it provisioned stay created, and a reply-group
+    /// member that had joined is stopped without leaving (its consumer is
+    /// dropped, which aborts its driver), so the group keeps it until
+    /// `session_timeout` and then rebalances again. The producer it made has
+    /// sent nothing and ends with it.
     pub async fn connect(
         config: TransportClientConfig,
         patterns: &[&str],
@@ -444,6 +453,17 @@ impl TransportClient {
     /// Starts reading the replies of more message patterns, while requests
     /// to the others stay in flight (the reply group rebalances
     /// cooperatively, so their partitions are kept).
+    ///
+    /// # Cancel safety
+    /// The first call (no reply reader yet) is like
+    /// [`connect`](Self::connect): dropped before it returns it starts no
+    /// reader, topics it provisioned stay created, and a reply member that
+    /// had joined stays in the group until `session_timeout`. A later call
+    /// hands the subscription to the running reader before it waits:
+    /// dropped after that, the reader still subscribes and waits for the
+    /// new reply partitions, and only the result is lost; dropped before
+    /// (while provisioning topics or waiting for the reader's lock),
+    /// nothing changes but the topics created.
     pub async fn add_patterns(&self, patterns: &[&str]) -> Result<(), TransportError> {
         let topics: Vec<String> = patterns.iter().map(|p| nest::reply_topic(p)).collect();
         if let Some(p) = &self.config.provision {
@@ -523,6 +543,14 @@ impl TransportClient {
     /// pattern `pattern` and returns the reply. For a handler that streams
     /// several values, this is the last one. The whole call, the produce
     /// included, is bounded by `request_timeout`.
+    ///
+    /// # Cancel safety
+    /// Dropping it at any point frees its entry in the reply router, and a
+    /// reply that comes later is discarded. It does not recall the request:
+    /// dropped before the request record is queued (while the producer
+    /// waits for metadata or buffer memory), nothing is sent; dropped after
+    /// (waiting for the produce acknowledgement or for the reply), the
+    /// request is still delivered and the remote handler still runs.
     pub async fn send<M: IntoMessage, R: DeserializeOwned>(
         &self,
         pattern: &str,
@@ -551,6 +579,11 @@ impl TransportClient {
 
     /// [`send`](Self::send) with a key: the request lands on the partition
     /// murmur2 gives the key, so requests for one key are handled in order.
+    ///
+    /// # Cancel safety
+    /// As [`send`](Self::send): dropping it frees the router entry; a
+    /// request already queued is still delivered and handled, and its reply
+    /// is discarded.
     pub async fn send_keyed<T: Serialize + ?Sized, R: DeserializeOwned>(
         &self,
         pattern: &str,
@@ -563,6 +596,12 @@ impl TransportClient {
     /// Sends a request and returns its replies as a typed stream, as they
     /// arrive (a streaming handler's values, in order). The produce is
     /// acknowledged when this returns; the stream ends at the deadline.
+    ///
+    /// # Cancel safety
+    /// As [`send`](Self::send): dropped at any point, its router entry goes;
+    /// once the request record is queued, dropping does not recall it (it
+    /// is delivered and handled, and the replies are discarded). Dropping
+    /// the returned [`Replies`] gives the request up the same way.
     pub async fn send_stream<M: IntoMessage, R: DeserializeOwned>(
         &self,
         pattern: &str,
@@ -640,6 +679,12 @@ impl TransportClient {
 
     /// Emits an event (a [`Message`], or a value by reference; no reply)
     /// and waits for the broker's acknowledgement.
+    ///
+    /// # Cancel safety
+    /// Dropped before the event is queued (while the producer waits for
+    /// metadata or buffer memory), nothing is sent. Dropped after, it does
+    /// not cancel the event: it stays queued and is still delivered; only
+    /// the acknowledgement is lost.
     pub async fn emit<M: IntoMessage>(
         &self,
         pattern: &str,
@@ -651,6 +696,10 @@ impl TransportClient {
     }
 
     /// [`emit`](Self::emit) with a key (murmur2 partitioning, as KafkaJS).
+    ///
+    /// # Cancel safety
+    /// As [`emit`](Self::emit): once queued, the event is still delivered;
+    /// only the acknowledgement is lost.
     pub async fn emit_keyed<T: Serialize + ?Sized>(
         &self,
         pattern: &str,
@@ -663,6 +712,11 @@ impl TransportClient {
     /// Emits several events, queued together (the producer batches them),
     /// and waits for every acknowledgement. The first failure is returned;
     /// events before it in the same partition were written.
+    ///
+    /// # Cancel safety
+    /// Not atomic: dropping it leaves the events queued so far queued (they
+    /// are still delivered) and never queues the rest; the
+    /// acknowledgements are lost.
     pub async fn emit_batch<M: IntoMessage>(
         &self,
         pattern: &str,
@@ -717,6 +771,14 @@ impl TransportClient {
 
     /// Stops reading replies (pending requests fail with `Closed`), leaves
     /// the reply group and flushes the producer.
+    ///
+    /// # Cancel safety
+    /// Dropping it does not stop the closing: the reply reader was told to
+    /// stop at the first poll and finishes on its own (it commits the reply
+    /// offsets and leaves the reply group), and the producer, dropped with
+    /// the client, still delivers what it holds. Lost are the waiting, the
+    /// reader's error, and the failing of open [`Replies`] streams with
+    /// `Closed`: they end at their deadline with `Timeout` instead.
     pub async fn close(self) -> Result<(), TransportError> {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(reader) = self.reader.lock().await.take() {

@@ -314,7 +314,10 @@ impl Outbox {
     /// when the producer says so).
     ///
     /// # Cancel safety
-    /// Dropping it before it returns queues nothing.
+    /// Dropping it before it returns queues nothing (the record is dropped
+    /// with it; at most a Metadata request for its topic stays on the wire,
+    /// its answer discarded). Once it has returned, the record is queued
+    /// and the handled record waits for its acknowledgement.
     pub async fn send(&self, record: franz_producer::ProducerRecord) -> Result<(), RpcError> {
         let ack = self.producer.send(record).await.map_err(|e| {
             let text = format!("outbox record not sent: {e}");

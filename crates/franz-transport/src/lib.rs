@@ -60,9 +60,12 @@
 //!
 //! ## Cancel safety
 //! Dropping a `send` future at any point frees its router entry; a reply
-//! that arrives later is dropped. Dropping a server stops it without a
-//! final commit (what was not committed is handled again by the next
-//! owner); `shutdown(deadline)` drains and commits first.
+//! that arrives later is dropped (a request already queued is still
+//! delivered and handled). Dropping a server stops it in the background:
+//! its task finishes the records in hand, commits and leaves the group, with
+//! no deadline; `shutdown(deadline)` does the same, waits, and aborts the
+//! task at the deadline (what was not committed is then handled again by
+//! the next owner).
 //!
 //! ## Observability
 //! A [`ServerStatus`] watch; a `tracing` span per record (pattern,

@@ -1,6 +1,6 @@
 //! The NestJS Kafka transporter's wire format, sans-io: header names, how
 //! values are serialized and parsed, how requests, replies and events are
-//! laid out. Every rule here is from `../shared/nestjs-kafka-interop.md`
+//! laid out. Every rule here is from `docs/nestjs-wire.md`
 //! (§1–§4), which records what `@nestjs/microservices` 10–12 and KafkaJS 2
 //! do.
 

@@ -313,6 +313,13 @@ impl TransportServer {
     /// earned, flushes replies and leaves the group, all within `deadline`.
     /// Past it the server task is aborted (uncommitted records are handled
     /// again by the next owner) and this returns `Timeout`.
+    ///
+    /// # Cancel safety
+    /// Dropping it does not stop the shutdown: the server was told to stop
+    /// at the first poll, and its task finishes in the background as when
+    /// the server is dropped (handlers in hand finish, what they earned is
+    /// committed, the group is left), but without the deadline: it is no
+    /// longer aborted at `deadline`, and its error is not reported.
     pub async fn shutdown(mut self, deadline: Duration) -> Result<(), TransportError> {
         self.stop.store(true, Ordering::Relaxed);
         let Some(mut task) = self.task.take() else {
@@ -438,6 +445,16 @@ impl TransportServerBuilder {
 
     /// Joins the group (with KafkaJS's `RoundRobinAssigner`, so it can share
     /// a group with NestJS servers) and starts handling.
+    ///
+    /// # Cancel safety
+    /// Dropping it before it returns starts no server task (it is spawned in
+    /// the last step, with no await after it), but what it did so far stays
+    /// done: the dead-letter topics (and with `provision` the pattern
+    /// topics) it created exist; with `exactly_once` the transactional id
+    /// was initialized, which fences an older instance using it; and a
+    /// member that had joined the group is stopped without leaving (its
+    /// driver is aborted), so the group keeps it, with any partitions
+    /// assigned to it unprocessed, until `session_timeout`.
     pub async fn start(self) -> Result<TransportServer, TransportError> {
         let Self {
             config,

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use franz_client::admin::TopicPartition;
+use franz_client::TopicPartition;
 use franz_client::franz_protocol::messages::{
     HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, SyncGroupRequest, SyncGroupResponse,
     join_group_request, sync_group_request,

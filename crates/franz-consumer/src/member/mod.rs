@@ -22,7 +22,7 @@ pub mod kip848;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use franz_client::admin::TopicPartition;
+use franz_client::TopicPartition;
 use franz_client::franz_protocol::messages::{
     ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, HeartbeatRequest,
     HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, SyncGroupRequest, SyncGroupResponse,

@@ -384,8 +384,15 @@ impl Producer {
     /// Call once, before the first [`begin_transaction`](Self::begin_transaction).
     ///
     /// # Cancel safety
-    /// Dropping it leaves the producer uninitialized; calling it again is
-    /// safe (the broker answers the same id with a new epoch).
+    /// Dropped before the InitProducerId answer is applied, the producer
+    /// stays uninitialized and calling it again is safe: the broker may
+    /// already have bumped the epoch (fencing the older producer and
+    /// aborting its open transaction), and the next call gets a newer one.
+    /// Dropped after that, in the final look-up of the coordinator's
+    /// transaction version, the producer is initialized (a second call fails
+    /// with [`ProduceError::InvalidTransactionState`]), but its first
+    /// transaction runs under protocol version 1 even on a cluster that
+    /// speaks version 2.
     pub async fn init_transactions(&self) -> Result<(), ProduceError> {
         let inner = &*self.inner;
         inner.transactional_id()?;
@@ -449,8 +456,14 @@ impl Producer {
     /// rebalanced away gets an abortable error instead of committing.
     ///
     /// # Cancel safety
-    /// Dropping it may leave the offsets added to the transaction or not;
-    /// either way they commit or abort with it.
+    /// Not cancel safe once a request is written. Dropped before, nothing
+    /// changes. Dropped after, the offsets may or may not be in the
+    /// transaction, and the producer may not have noted that the
+    /// coordinator knows the transaction: if it holds no records either, a
+    /// later commit or abort then sends no EndTxn, and the broker keeps the
+    /// transaction (with those offsets) open until `transaction_timeout`
+    /// aborts it. Call it again and let it finish before committing (the
+    /// offsets are simply written again).
     pub async fn send_offsets_to_transaction(
         &self,
         offsets: &BTreeMap<TopicPartition, i64>,
@@ -567,10 +580,15 @@ impl Producer {
     /// [`abort_transaction`](Self::abort_transaction).
     ///
     /// # Cancel safety
-    /// Dropping it before EndTxn is sent leaves the transaction open (call
-    /// it again, or abort); after, the commit may or may not have happened,
-    /// and calling it again finds out (the broker answers a repeated
-    /// commit as done).
+    /// Not cancel safe. The transaction is marked committing at the first
+    /// poll, so from then on no record or offset can join it. Dropped before
+    /// EndTxn is written (while it flushes or finds the coordinator), the
+    /// batches are still delivered and the transaction stays open: call it
+    /// again, or [`abort_transaction`](Self::abort_transaction). Dropped
+    /// after EndTxn was written, the commit may or may not have happened:
+    /// call it again, which resends EndTxn and learns the outcome (the
+    /// broker answers a repeated commit of a transaction it completed as
+    /// done).
     pub async fn commit_transaction(&self) -> Result<(), ProduceError> {
         let inner = &*self.inner;
         {
@@ -596,7 +614,11 @@ impl Producer {
     /// next transaction afterwards.
     ///
     /// # Cancel safety
-    /// Dropping it leaves the transaction aborting; call it again.
+    /// Dropping it leaves the transaction aborting: records not yet sent
+    /// have already failed with [`ProduceError::TransactionAborted`],
+    /// requests in flight still complete, no record can join, and if EndTxn
+    /// was written the broker may already have aborted. Call it again to
+    /// finish (a repeated abort is answered as done).
     pub async fn abort_transaction(&self) -> Result<(), ProduceError> {
         let inner = &*self.inner;
         {

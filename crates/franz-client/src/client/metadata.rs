@@ -1,0 +1,336 @@
+//! The cluster metadata cache: its types, fetching, merging a partial
+//! refresh into the cached view, and brokers learned on the way.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use franz_protocol::ErrorCode;
+use franz_protocol::messages::{MetadataRequest, MetadataResponse, metadata_request};
+use franz_protocol::primitives::Uuid;
+
+use crate::error::ClientError;
+
+use super::*;
+
+/// A broker as the metadata lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    /// Node id.
+    pub node_id: i32,
+    /// Advertised host.
+    pub host: String,
+    /// Advertised port.
+    pub port: u16,
+    /// Rack, if configured.
+    pub rack: Option<String>,
+}
+
+/// One partition in the metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMetadata {
+    /// Partition index.
+    pub partition: i32,
+    /// Leader node id (-1 when leaderless).
+    pub leader: i32,
+    /// Leader epoch.
+    pub leader_epoch: i32,
+    /// Replica node ids.
+    pub replicas: Vec<i32>,
+    /// In-sync replica node ids.
+    pub isr: Vec<i32>,
+    /// Offline replica node ids.
+    pub offline_replicas: Vec<i32>,
+    /// Partition-level error.
+    pub error: ErrorCode,
+}
+
+/// One topic in the metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMetadata {
+    /// Name.
+    pub name: String,
+    /// Topic id (zero before Metadata v10).
+    pub id: Uuid,
+    /// Internal topic (`__consumer_offsets`, ...).
+    pub internal: bool,
+    /// Topic-level error.
+    pub error: ErrorCode,
+    /// Partitions, by index.
+    pub partitions: Vec<PartitionMetadata>,
+}
+
+/// A map keyed by topic name. Producers look a topic up for every record,
+/// so it hashes with foldhash, several times faster than SipHash on short
+/// strings; foldhash is still seeded per process.
+pub type TopicMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
+/// A snapshot of the cluster's metadata.
+#[derive(Debug, Clone)]
+pub struct ClusterMetadata {
+    /// Cluster id.
+    pub cluster_id: Option<String>,
+    /// Active controller (as brokers report it).
+    pub controller_id: i32,
+    /// Brokers by node id.
+    pub brokers: BTreeMap<i32, BrokerInfo>,
+    /// Topics by name.
+    pub topics: TopicMap<TopicMetadata>,
+    /// When this snapshot was fetched.
+    pub fetched_at: Instant,
+}
+
+/// Whether sorted partitions are numbered exactly `0..len`.
+pub(super) fn partitions_are_dense(sorted: &[PartitionMetadata]) -> bool {
+    sorted
+        .iter()
+        .enumerate()
+        .all(|(i, p)| usize::try_from(p.partition).is_ok_and(|n| n == i))
+}
+
+impl ClusterMetadata {
+    pub(super) fn empty() -> Self {
+        Self {
+            cluster_id: None,
+            controller_id: -1,
+            brokers: BTreeMap::new(),
+            topics: TopicMap::default(),
+            fetched_at: Instant::now() - Duration::from_secs(3600 * 24),
+        }
+    }
+
+    /// The leader of `topic`/`partition`, if known.
+    pub fn leader(&self, topic: &str, partition: i32) -> Option<&BrokerInfo> {
+        let t = self.topics.get(topic)?;
+        let p = t.partitions.iter().find(|p| p.partition == partition)?;
+        self.brokers.get(&p.leader)
+    }
+
+    /// The topic's name for an id.
+    pub fn topic_name(&self, id: &Uuid) -> Option<&str> {
+        self.topics
+            .values()
+            .find(|t| t.id == *id)
+            .map(|t| t.name.as_str())
+    }
+}
+
+impl Client {
+    /// Refreshes metadata for `topics` (plus every topic asked about
+    /// before). An empty list refreshes brokers and known topics only.
+    ///
+    /// # Cancel safety
+    /// The topics join the client's interest set before the first await and stay there, so
+    /// later refreshes ask for them. Dropped before the answer, the cache is unchanged; the
+    /// broker still executes the Metadata request (and may auto-create topics), and its
+    /// answer is discarded.
+    pub async fn refresh_metadata_for(
+        &self,
+        topics: &[String],
+    ) -> Result<Arc<ClusterMetadata>, ClientError> {
+        {
+            let mut interest = lock(&self.inner.topics_of_interest);
+            interest.extend(topics.iter().cloned());
+        }
+        let before = self.metadata().fetched_at;
+        let _one_at_a_time = self.inner.refresh.lock().await;
+        // Someone else refreshed while we waited, and covered our topics.
+        let md = self.metadata();
+        if md.fetched_at > before && topics.iter().all(|t| md.topics.contains_key(t)) {
+            return Ok(md);
+        }
+        let wanted: Vec<String> = lock(&self.inner.topics_of_interest)
+            .iter()
+            .cloned()
+            .collect();
+        self.fetch_metadata(Some(wanted)).await
+    }
+
+    /// Refreshes metadata for every topic in the cluster.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the cache is unchanged until the answer is applied.
+    pub async fn refresh_all_metadata(&self) -> Result<Arc<ClusterMetadata>, ClientError> {
+        let _one_at_a_time = self.inner.refresh.lock().await;
+        self.fetch_metadata(None).await
+    }
+
+    pub(super) async fn fetch_metadata(
+        &self,
+        topics: Option<Vec<String>>,
+    ) -> Result<Arc<ClusterMetadata>, ClientError> {
+        let req = MetadataRequest {
+            topics: topics.as_ref().map(|ts| {
+                ts.iter()
+                    .map(|t| metadata_request::MetadataRequestTopic {
+                        name: Some(t.clone()),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            // Only a request naming topics can create them.
+            allow_auto_topic_creation: topics.is_some()
+                && self.inner.config.allow_auto_topic_creation,
+            ..Default::default()
+        };
+        let conn = self.any_connection(ConnectionKind::Other).await?;
+        let resp = conn.send(&req).await?;
+        let fresh = Arc::new(self.merge_metadata(resp, topics.is_none()));
+        tracing::debug!(
+            brokers = fresh.brokers.len(),
+            topics = fresh.topics.len(),
+            "metadata refreshed"
+        );
+        *self
+            .inner
+            .metadata
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::clone(&fresh);
+        Ok(fresh)
+    }
+
+    pub(super) fn merge_metadata(&self, resp: MetadataResponse, full: bool) -> ClusterMetadata {
+        let old = self.metadata();
+        let mut topics = if full {
+            TopicMap::default()
+        } else {
+            old.topics.clone()
+        };
+        for t in resp.topics {
+            let Some(name) = t.name else { continue };
+            let error = ErrorCode::from_code(t.error_code);
+            if error == ErrorCode::UnknownTopicOrPartition {
+                topics.remove(&name);
+                continue;
+            }
+            let mut partitions: Vec<PartitionMetadata> = t
+                .partitions
+                .into_iter()
+                .map(|p| PartitionMetadata {
+                    partition: p.partition_index,
+                    leader: p.leader_id,
+                    leader_epoch: p.leader_epoch,
+                    replicas: p.replica_nodes,
+                    isr: p.isr_nodes,
+                    offline_replicas: p.offline_replicas,
+                    error: ErrorCode::from_code(p.error_code),
+                })
+                .collect();
+            partitions.sort_by_key(|p| p.partition);
+            // Producers and consumers index partitions by number: a list
+            // that is not exactly 0..n (a gap, a duplicate, a negative or
+            // absurd index) is refused, and the cached entry kept.
+            if !partitions_are_dense(&partitions) {
+                tracing::warn!(topic = %name, count = partitions.len(), "metadata lists partitions that are not 0..n; ignored");
+                continue;
+            }
+            // A broker that has not caught up with the controller can answer
+            // with an older leader (KIP-320): for the same topic (same id; a
+            // re-created topic starts over), a partition whose cached leader
+            // epoch is newer keeps the cached entry.
+            if let Some(cached) = old.topics.get(&name).filter(|c| c.id == t.topic_id) {
+                for p in &mut partitions {
+                    if let Some(c) = cached
+                        .partitions
+                        .iter()
+                        .find(|c| c.partition == p.partition)
+                        .filter(|c| c.leader_epoch > p.leader_epoch && p.leader_epoch >= 0)
+                    {
+                        tracing::debug!(topic = %name, partition = p.partition, cached = c.leader_epoch, got = p.leader_epoch, "ignoring stale partition metadata");
+                        *p = c.clone();
+                    }
+                }
+            }
+            topics.insert(
+                name.clone(),
+                TopicMetadata {
+                    name,
+                    id: t.topic_id,
+                    internal: t.is_internal,
+                    error,
+                    partitions,
+                },
+            );
+        }
+        ClusterMetadata {
+            cluster_id: resp.cluster_id,
+            controller_id: resp.controller_id,
+            brokers: resp
+                .brokers
+                .into_iter()
+                .filter_map(|b| {
+                    Some((
+                        b.node_id,
+                        BrokerInfo {
+                            node_id: b.node_id,
+                            host: b.host,
+                            port: u16::try_from(b.port).ok()?,
+                            rack: b.rack,
+                        },
+                    ))
+                })
+                .collect(),
+            topics,
+            fetched_at: Instant::now(),
+        }
+    }
+
+    /// Metadata of `topic`, refreshing it if unknown or stale. A topic the
+    /// cluster does not have is [`ClientError::UnknownTopic`].
+    ///
+    /// # Cancel safety
+    /// As [`refresh_metadata_for`](Self::refresh_metadata_for).
+    pub async fn topic_metadata(&self, topic: &str) -> Result<TopicMetadata, ClientError> {
+        let md = self.metadata();
+        let fresh_enough = md.fetched_at.elapsed() < self.inner.config.metadata_max_age;
+        if let Some(t) = md
+            .topics
+            .get(topic)
+            .filter(|t| t.error.is_ok() && fresh_enough)
+        {
+            return Ok(t.clone());
+        }
+        let md = self.refresh_metadata_for(&[topic.to_string()]).await?;
+        match md.topics.get(topic) {
+            Some(t) if t.error.is_ok() => Ok(t.clone()),
+            Some(t) => Err(ClientError::Broker {
+                context: format!("metadata for topic {topic}"),
+                code: t.error,
+                message: None,
+            }),
+            None => {
+                lock(&self.inner.topics_of_interest).remove(topic);
+                Err(ClientError::UnknownTopic(topic.to_string()))
+            }
+        }
+    }
+
+    pub(super) fn learn_broker(&self, node_id: i32, host: &str, port: i32) {
+        let Ok(port) = u16::try_from(port) else {
+            return;
+        };
+        let md = self.metadata();
+        if md
+            .brokers
+            .get(&node_id)
+            .is_some_and(|b| b.host == host && b.port == port)
+        {
+            return;
+        }
+        let mut updated = (*md).clone();
+        updated.brokers.insert(
+            node_id,
+            BrokerInfo {
+                node_id,
+                host: host.to_string(),
+                port,
+                rack: None,
+            },
+        );
+        *self
+            .inner
+            .metadata
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(updated);
+    }
+}

@@ -1,0 +1,259 @@
+//! `Client`: the shared core every producer, consumer and admin uses.
+//!
+//! It bootstraps from a list (skipping unreachable entries), keeps a metadata
+//! cache (refreshed on a schedule and when a request reports stale routing),
+//! routes to partition leaders and to group and transaction coordinators,
+//! and pools connections per (broker, kind of work): a long-polling Fetch or
+//! a slow JoinGroup on its own connection never holds up heartbeats or
+//! produces, because a broker answers one connection's requests in order.
+//! Broken connections are replaced with exponential backoff and jitter;
+//! idle ones are closed.
+//!
+//! The pieces: this file holds [`Client`] itself (set-up, close, the
+//! background refresh task); `pool` the connection slots, `metadata` the
+//! cluster metadata cache and its types, `coordinator` group and
+//! transaction coordinator lookup, `retry` retries within a deadline.
+
+mod coordinator;
+mod metadata;
+mod pool;
+mod retry;
+
+pub use coordinator::CoordinatorType;
+pub use metadata::{BrokerInfo, ClusterMetadata, PartitionMetadata, TopicMap, TopicMetadata};
+use pool::Pool;
+pub(crate) use retry::backoff;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::Duration;
+
+use crate::config::{ClientConfig, split_host_port};
+use crate::connection::BrokerAddr;
+use crate::error::ClientError;
+use crate::metrics::{BrokerMetrics, ClientMetrics};
+
+/// The kind of work a connection carries; each kind gets its own connection
+/// per broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConnectionKind {
+    /// Produce requests.
+    Produce,
+    /// Fetch requests (long polls).
+    Fetch,
+    /// Group coordination (JoinGroup, SyncGroup, heartbeats, commits).
+    Group,
+    /// Everything else: metadata, admin, coordinator lookups.
+    Other,
+}
+
+struct Inner {
+    config: ClientConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    metadata: RwLock<Arc<ClusterMetadata>>,
+    refresh: tokio::sync::Mutex<()>,
+    topics_of_interest: Mutex<HashSet<String>>,
+    pool: Mutex<Pool>,
+    coordinators: Mutex<HashMap<(CoordinatorType, String), i32>>,
+    metrics: Mutex<HashMap<i32, Arc<BrokerMetrics>>>,
+    bootstrap: Vec<BrokerAddr>,
+    closed: AtomicBool,
+}
+
+/// The client core. Cheap to clone; clones share connections and metadata.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), franz_client::ClientError> {
+/// use franz_client::{Client, ClientConfig, ConnectionKind};
+/// let client = Client::connect(ClientConfig::new("127.0.0.1:9092")).await?;
+/// let topic = client.topic_metadata("orders").await?;
+/// let leader = client.leader_connection("orders", 0, ConnectionKind::Produce).await?;
+/// println!("{} partitions, partition 0 led by {}", topic.partitions.len(), leader.addr());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("bootstrap", &self.inner.config.bootstrap_servers)
+            .field("brokers", &self.metadata().brokers.len())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Validates `config`, reaches a bootstrap server and loads metadata.
+    ///
+    /// # Cancel safety
+    /// Cancel safe. The background refresh task is spawned only after the first metadata
+    /// load, so a drop before that leaves nothing running and closes the bootstrap
+    /// connections.
+    pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        config.validate()?;
+        let tls = if config.security_protocol.uses_tls() {
+            Some(crate::tls::rustls_config(&config)?)
+        } else {
+            None
+        };
+        let bootstrap = config
+            .bootstrap_servers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                split_host_port(s).map(|(host, port)| BrokerAddr {
+                    node_id: -1 - i as i32,
+                    host,
+                    port,
+                })
+            })
+            .collect();
+        let client = Self {
+            inner: Arc::new(Inner {
+                config,
+                tls,
+                metadata: RwLock::new(Arc::new(ClusterMetadata::empty())),
+                refresh: tokio::sync::Mutex::new(()),
+                topics_of_interest: Mutex::new(HashSet::new()),
+                pool: Mutex::new(HashMap::new()),
+                coordinators: Mutex::new(HashMap::new()),
+                metrics: Mutex::new(HashMap::new()),
+                bootstrap,
+                closed: AtomicBool::new(false),
+            }),
+        };
+        // At start-up, nothing reachable is a bootstrap failure.
+        client
+            .refresh_metadata_for(&[])
+            .await
+            .map_err(|e| match e {
+                ClientError::NoBrokerReachable(m) => ClientError::NoBootstrap(m),
+                other => other,
+            })?;
+        tokio::spawn(background(Arc::downgrade(&client.inner)));
+        Ok(client)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The current metadata snapshot (possibly stale).
+    pub fn metadata(&self) -> Arc<ClusterMetadata> {
+        Arc::clone(
+            &self
+                .inner
+                .metadata
+                .read()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+
+    /// Closes every connection; later calls fail with [`ClientError::Closed`].
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Relaxed);
+        let slots: Vec<_> = lock(&self.inner.pool).drain().map(|(_, s)| s).collect();
+        for slot in slots {
+            if let Ok(s) = slot.try_lock()
+                && let Some(c) = &s.conn
+            {
+                c.close("client closed");
+            }
+        }
+    }
+
+    /// Per-broker metrics.
+    pub fn metrics(&self) -> ClientMetrics {
+        lock(&self.inner.metrics)
+            .iter()
+            .map(|(id, m)| (*id, m.snapshot()))
+            .collect()
+    }
+
+    pub(super) fn metrics_for(&self, node: i32) -> Arc<BrokerMetrics> {
+        Arc::clone(lock(&self.inner.metrics).entry(node).or_default())
+    }
+
+    pub(super) fn check_open(&self) -> Result<(), ClientError> {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            Err(ClientError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Periodic work: metadata refresh at `metadata.max.age.ms`, idle
+/// connections closed. Stops when the client is dropped.
+async fn background(inner: Weak<Inner>) {
+    let tick = {
+        let Some(i) = inner.upgrade() else { return };
+        i.config
+            .metadata_max_age
+            .min(i.config.connections_max_idle)
+            .min(Duration::from_secs(30))
+            .max(Duration::from_millis(100))
+    };
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let client = Client { inner };
+        client.close_idle_connections();
+        if client.metadata().fetched_at.elapsed() >= client.inner.config.metadata_max_age
+            && let Err(e) = client.refresh_metadata_for(&[]).await
+        {
+            tracing::debug!(error = %e, "scheduled metadata refresh failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(1);
+        let first = backoff(base, max, 1);
+        assert!(first >= Duration::from_millis(80) && first <= Duration::from_millis(120));
+        let third = backoff(base, max, 3);
+        assert!(third >= Duration::from_millis(320) && third <= Duration::from_millis(480));
+        for n in 5..40 {
+            assert!(backoff(base, max, n) <= max);
+        }
+    }
+
+    #[test]
+    fn only_partitions_numbered_0_to_n_are_taken() {
+        use super::metadata::partitions_are_dense;
+        use franz_protocol::ErrorCode;
+        let p = |partition| PartitionMetadata {
+            partition,
+            leader: 1,
+            leader_epoch: 0,
+            replicas: vec![1],
+            isr: vec![1],
+            offline_replicas: vec![],
+            error: ErrorCode::None,
+        };
+        assert!(partitions_are_dense(&[]));
+        assert!(partitions_are_dense(&[p(0), p(1), p(2)]));
+        assert!(!partitions_are_dense(&[p(0), p(2)]), "a gap");
+        assert!(!partitions_are_dense(&[p(0), p(0)]), "a duplicate");
+        assert!(!partitions_are_dense(&[p(-1), p(0)]), "negative");
+        assert!(!partitions_are_dense(&[p(i32::MAX)]), "absurd");
+    }
+}
