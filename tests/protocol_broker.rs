@@ -35,15 +35,21 @@ fn produce(conn: &mut RawConn, topic: &str, version: i16, batch: Bytes) -> i64 {
         }],
         ..Default::default()
     };
-    let resp = conn.call(version, &req);
-    let p = &resp.responses[0].partition_responses[0];
-    assert_eq!(
-        ErrorCode::from_code(p.error_code),
-        ErrorCode::None,
-        "{:?}",
-        p.error_message
-    );
-    p.base_offset
+    // A broker can list the new partition's leader in Metadata a moment
+    // before its replica manager leads it, and answer NOT_LEADER_OR_FOLLOWER
+    // (CI saw it once). Every client retries a retriable code; so does this.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let resp = conn.call(version, &req);
+        let p = &resp.responses[0].partition_responses[0];
+        let code = ErrorCode::from_code(p.error_code);
+        if code.is_retriable() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            continue;
+        }
+        assert_eq!(code, ErrorCode::None, "{:?}", p.error_message);
+        return p.base_offset;
+    }
 }
 
 fn fetch(conn: &mut RawConn, topic_id: Uuid, offset: i64, partition_max_bytes: i32) -> Bytes {
