@@ -60,6 +60,26 @@ pub enum ClientError {
         /// The broker's message, if any.
         message: Option<String>,
     },
+    /// A group coordinator refused a group request: `api` names the request
+    /// (JoinGroup, OffsetCommit, DescribeGroups...), `code` the reason.
+    #[error("group {group}: {api} failed: {code}{}", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    Group {
+        /// The group.
+        group: String,
+        /// The request that was refused.
+        api: &'static str,
+        /// The coordinator's code.
+        code: ErrorCode,
+        /// The coordinator's message, if any.
+        message: Option<String>,
+    },
+    /// The broker's response leaves out an item the request asked about
+    /// (a topic, partition, group or resource): a broker bug, not retried.
+    #[error("the broker's response lacks {what}")]
+    MissingFromResponse {
+        /// The item that is missing.
+        what: String,
+    },
     /// Client and broker share no version of an API.
     #[error(
         "no common version of {api} with {broker}: client speaks {client_min}-{client_max}, broker {broker_min}-{broker_max}"
@@ -79,12 +99,13 @@ pub enum ClientError {
         broker_max: i16,
     },
     /// SASL authentication failed; never silently retried in plaintext.
-    #[error("authentication with {broker} failed: {message}")]
+    #[error("authentication with {broker} failed: {reason}")]
     Authentication {
         /// The broker.
         broker: String,
-        /// What the broker or the mechanism said.
-        message: String,
+        /// Why, by cause.
+        #[source]
+        reason: crate::SaslError,
     },
     /// TLS failed (handshake, certificate, configuration).
     #[error("TLS with {broker}: {message}")]
@@ -132,7 +153,7 @@ impl ClientError {
             | Self::UnknownTopic(_)
             | Self::UnknownBroker(_)
             | Self::NoBrokerReachable(_) => true,
-            Self::Broker { code, .. } => code.is_retriable(),
+            Self::Broker { code, .. } | Self::Group { code, .. } => code.is_retriable(),
             _ => false,
         }
     }
@@ -140,7 +161,7 @@ impl ClientError {
     /// The broker error code, if this is one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Self::Broker { code, .. } => Some(*code),
+            Self::Broker { code, .. } | Self::Group { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -158,7 +179,9 @@ impl ClientError {
             | Self::ConnectionClosed { .. }
             | Self::UnknownTopic(_)
             | Self::UnknownBroker(_) => true,
-            Self::Broker { code, .. } => code_invalidates_metadata(*code),
+            Self::Broker { code, .. } | Self::Group { code, .. } => {
+                code_invalidates_metadata(*code)
+            }
             _ => false,
         }
     }
@@ -172,21 +195,48 @@ impl ClientError {
         }
     }
 
-    /// A broker error from a code, or `Ok` for `NONE`.
+    /// A broker error from a code, or `Ok` for `NONE`. `context` runs only
+    /// on an error, so the common path formats nothing.
     pub fn check(
         code: i16,
         context: impl FnOnce() -> String,
-        message: Option<&String>,
+        message: Option<String>,
     ) -> Result<(), Self> {
+        Self::unless_none(code, |code| Self::Broker {
+            context: context(),
+            code,
+            message,
+        })
+    }
+
+    /// A group error from a coordinator's code, or `Ok` for `NONE`.
+    pub fn check_group(
+        code: i16,
+        group: &str,
+        api: &'static str,
+        message: Option<String>,
+    ) -> Result<(), Self> {
+        Self::unless_none(code, |code| Self::Group {
+            group: group.to_string(),
+            api,
+            code,
+            message,
+        })
+    }
+
+    fn unless_none(code: i16, error: impl FnOnce(ErrorCode) -> Self) -> Result<(), Self> {
         let code = ErrorCode::from_code(code);
         if code.is_ok() {
             Ok(())
         } else {
-            Err(Self::Broker {
-                context: context(),
-                code,
-                message: message.cloned(),
-            })
+            Err(error(code))
+        }
+    }
+
+    /// The response lacks `what`.
+    pub(crate) fn missing(what: impl std::fmt::Display) -> Self {
+        Self::MissingFromResponse {
+            what: what.to_string(),
         }
     }
 }

@@ -56,4 +56,5 @@ pub use connection::{
 };
 pub use error::{ClientError, code_invalidates_metadata};
 pub use franz_protocol;
+pub use sasl::SaslError;
 pub use topic_partition::TopicPartition;

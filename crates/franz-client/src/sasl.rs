@@ -11,10 +11,85 @@ use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256, Sha512};
 
+use franz_protocol::ErrorCode;
+
 use crate::config::{ClientConfig, SaslMechanism};
 
-/// What a mechanism step can fail with (turned into an authentication error).
-pub(crate) type SaslError = String;
+/// Why a SASL exchange failed, by cause. It reaches the caller inside
+/// [`ClientError::Authentication`](crate::ClientError::Authentication);
+/// authentication is never retried silently, so nothing here is retriable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SaslError {
+    /// The configuration lacks what the mechanism needs.
+    #[error("no SASL {0} configured")]
+    MissingCredential(&'static str),
+    /// The operating system gave no randomness for the SCRAM nonce.
+    #[error("no randomness for the SCRAM nonce: {0}")]
+    NoRandomness(String),
+    /// The OAUTHBEARER token provider failed.
+    #[error("the OAUTHBEARER token provider failed: {0}")]
+    TokenProvider(String),
+    /// The broker refused the mechanism in SaslHandshake.
+    #[error("the broker refused mechanism {mechanism} ({code}); it offers {offered:?}")]
+    MechanismRefused {
+        /// The mechanism asked for.
+        mechanism: &'static str,
+        /// The handshake's error code.
+        code: ErrorCode,
+        /// The mechanisms the broker offers.
+        offered: Vec<String>,
+    },
+    /// The broker failed a SaslAuthenticate round (wrong credentials, an
+    /// expired token, a rejected OAUTHBEARER challenge...).
+    #[error("{code}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Rejected {
+        /// The SaslAuthenticate error code.
+        code: ErrorCode,
+        /// The broker's message, if any.
+        message: Option<String>,
+    },
+    /// The broker answered an OAUTHBEARER message with an error challenge.
+    #[error("OAUTHBEARER rejected: {0}")]
+    OAuthBearerChallenge(String),
+    /// The server sent an error attribute (`e=`) in a SCRAM message.
+    #[error("SCRAM error from the server: {0}")]
+    ScramServerError(String),
+    /// A SCRAM server message is not UTF-8, lacks an attribute, or has one
+    /// that does not parse.
+    #[error("malformed SCRAM server message: {what}")]
+    MalformedServerMessage {
+        /// What is wrong, naming the attribute.
+        what: &'static str,
+    },
+    /// The server nonce does not extend the client nonce (a replay or a
+    /// server in the middle).
+    #[error("the SCRAM server nonce does not extend the client nonce")]
+    NonceMismatch,
+    /// The SCRAM iteration count is outside what this client accepts.
+    #[error("the SCRAM iteration count {iterations} is outside {min}..={max}")]
+    IterationCount {
+        /// What the server asked for.
+        iterations: u32,
+        /// The least this client accepts.
+        min: u32,
+        /// The most this client accepts.
+        max: u32,
+    },
+    /// The server's final signature does not verify: the broker does not
+    /// know the password.
+    #[error("the SCRAM server signature does not verify: the broker does not know the password")]
+    ServerSignatureMismatch,
+    /// A cryptographic primitive refused its input.
+    #[error("SCRAM: {0}")]
+    Crypto(&'static str),
+    /// A server message arrived when the exchange expected none.
+    #[error("a SASL server message arrived after the exchange was complete")]
+    UnexpectedMessage,
+}
+
+/// The least SCRAM iteration count accepted today; #15 raises it to 4096.
+const SCRAM_MIN_ITERATIONS: u32 = 1;
 
 /// One SASL exchange in progress.
 pub(crate) enum SaslSession {
@@ -33,13 +108,13 @@ impl SaslSession {
             config
                 .sasl_username
                 .clone()
-                .ok_or("no SASL user name configured")
+                .ok_or(SaslError::MissingCredential("user name"))
         };
         let pass = || {
             config
                 .sasl_password
                 .clone()
-                .ok_or("no SASL password configured")
+                .ok_or(SaslError::MissingCredential("password"))
         };
         match config.sasl_mechanism {
             SaslMechanism::Plain => {
@@ -51,8 +126,7 @@ impl SaslSession {
             }
             SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
                 let mut nonce = [0u8; 24];
-                getrandom::fill(&mut nonce)
-                    .map_err(|e| format!("no randomness for the SCRAM nonce: {e}"))?;
+                getrandom::fill(&mut nonce).map_err(|e| SaslError::NoRandomness(e.to_string()))?;
                 let hash = if config.sasl_mechanism == SaslMechanism::ScramSha256 {
                     ScramHash::Sha256
                 } else {
@@ -66,10 +140,10 @@ impl SaslSession {
                 let provider = config
                     .sasl_oauthbearer_token_provider
                     .as_ref()
-                    .ok_or("no OAUTHBEARER token provider configured")?;
+                    .ok_or(SaslError::MissingCredential("OAUTHBEARER token provider"))?;
                 let token = provider
                     .token()
-                    .map_err(|e| format!("token provider failed: {e}"))?;
+                    .map_err(|e| SaslError::TokenProvider(e.to_string()))?;
                 let msg = format!("n,,\x01auth=Bearer {token}\x01\x01").into_bytes();
                 Ok((Self::OAuthBearer { sent: true }, msg))
             }
@@ -82,14 +156,13 @@ impl SaslSession {
         match self {
             Self::Plain { sent } | Self::OAuthBearer { sent } if *sent => {
                 if !server.is_empty() && matches!(self, Self::OAuthBearer { .. }) {
-                    return Err(format!(
-                        "OAUTHBEARER rejected: {}",
-                        String::from_utf8_lossy(server)
+                    return Err(SaslError::OAuthBearerChallenge(
+                        String::from_utf8_lossy(server).into_owned(),
                     ));
                 }
                 Ok(None)
             }
-            Self::Plain { .. } | Self::OAuthBearer { .. } => Err("unexpected SASL state".into()),
+            Self::Plain { .. } | Self::OAuthBearer { .. } => Err(SaslError::UnexpectedMessage),
             Self::Scram(s) => s.step(server),
         }
     }
@@ -106,8 +179,9 @@ pub(crate) enum ScramHash {
 
 impl ScramHash {
     fn hmac(self, key: &[u8], data: &[u8]) -> Result<Vec<u8>, SaslError> {
-        // HMAC accepts keys of any length; the error arm is for form's sake.
-        let bad_key = |_| SaslError::from("HMAC key rejected");
+        // HMAC takes a key of any length (a long one is hashed first), so
+        // this error arm never runs; it is typed rather than a panic.
+        let bad_key = |_| SaslError::Crypto("HMAC refused its key");
         Ok(match self {
             Self::Sha256 => {
                 let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(bad_key)?;
@@ -187,7 +261,8 @@ impl ScramClient {
     }
 
     fn step(&mut self, server: &[u8]) -> Result<Option<Vec<u8>>, SaslError> {
-        let text = std::str::from_utf8(server).map_err(|_| "SCRAM server message is not UTF-8")?;
+        let malformed = |what| SaslError::MalformedServerMessage { what };
+        let text = std::str::from_utf8(server).map_err(|_| malformed("not UTF-8"))?;
         match std::mem::replace(&mut self.state, ScramState::Done) {
             ScramState::SentFirst {
                 nonce,
@@ -196,23 +271,28 @@ impl ScramClient {
                 let attr = |k: &str| {
                     text.split(',')
                         .find_map(|p| p.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
-                        .ok_or_else(|| format!("SCRAM server-first lacks {k}: {text}"))
                 };
-                if let Ok(e) = attr("e") {
-                    return Err(format!("SCRAM error from server: {e}"));
+                if let Some(e) = attr("e") {
+                    return Err(SaslError::ScramServerError(e.to_string()));
                 }
-                let server_nonce = attr("r")?;
+                let server_nonce = attr("r").ok_or(malformed("server-first lacks r="))?;
                 if !server_nonce.starts_with(&nonce) || server_nonce.len() <= nonce.len() {
-                    return Err("SCRAM server nonce does not extend the client nonce".into());
+                    return Err(SaslError::NonceMismatch);
                 }
+                let salt = attr("s").ok_or(malformed("server-first lacks s="))?;
                 let salt = B64
-                    .decode(attr("s")?)
-                    .map_err(|_| "SCRAM salt is not base64")?;
-                let iterations: u32 = attr("i")?
+                    .decode(salt)
+                    .map_err(|_| malformed("the salt (s=) is not base64"))?;
+                let iterations: u32 = attr("i")
+                    .ok_or(malformed("server-first lacks i="))?
                     .parse()
-                    .map_err(|_| "SCRAM iteration count is not a number")?;
-                if iterations == 0 {
-                    return Err("SCRAM iteration count is zero".into());
+                    .map_err(|_| malformed("the iteration count (i=) is not a number"))?;
+                if iterations < SCRAM_MIN_ITERATIONS {
+                    return Err(SaslError::IterationCount {
+                        iterations,
+                        min: SCRAM_MIN_ITERATIONS,
+                        max: u32::MAX,
+                    });
                 }
                 let h = self.hash;
                 let salted = h.salted_password(self.password.as_bytes(), &salt, iterations);
@@ -236,20 +316,20 @@ impl ScramClient {
             }
             ScramState::SentFinal { server_signature } => {
                 if let Some(e) = text.strip_prefix("e=") {
-                    return Err(format!("SCRAM error from server: {e}"));
+                    return Err(SaslError::ScramServerError(e.to_string()));
                 }
                 let v = text
                     .strip_prefix("v=")
-                    .ok_or_else(|| format!("unexpected SCRAM server-final: {text}"))?;
+                    .ok_or(malformed("server-final is neither v= nor e="))?;
                 let got = B64
                     .decode(v)
-                    .map_err(|_| "SCRAM server signature is not base64")?;
+                    .map_err(|_| malformed("the server signature (v=) is not base64"))?;
                 if got != server_signature {
-                    return Err("SCRAM server signature does not verify: the broker does not know the password".into());
+                    return Err(SaslError::ServerSignatureMismatch);
                 }
                 Ok(None)
             }
-            ScramState::Done => Err("SCRAM exchange already complete".into()),
+            ScramState::Done => Err(SaslError::UnexpectedMessage),
         }
     }
 }
@@ -283,16 +363,28 @@ mod tests {
             ScramClient::new(ScramHash::Sha256, "user", "pencil", "rOprNGfwEbeRWgbNEkqO");
         c.step(b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
             .unwrap();
-        assert!(
-            c.step(b"v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
-                .is_err()
+        assert_eq!(
+            c.step(b"v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
+            Err(SaslError::ServerSignatureMismatch)
         );
     }
 
     #[test]
     fn a_server_nonce_that_does_not_extend_ours_fails() {
         let (mut c, _) = ScramClient::new(ScramHash::Sha512, "u", "p", "abc");
-        assert!(c.step(b"r=xyz123,s=AAAA,i=4096").is_err());
+        assert_eq!(
+            c.step(b"r=xyz123,s=AAAA,i=4096"),
+            Err(SaslError::NonceMismatch)
+        );
+    }
+
+    #[test]
+    fn a_zero_iteration_count_is_refused_typed() {
+        let (mut c, _) = ScramClient::new(ScramHash::Sha256, "u", "p", "abc");
+        assert!(matches!(
+            c.step(b"r=abcdef,s=AAAA,i=0"),
+            Err(SaslError::IterationCount { iterations: 0, .. })
+        ));
     }
 
     #[test]

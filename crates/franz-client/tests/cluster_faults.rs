@@ -58,7 +58,7 @@ async fn produce_once(
     ClientError::check(
         p.error_code,
         || format!("produce to {topic}-{partition}"),
-        p.error_message.as_ref(),
+        p.error_message.clone(),
     )?;
     Ok((conn.addr().node_id, resp))
 }

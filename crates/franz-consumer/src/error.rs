@@ -206,3 +206,10 @@ pub enum GroupConfigError {
     #[error("{0} is longer than the protocol's int32 milliseconds allow")]
     TooLong(&'static str),
 }
+
+impl GroupConfigError {
+    /// Always `false`: the same settings are refused again.
+    pub fn is_retriable(&self) -> bool {
+        false
+    }
+}

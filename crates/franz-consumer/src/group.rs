@@ -1120,8 +1120,9 @@ impl GroupConsumer {
                             ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable
                         ) {
                             client.invalidate_coordinator(CoordinatorType::Group, &group_id);
-                            return Err(ClientError::Broker {
-                                context: format!("OffsetCommit {group_id}"),
+                            return Err(ClientError::Group {
+                                group: group_id.clone(),
+                                api: "OffsetCommit",
                                 code,
                                 message: None,
                             });

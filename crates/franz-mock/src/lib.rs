@@ -165,6 +165,17 @@ pub enum MockError {
     },
 }
 
+impl MockError {
+    /// Whether trying again may succeed: only a Kafka code that is itself
+    /// retriable (a bind failure or a broken rule stays broken).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Kafka { code, .. } => code.is_retriable(),
+            Self::Io { .. } | Self::Invalid(_) => false,
+        }
+    }
+}
+
 /// How to build a cluster.
 ///
 /// ```

@@ -181,11 +181,13 @@ impl ProduceError {
     }
 }
 
-/// [`Producer::try_send`](crate::Producer::try_send) could not queue a
-/// record: why, and the record itself, handed back untouched.
+/// [`Producer::send`](crate::Producer::send) or
+/// [`try_send`](crate::Producer::try_send) could not queue a record: why,
+/// and the record itself, handed back untouched (as tokio's `SendError<T>`
+/// does), so a caller can send it again or park it without a copy.
 #[derive(Debug, thiserror::Error)]
 #[error("record not queued: {error}")]
-pub struct TrySendError {
+pub struct SendError {
     /// The record, as it was given.
     pub record: crate::ProducerRecord,
     /// Why it was not queued.
@@ -193,9 +195,21 @@ pub struct TrySendError {
     pub error: ProduceError,
 }
 
-impl TrySendError {
+impl SendError {
     /// Whether trying again later may queue it (a full buffer, say).
     pub fn is_retriable(&self) -> bool {
         self.error.is_retriable()
+    }
+
+    /// The record and the reason, apart.
+    pub fn into_parts(self) -> (crate::ProducerRecord, ProduceError) {
+        (self.record, self.error)
+    }
+}
+
+/// `?` in code that only wants the reason: the record is dropped.
+impl From<Box<SendError>> for ProduceError {
+    fn from(e: Box<SendError>) -> Self {
+        e.error
     }
 }

@@ -85,7 +85,7 @@ mod transaction;
 
 pub use batch::{DeliveryFuture, RecordMetadata};
 pub use config::{Acks, PartitionerKind, ProducerConfig};
-pub use error::{ProduceError, TrySendError};
+pub use error::{ProduceError, SendError};
 pub use partitioner::{
     DefaultPartitioner, Partitioner, RoundRobinPartitioner, murmur2, partition_for_key,
 };

@@ -18,7 +18,7 @@ use tokio::sync::{Notify, Semaphore, oneshot};
 use crate::accumulator::{Accumulator, record_size};
 use crate::batch::DeliveryFuture;
 use crate::config::{Acks, PartitionerKind, ProducerConfig};
-use crate::error::{ProduceError, TrySendError};
+use crate::error::{ProduceError, SendError};
 use crate::partitioner::{DefaultPartitioner, Partitioner, RoundRobinPartitioner};
 use crate::sender::{Completion, RequestOutcome, SendRequest, Sender, SenderConfig};
 use crate::sequence::SequenceState;
@@ -390,42 +390,32 @@ impl Producer {
     /// held). Once it has returned the record is queued: dropping the
     /// [`DeliveryFuture`] does not cancel it, it is still delivered (and
     /// retried), and only the acknowledgement is lost.
-    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ProduceError> {
-        self.check_open()?;
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, Box<SendError>> {
+        let handed_back = |record, error| Err(Box::new(SendError { record, error }));
+        if let Err(error) = self.check_open() {
+            return handed_back(record, error);
+        }
         let size = record_size(&record);
-        self.check_size(size)?;
+        if let Err(error) = self.check_size(size) {
+            return handed_back(record, error);
+        }
         let max_block = self.inner.config.max_block;
         // Taken only when something makes `send` wait: a clock read per
         // record shows up in profiles.
         let mut started = None;
-        let partition = {
-            let md = self.inner.client.metadata();
-            match md.topics.get(&*record.topic) {
-                Some(t) if !t.partitions.is_empty() => self.choose_partition(&record, t, size)?,
-                _ => {
-                    let deadline = *started.get_or_insert_with(Instant::now) + max_block;
-                    let client = &self.inner.client;
-                    let t = client
-                        .retry("producer metadata", deadline, || {
-                            client.topic_metadata(&record.topic)
-                        })
-                        .await
-                        .map_err(|e| match e {
-                            ClientError::UnknownTopic(t) => ProduceError::UnknownTopic(t),
-                            ClientError::Timeout { .. } => {
-                                ProduceError::UnknownTopic(record.topic.to_string())
-                            }
-                            other => ProduceError::Client(other),
-                        })?;
-                    self.choose_partition(&record, &t, size)?
-                }
-            }
+        let partition = match self
+            .partition_for(&record, size, max_block, &mut started)
+            .await
+        {
+            Ok(p) => p,
+            Err(error) => return handed_back(record, error),
         };
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let record = {
             let mut st = lock(&self.inner.state);
-            if let Some(txn) = &st.txn {
-                txn.check_send("send")?;
+            if let Some(Err(error)) = st.txn.as_ref().map(|t| t.check_send("send")) {
+                drop(st);
+                return handed_back(record, error);
             }
             match st
                 .acc
@@ -447,20 +437,21 @@ impl Producer {
         let remaining = max_block.saturating_sub(waited);
         match tokio::time::timeout(remaining, self.inner.memory.acquire_many(permits)).await {
             Ok(Ok(p)) => p.forget(),
-            Ok(Err(_)) => return Err(ProduceError::Closed),
+            Ok(Err(_)) => return handed_back(record, ProduceError::Closed),
             Err(_) => {
-                return Err(ProduceError::Blocked {
+                let error = ProduceError::Blocked {
                     what: "buffer memory",
                     after: max_block,
-                });
+                };
+                return handed_back(record, error);
             }
         }
         let appended = {
             let mut st = lock(&self.inner.state);
-            if let Some(Err(e)) = st.txn.as_ref().map(|t| t.check_send("send")) {
+            if let Some(Err(error)) = st.txn.as_ref().map(|t| t.check_send("send")) {
                 drop(st);
                 self.inner.memory.add_permits(size);
-                return Err(e);
+                return handed_back(record, error);
             }
             st.acc
                 .append_reserved(record, partition, size, timestamp, Instant::now)
@@ -469,6 +460,40 @@ impl Producer {
             self.inner.wake.notify_one();
         }
         Ok(appended.future)
+    }
+
+    /// The partition for `record`, refreshing the topic's metadata (within
+    /// `max_block`, counted from `started`) when it is not known yet.
+    async fn partition_for(
+        &self,
+        record: &ProducerRecord,
+        size: usize,
+        max_block: Duration,
+        started: &mut Option<Instant>,
+    ) -> Result<i32, ProduceError> {
+        {
+            let md = self.inner.client.metadata();
+            if let Some(t) = md
+                .topics
+                .get(&*record.topic)
+                .filter(|t| !t.partitions.is_empty())
+            {
+                return self.choose_partition(record, t, size);
+            }
+        }
+        let deadline = *started.get_or_insert_with(Instant::now) + max_block;
+        let client = &self.inner.client;
+        let t = client
+            .retry("producer metadata", deadline, || {
+                client.topic_metadata(&record.topic)
+            })
+            .await
+            .map_err(|e| match e {
+                ClientError::UnknownTopic(t) => ProduceError::UnknownTopic(t),
+                ClientError::Timeout { .. } => ProduceError::UnknownTopic(record.topic.to_string()),
+                other => ProduceError::Client(other),
+            })?;
+        self.choose_partition(record, &t, size)
     }
 
     /// Queues `record` only if metadata is known and buffer memory is free
@@ -482,7 +507,7 @@ impl Producer {
     /// Dropping the returned [`DeliveryFuture`] does not cancel the record:
     /// it stays queued and is still delivered; only the acknowledgement is
     /// lost.
-    pub fn try_send(&self, record: ProducerRecord) -> Result<DeliveryFuture, Box<TrySendError>> {
+    pub fn try_send(&self, record: ProducerRecord) -> Result<DeliveryFuture, Box<SendError>> {
         let size = record_size(&record);
         let checked = self.check_open().and_then(|()| self.check_size(size));
         let partition = checked.and_then(|()| {
@@ -496,12 +521,12 @@ impl Producer {
         });
         let partition = match partition {
             Ok(p) => p,
-            Err(error) => return Err(Box::new(TrySendError { record, error })),
+            Err(error) => return Err(Box::new(SendError { record, error })),
         };
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let mut st = lock(&self.inner.state);
         if let Some(Err(error)) = st.txn.as_ref().map(|t| t.check_send("try_send")) {
-            return Err(Box::new(TrySendError { record, error }));
+            return Err(Box::new(SendError { record, error }));
         }
         let appended = st
             .acc
@@ -519,7 +544,7 @@ impl Producer {
                     buffered: self.buffered_bytes(),
                     limit: self.inner.config.buffer_memory,
                 };
-                Err(Box::new(TrySendError {
+                Err(Box::new(SendError {
                     record: *record,
                     error,
                 }))

@@ -182,10 +182,15 @@ async fn bad_records_and_unknown_topics_get_typed_errors() {
 
     // Unknown topic: an error after max_block, not a hang.
     let started = std::time::Instant::now();
-    let err = producer
-        .send(ProducerRecord::new(unique_topic("nowhere"), "v"))
+    let nowhere = unique_topic("nowhere");
+    let refused = producer
+        .send(ProducerRecord::new(nowhere.as_str(), "v"))
         .await
         .unwrap_err();
+    // The record comes back with the reason, untouched.
+    assert_eq!(&*refused.record.topic, nowhere.as_str());
+    assert_eq!(refused.record.value.as_deref(), Some(&b"v"[..]));
+    let err = refused.error;
     assert!(matches!(err, ProduceError::UnknownTopic(_)), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
 
@@ -195,7 +200,8 @@ async fn bad_records_and_unknown_topics_get_typed_errors() {
     let err = producer
         .send(ProducerRecord::new(topic.as_str(), vec![0u8; 300_000]))
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     assert!(
         matches!(
             err,
@@ -230,7 +236,8 @@ async fn bad_records_and_unknown_topics_get_typed_errors() {
     let err = producer
         .send(ProducerRecord::new(topic.as_str(), "v").with_partition(5))
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     assert!(
         matches!(err, ProduceError::UnknownPartition { .. }),
         "{err}"

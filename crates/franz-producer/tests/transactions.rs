@@ -179,7 +179,7 @@ async fn fencing(b: &str) {
         .send(ProducerRecord::new(topic.as_str(), "after fencing"))
         .await
         .unwrap_err();
-    assert!(again.is_fatal(), "{again:?}");
+    assert!(again.error.is_fatal(), "{again:?}");
 
     new.begin_transaction().unwrap();
     send_all(&new, &topic, &numbered("survivor-", 0..5)).await;

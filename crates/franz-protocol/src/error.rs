@@ -71,6 +71,15 @@ pub enum DecodeError {
         /// What went wrong.
         reason: String,
     },
+    /// Decompressed output would exceed the configured limit (a zip bomb,
+    /// or a batch larger than the fetch allows).
+    #[error("{codec} decompression: output exceeds the {limit}-byte limit")]
+    DecompressedTooLarge {
+        /// The codec.
+        codec: &'static str,
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// The version is outside what franz implements for this API.
     #[error("{api} v{version} is not supported")]
     UnsupportedVersion {
@@ -92,6 +101,12 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Always `false`: the same bytes decode the same way. A caller that
+    /// fetches again may get other bytes, which is its decision.
+    pub fn is_retriable(&self) -> bool {
+        false
+    }
+
     /// Wraps this error with the message and version being decoded.
     pub fn in_message(self, api: &'static str, version: i16) -> Self {
         match self {
@@ -138,6 +153,15 @@ pub enum EncodeError {
         /// Its length.
         length: usize,
     },
+    /// Decompressed output would exceed the configured limit (a zip bomb,
+    /// or a batch larger than the fetch allows).
+    #[error("{codec} decompression: output exceeds the {limit}-byte limit")]
+    DecompressedTooLarge {
+        /// The codec.
+        codec: &'static str,
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// The version is outside what franz implements for this API.
     #[error("{api} v{version} is not supported")]
     UnsupportedVersion {
@@ -161,4 +185,11 @@ pub enum EncodeError {
         /// What went wrong.
         reason: String,
     },
+}
+
+impl EncodeError {
+    /// Always `false`: the same message encodes the same way.
+    pub fn is_retriable(&self) -> bool {
+        false
+    }
 }

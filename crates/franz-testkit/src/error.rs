@@ -103,6 +103,15 @@ pub enum HarnessError {
     },
 }
 
+impl HarnessError {
+    /// Whether trying again may succeed: a port clash (other ports may be
+    /// free next time) or a timeout on a slow machine. A missing tool, a
+    /// failed resolution or a broker that exits does not fix itself.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, Self::PortClash(_) | Self::Timeout { .. })
+    }
+}
+
 /// Debug prints the same text as Display: a test that returns this error, or
 /// `unwrap`s it, shows the actionable message instead of a struct dump.
 impl fmt::Debug for HarnessError {

@@ -141,3 +141,11 @@ impl std::fmt::Display for RemoteError {
         }
     }
 }
+
+/// A record the producer would not queue: the transport built it from the
+/// caller's message, so the reason is what the caller needs.
+impl From<Box<franz_producer::SendError>> for TransportError {
+    fn from(e: Box<franz_producer::SendError>) -> Self {
+        Self::Produce(e.error)
+    }
+}

@@ -43,6 +43,7 @@ pub enum NestValue {
 
 /// Why a payload could not become the type a handler or caller wanted.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PayloadError {
     /// Binary data (starting with 0x00) where JSON or text was expected.
     #[error("binary payload (first byte 0x00) where JSON or text was expected")]
@@ -53,6 +54,13 @@ pub enum PayloadError {
     /// The parsed value does not fit the type.
     #[error("payload does not fit the expected type: {0}")]
     Shape(serde_json::Error),
+}
+
+impl PayloadError {
+    /// Always `false`: the same bytes fail the same way (a poison record).
+    pub fn is_retriable(&self) -> bool {
+        false
+    }
 }
 
 /// Parses a value or header as Nest does: null stays null, a leading 0x00

@@ -45,13 +45,12 @@ impl Admin {
             permission_type: filter.permission,
             ..Default::default()
         };
-        let resp = self
-            .client
-            .retry("describe ACLs", self.deadline(), || {
-                self.client.send_any(&req)
-            })
-            .await?;
-        broker_err("describe ACLs", resp.error_code, resp.error_message)?;
+        let resp = self.send_routed("describe ACLs", Route::Any, &req).await?;
+        ClientError::check(
+            resp.error_code,
+            || "describe ACLs".into(),
+            resp.error_message,
+        )?;
         Ok(resp
             .resources
             .into_iter()
@@ -117,12 +116,7 @@ impl Admin {
                     .collect(),
                 ..Default::default()
             };
-            let resp = self
-                .client
-                .retry("create ACLs", self.deadline(), || {
-                    self.client.send_any(&req)
-                })
-                .await?;
+            let resp = self.send_routed("create ACLs", Route::Any, &req).await?;
             sent_results = resp.results;
         }
         let mut sent = sent_results.into_iter();
@@ -132,8 +126,12 @@ impl Admin {
                 let res = match invalid(b) {
                     Some(why) => Err(ClientError::Config(format!("invalid ACL binding: {why}"))),
                     None => match sent.next() {
-                        Some(r) => broker_err("create ACL", r.error_code, r.error_message),
-                        None => Err(missing("ACL creation result")),
+                        Some(r) => ClientError::check(
+                            r.error_code,
+                            || "create ACL".into(),
+                            r.error_message,
+                        ),
+                        None => Err(ClientError::missing("ACL creation result")),
                     },
                 };
                 (b.clone(), res)
@@ -166,32 +164,30 @@ impl Admin {
                 .collect(),
             ..Default::default()
         };
-        let resp = self
-            .client
-            .retry("delete ACLs", self.deadline(), || {
-                self.client.send_any(&req)
-            })
-            .await?;
+        let resp = self.send_routed("delete ACLs", Route::Any, &req).await?;
         let mut results = resp.filter_results.into_iter();
         Ok(filters
             .iter()
             .map(|f| {
                 let res = match results.next() {
-                    None => Err(missing("ACL deletion result")),
-                    Some(r) => broker_err("delete ACLs", r.error_code, r.error_message).map(|()| {
-                        r.matching_acls
-                            .into_iter()
-                            .map(|m| AclBinding {
-                                resource_type: m.resource_type,
-                                resource_name: Some(m.resource_name),
-                                pattern_type: m.pattern_type,
-                                principal: Some(m.principal),
-                                host: Some(m.host),
-                                operation: m.operation,
-                                permission: m.permission_type,
+                    None => Err(ClientError::missing("ACL deletion result")),
+                    Some(r) => {
+                        ClientError::check(r.error_code, || "delete ACLs".into(), r.error_message)
+                            .map(|()| {
+                                r.matching_acls
+                                    .into_iter()
+                                    .map(|m| AclBinding {
+                                        resource_type: m.resource_type,
+                                        resource_name: Some(m.resource_name),
+                                        pattern_type: m.pattern_type,
+                                        principal: Some(m.principal),
+                                        host: Some(m.host),
+                                        operation: m.operation,
+                                        permission: m.permission_type,
+                                    })
+                                    .collect()
                             })
-                            .collect()
-                    }),
+                    }
                 };
                 (f.clone(), res)
             })

@@ -2,7 +2,6 @@
 
 use franz_protocol::messages::*;
 
-use crate::client::ConnectionKind;
 use crate::error::ClientError;
 
 use super::*;
@@ -21,6 +20,14 @@ impl ConfigResource {
         match self {
             Self::Topic(t) => (2, t.clone()),
             Self::Broker(b) => (4, b.to_string()),
+        }
+    }
+
+    /// A broker's configs are its own; a topic's are the cluster's.
+    fn route(&self) -> Route {
+        match self {
+            Self::Topic(_) => Route::Any,
+            Self::Broker(id) => Route::Broker(*id),
         }
     }
 }
@@ -85,25 +92,17 @@ impl Admin {
                 ..Default::default()
             };
             let sent = self
-                .client
-                .retry("describe configs", self.deadline(), || async {
-                    match res {
-                        ConfigResource::Broker(id) => {
-                            self.client.send_to(*id, ConnectionKind::Other, &req).await
-                        }
-                        ConfigResource::Topic(_) => self.client.send_any(&req).await,
-                    }
-                })
+                .send_routed("describe configs", res.route(), &req)
                 .await;
             let r = sent.and_then(|resp| {
                 let r = resp
                     .results
                     .into_iter()
                     .next()
-                    .ok_or_else(|| missing("config resource"))?;
-                broker_err(
-                    format!("describe configs {res:?}"),
+                    .ok_or_else(|| ClientError::missing("config resource"))?;
+                ClientError::check(
                     r.error_code,
+                    || format!("describe configs {res:?}"),
                     r.error_message,
                 )?;
                 Ok(r.configs
@@ -161,26 +160,16 @@ impl Admin {
                 validate_only,
                 ..Default::default()
             };
-            let sent = self
-                .client
-                .retry("alter configs", self.deadline(), || async {
-                    match res {
-                        ConfigResource::Broker(id) => {
-                            self.client.send_to(*id, ConnectionKind::Other, &req).await
-                        }
-                        ConfigResource::Topic(_) => self.client.send_any(&req).await,
-                    }
-                })
-                .await;
+            let sent = self.send_routed("alter configs", res.route(), &req).await;
             let r = sent.and_then(|resp| {
                 let r = resp
                     .responses
                     .into_iter()
                     .next()
-                    .ok_or_else(|| missing("config resource"))?;
-                broker_err(
-                    format!("alter configs {res:?}"),
+                    .ok_or_else(|| ClientError::missing("config resource"))?;
+                ClientError::check(
                     r.error_code,
+                    || format!("alter configs {res:?}"),
                     r.error_message,
                 )
             });

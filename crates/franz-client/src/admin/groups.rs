@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap};
 use franz_protocol::messages::*;
 
 use crate::TopicPartition;
-use crate::client::ConnectionKind;
 use crate::error::ClientError;
 
 use super::*;
@@ -119,12 +118,13 @@ impl Admin {
         let req = ListGroupsRequest::default();
         for id in md.brokers.keys() {
             let resp = self
-                .client
-                .retry("list groups", self.deadline(), || {
-                    self.client.send_to(*id, ConnectionKind::Other, &req)
-                })
+                .send_routed("list groups", Route::Broker(*id), &req)
                 .await?;
-            broker_err(format!("list groups on broker {id}"), resp.error_code, None)?;
+            ClientError::check(
+                resp.error_code,
+                || format!("list groups on broker {id}"),
+                None,
+            )?;
             out.extend(resp.groups.into_iter().map(|g| GroupListing {
                 group_id: g.group_id,
                 protocol_type: g.protocol_type,
@@ -155,8 +155,12 @@ impl Admin {
                             ..Default::default()
                         })
                         .await?;
-                    let g = resp.groups.into_iter().next().ok_or_else(|| missing(id))?;
-                    broker_err(format!("describe group {id}"), g.error_code, None)?;
+                    let g = resp
+                        .groups
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| ClientError::missing(id))?;
+                    ClientError::check_group(g.error_code, id, "DescribeGroups", None)?;
                     Ok(GroupDescription {
                         group_id: g.group_id,
                         state: g.group_state,
@@ -197,8 +201,12 @@ impl Admin {
                             ..Default::default()
                         })
                         .await?;
-                    let g = resp.results.into_iter().next().ok_or_else(|| missing(id))?;
-                    broker_err(format!("delete group {id}"), g.error_code, None)
+                    let g = resp
+                        .results
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| ClientError::missing(id))?;
+                    ClientError::check_group(g.error_code, id, "DeleteGroups", None)
                 })
                 .await;
             out.push((id.to_string(), r));
@@ -248,13 +256,13 @@ impl Admin {
                     .groups
                     .into_iter()
                     .next()
-                    .ok_or_else(|| missing(group))?;
-                broker_err(format!("offsets of group {group}"), g.error_code, None)?;
+                    .ok_or_else(|| ClientError::missing(group))?;
+                ClientError::check_group(g.error_code, group, "OffsetFetch", None)?;
                 for t in g.topics {
                     for p in t.partitions {
-                        broker_err(
-                            format!("offset of {}-{}", t.name, p.partition_index),
+                        ClientError::check(
                             p.error_code,
+                            || format!("offset of {}-{}", t.name, p.partition_index),
                             None,
                         )?;
                         out.insert(
@@ -269,7 +277,7 @@ impl Admin {
                     }
                 }
             } else {
-                broker_err(format!("offsets of group {group}"), resp.error_code, None)?;
+                ClientError::check_group(resp.error_code, group, "OffsetFetch", None)?;
                 for t in resp.topics {
                     for p in t.partitions {
                         out.insert(
@@ -361,7 +369,8 @@ impl Admin {
         for t in resp.topics {
             for p in t.partitions {
                 let tp = TopicPartition::new(t.name.clone(), p.partition_index);
-                let r = broker_err(format!("commit {tp} for {group}"), p.error_code, None);
+                let r =
+                    ClientError::check(p.error_code, || format!("commit {tp} for {group}"), None);
                 results.insert(tp, r);
             }
         }

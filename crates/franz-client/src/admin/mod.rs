@@ -56,23 +56,6 @@ pub struct Admin {
     client: Client,
 }
 
-fn broker_err(
-    context: impl Into<String>,
-    code: i16,
-    message: Option<String>,
-) -> Result<(), ClientError> {
-    let code = ErrorCode::from_code(code);
-    if code.is_ok() {
-        Ok(())
-    } else {
-        Err(ClientError::Broker {
-            context: context.into(),
-            code,
-            message,
-        })
-    }
-}
-
 impl Admin {
     /// An admin client over `client`.
     pub fn new(client: Client) -> Self {
@@ -90,6 +73,26 @@ impl Admin {
 
     pub(super) fn timeout_ms(&self) -> i32 {
         i32::try_from(self.client.config().request_timeout.as_millis()).unwrap_or(i32::MAX)
+    }
+
+    /// Sends `req` along `route`, retried within the admin deadline: the
+    /// one path for every admin request that is not per-leader
+    /// ([`per_leader`](Self::per_leader)) or per-coordinator
+    /// ([`with_coordinator`](Self::with_coordinator)).
+    pub(super) async fn send_routed<R: franz_protocol::Request>(
+        &self,
+        what: &str,
+        route: Route,
+        req: &R,
+    ) -> Result<R::Response, ClientError> {
+        self.client
+            .retry(what, self.deadline(), || async {
+                match route {
+                    Route::Any => self.client.send_any(req).await,
+                    Route::Broker(id) => self.client.send_to(id, ConnectionKind::Other, req).await,
+                }
+            })
+            .await
     }
 
     /// Groups partitions by their leader (refreshing metadata as needed);
@@ -193,20 +196,21 @@ impl Admin {
     }
 }
 
-fn missing(what: &str) -> ClientError {
-    ClientError::Broker {
-        context: format!("{what}: not in the broker's response"),
-        code: ErrorCode::UnknownServerError,
-        message: None,
-    }
-}
-
 fn broker_code(tp: &TopicPartition, code: ErrorCode) -> ClientError {
     ClientError::Broker {
         context: tp.to_string(),
         code,
         message: None,
     }
+}
+
+/// Which broker an admin request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route {
+    /// Any broker: cluster-wide state (topics, ACLs, topic configs).
+    Any,
+    /// This broker: its own state (its configs, the groups it coordinates).
+    Broker(i32),
 }
 
 fn collect_in_order<'a, T>(
@@ -216,7 +220,7 @@ fn collect_in_order<'a, T>(
     keys.map(|tp| {
         let r = results
             .remove(tp)
-            .unwrap_or_else(|| Err(missing(&tp.to_string())));
+            .unwrap_or_else(|| Err(ClientError::missing(tp)));
         (tp.clone(), r)
     })
     .collect()

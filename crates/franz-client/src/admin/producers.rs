@@ -52,9 +52,9 @@ impl Admin {
             for t in resp.topics {
                 for p in t.partitions {
                     let tp = TopicPartition::new(t.name.clone(), p.partition_index);
-                    let r = broker_err(
-                        format!("describe producers {tp}"),
+                    let r = ClientError::check(
                         p.error_code,
+                        || format!("describe producers {tp}"),
                         p.error_message,
                     )
                     .map(|()| {

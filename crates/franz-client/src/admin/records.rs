@@ -100,13 +100,11 @@ impl Admin {
             for t in resp.topics {
                 for p in t.partitions {
                     let tp = TopicPartition::new(t.name.clone(), p.partition_index);
-                    let r =
-                        broker_err(format!("list offsets {tp}"), p.error_code, None).map(|()| {
-                            ListedOffset {
-                                offset: p.offset,
-                                timestamp: p.timestamp,
-                                leader_epoch: p.leader_epoch,
-                            }
+                    let r = ClientError::check(p.error_code, || format!("list offsets {tp}"), None)
+                        .map(|()| ListedOffset {
+                            offset: p.offset,
+                            timestamp: p.timestamp,
+                            leader_epoch: p.leader_epoch,
                         });
                     out.push((tp, r));
                 }
@@ -155,8 +153,9 @@ impl Admin {
             for t in resp.topics {
                 for p in t.partitions {
                     let tp = TopicPartition::new(t.name.clone(), p.partition_index);
-                    let r = broker_err(format!("delete records {tp}"), p.error_code, None)
-                        .map(|()| p.low_watermark);
+                    let r =
+                        ClientError::check(p.error_code, || format!("delete records {tp}"), None)
+                            .map(|()| p.low_watermark);
                     out.push((tp, r));
                 }
             }

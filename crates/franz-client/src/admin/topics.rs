@@ -163,19 +163,14 @@ impl Admin {
             validate_only,
             ..Default::default()
         };
-        let resp = self
-            .client
-            .retry("create topics", self.deadline(), || {
-                self.client.send_any(&req)
-            })
-            .await?;
+        let resp = self.send_routed("create topics", Route::Any, &req).await?;
         let mut by_name: HashMap<String, Result<(), ClientError>> = resp
             .topics
             .into_iter()
             .map(|t| {
-                let r = broker_err(
-                    format!("create topic {}", t.name),
+                let r = ClientError::check(
                     t.error_code,
+                    || format!("create topic {}", t.name),
                     t.error_message,
                 );
                 (t.name, r)
@@ -211,7 +206,7 @@ impl Admin {
             .map(|t| {
                 let r = by_name
                     .remove(&t.name)
-                    .unwrap_or_else(|| Err(missing(&t.name)));
+                    .unwrap_or_else(|| Err(ClientError::missing(&t.name)));
                 (t.name, r)
             })
             .collect())
@@ -235,20 +230,15 @@ impl Admin {
             timeout_ms: self.timeout_ms(),
             ..Default::default()
         };
-        let resp = self
-            .client
-            .retry("delete topics", self.deadline(), || {
-                self.client.send_any(&req)
-            })
-            .await?;
+        let resp = self.send_routed("delete topics", Route::Any, &req).await?;
         let mut by_name: HashMap<String, Result<(), ClientError>> = resp
             .responses
             .into_iter()
             .filter_map(|r| {
                 let name = r.name?;
-                let res = broker_err(
-                    format!("delete topic {name}"),
+                let res = ClientError::check(
                     r.error_code,
+                    || format!("delete topic {name}"),
                     r.error_message,
                 );
                 Some((name, res))
@@ -259,7 +249,9 @@ impl Admin {
             .map(|n| {
                 (
                     n.to_string(),
-                    by_name.remove(*n).unwrap_or_else(|| Err(missing(n))),
+                    by_name
+                        .remove(*n)
+                        .unwrap_or_else(|| Err(ClientError::missing(n))),
                 )
             })
             .collect())
@@ -290,18 +282,15 @@ impl Admin {
             ..Default::default()
         };
         let resp = self
-            .client
-            .retry("create partitions", self.deadline(), || {
-                self.client.send_any(&req)
-            })
+            .send_routed("create partitions", Route::Any, &req)
             .await?;
         let mut by_name: HashMap<String, Result<(), ClientError>> = resp
             .results
             .into_iter()
             .map(|r| {
-                let res = broker_err(
-                    format!("create partitions for {}", r.name),
+                let res = ClientError::check(
                     r.error_code,
+                    || format!("create partitions for {}", r.name),
                     r.error_message,
                 );
                 (r.name, res)
@@ -314,7 +303,9 @@ impl Admin {
         Ok(names
             .into_iter()
             .map(|n| {
-                let r = by_name.remove(&n).unwrap_or_else(|| Err(missing(&n)));
+                let r = by_name
+                    .remove(&n)
+                    .unwrap_or_else(|| Err(ClientError::missing(&n)));
                 (n, r)
             })
             .collect())
@@ -328,12 +319,13 @@ impl Admin {
     pub async fn describe_cluster(&self) -> Result<ClusterDescription, ClientError> {
         let req = DescribeClusterRequest::default();
         let resp = self
-            .client
-            .retry("describe cluster", self.deadline(), || {
-                self.client.send_any(&req)
-            })
+            .send_routed("describe cluster", Route::Any, &req)
             .await?;
-        broker_err("describe cluster", resp.error_code, resp.error_message)?;
+        ClientError::check(
+            resp.error_code,
+            || "describe cluster".into(),
+            resp.error_message,
+        )?;
         Ok(ClusterDescription {
             cluster_id: resp.cluster_id,
             controller_id: resp.controller_id,

@@ -53,7 +53,7 @@ impl Client {
             ClientError::check(
                 c.error_code,
                 || format!("FindCoordinator {key}"),
-                c.error_message.as_ref(),
+                c.error_message,
             )?;
             self.learn_broker(c.node_id, &c.host, c.port);
             c.node_id
@@ -68,7 +68,7 @@ impl Client {
             ClientError::check(
                 resp.error_code,
                 || format!("FindCoordinator {key}"),
-                resp.error_message.as_ref(),
+                resp.error_message,
             )?;
             self.learn_broker(resp.node_id, &resp.host, resp.port);
             resp.node_id

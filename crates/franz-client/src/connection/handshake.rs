@@ -19,7 +19,7 @@ use super::{ApiVersionTable, BrokerAddr, BrokerConnection};
 use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::metrics::BrokerMetrics;
-use crate::sasl::SaslSession;
+use crate::sasl::{SaslError, SaslSession};
 
 impl BrokerConnection {
     /// TCP, TLS when configured, ApiVersions, then SASL when configured.
@@ -136,9 +136,9 @@ impl BrokerConnection {
     /// fallback.
     pub(super) async fn authenticate(self, config: &ClientConfig) -> Result<Self, ClientError> {
         let broker = self.addr().to_string();
-        let auth_err = |message: String| ClientError::Authentication {
+        let auth_err = |reason: SaslError| ClientError::Authentication {
             broker: broker.clone(),
-            message,
+            reason,
         };
         let mechanism = config.sasl_mechanism.name();
         let hs = self
@@ -149,11 +149,11 @@ impl BrokerConnection {
             .await?;
         if hs.error_code != 0 {
             self.close("SASL handshake failed");
-            return Err(auth_err(format!(
-                "{} (the broker offers {:?})",
-                ErrorCode::from_code(hs.error_code),
-                hs.mechanisms
-            )));
+            return Err(auth_err(SaslError::MechanismRefused {
+                mechanism,
+                code: ErrorCode::from_code(hs.error_code),
+                offered: hs.mechanisms,
+            }));
         }
         let (mut session, mut msg) = SaslSession::start(config).map_err(&auth_err)?;
         let mut lifetime_ms;
@@ -166,13 +166,10 @@ impl BrokerConnection {
                 .await?;
             if resp.error_code != 0 {
                 self.close("SASL authentication failed");
-                return Err(auth_err(format!(
-                    "{}{}",
-                    ErrorCode::from_code(resp.error_code),
-                    resp.error_message
-                        .map(|m| format!(": {m}"))
-                        .unwrap_or_default()
-                )));
+                return Err(auth_err(SaslError::Rejected {
+                    code: ErrorCode::from_code(resp.error_code),
+                    message: resp.error_message,
+                }));
             }
             lifetime_ms = resp.session_lifetime_ms;
             match session.step(&resp.auth_bytes) {
