@@ -16,6 +16,7 @@
 //! set, the consume-transform-produce process the test kills.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure and to wait
 
 use std::collections::BTreeMap;
 use std::process::Child;
@@ -69,7 +70,7 @@ async fn app(spec: Value) -> i32 {
         isolation_level: IsolationLevel::ReadCommitted,
         auto_offset_reset: OffsetReset::Earliest,
         max_poll_records: 200,
-        ..ConsumerConfig::with_client(client_config(&bootstrap))
+        ..ConsumerConfig::from_client_config(client_config(&bootstrap))
     };
     let group = GroupConfig {
         session_timeout: Duration::from_secs(6),
@@ -85,7 +86,7 @@ async fn app(spec: Value) -> i32 {
     let producer = match Producer::new(ProducerConfig {
         transaction_timeout: Duration::from_secs(60),
         delivery_timeout: Duration::from_secs(120),
-        ..ProducerConfig::from_client(client_config(&bootstrap))
+        ..ProducerConfig::from_client_config(client_config(&bootstrap))
             .with_transactional_id(s("transactional_id"))
     })
     .await
@@ -272,9 +273,11 @@ async fn exactly_once_across_broker_and_process_crashes() {
             .unwrap();
     }
     // The input, written (and acknowledged) before the app starts.
-    let loader = Producer::new(ProducerConfig::from_client(client_config(&bootstrap)))
-        .await
-        .unwrap();
+    let loader = Producer::new(ProducerConfig::from_client_config(client_config(
+        &bootstrap,
+    )))
+    .await
+    .unwrap();
     let mut acks = Vec::new();
     for i in 0..RECORDS {
         let rec =

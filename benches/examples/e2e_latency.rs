@@ -3,6 +3,7 @@
 //! consumer's fetch already waiting at the broker. Prints µs.
 //! Run: `e2e_latency <bootstrap> <topic> [records]`. Kafka's own tool gives a comparison:
 //! `EndToEndLatency <bootstrap> <topic> 2000 all 100`.
+#![allow(clippy::disallowed_methods)] // a program, not a state machine: it reads the clock to measure
 use std::time::{Duration, Instant};
 
 use franz_consumer::{Consumer, ConsumerConfig, OffsetReset};

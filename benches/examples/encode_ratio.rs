@@ -2,6 +2,7 @@
 //! With it, wider fixed-size moves for values up to 128 B measured slower than `memcpy` (372def7).
 //! Alternating single batches and taking medians (and p5) cancels the drift a noisy 2-core VM
 //! adds between two criterion groups. Run: `encode_ratio [value_len]` (default 100).
+#![allow(clippy::disallowed_methods)] // a program, not a state machine: it reads the clock to measure
 use bytes::{Bytes, BytesMut};
 use franz_protocol::record::{BatchMeta, Header, RecordBatchBuilder};
 use kafka_protocol::protocol::StrBytes;

@@ -1,6 +1,7 @@
 //! Encode floor: ns/record to copy 1000 values into a new buffer and CRC it; no encoder beats it.
 //! The lower bound for the record-batch encoder's ns/record (`just bench-codec`, `encode_ratio`).
 //! Run: `floor_probe [value_len]` (default 100).
+#![allow(clippy::disallowed_methods)] // a program, not a state machine: it reads the clock to measure
 use bytes::{BufMut, BytesMut};
 use std::time::Instant;
 fn main() {

@@ -4,6 +4,7 @@
 //! on one broker 3.9 -> 1.1 ms (1ca166f).
 //! Run: `rpc_phases <bootstrap> <topic>` (the topic and `<topic>.reply` must exist; one process
 //! holds both ends).
+#![allow(clippy::disallowed_methods)] // a program, not a state machine: it reads the clock to measure
 use franz_transport::Payload;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! A raw blocking connection for the codec's broker suites: only the codec
 //! and a plain `TcpStream`, no client layer.
-
+#![allow(clippy::disallowed_methods)] // test support drives real time: it waits and measures
 #![allow(dead_code)] // each suite uses its own subset
 
 use std::io::{Read, Write};

@@ -6,6 +6,7 @@
 //! 1, fetch.max.wait 500 ms, 1 MiB per partition, 50 MiB per fetch), CRC
 //! checked, no group (partitions assigned), timing from the first poll.
 //! `--sessions false` turns KIP-227 fetch sessions off.
+#![allow(clippy::disallowed_methods)] // a program, not a state machine: it reads the clock to measure
 
 use std::time::{Duration, Instant};
 

@@ -8,6 +8,7 @@
 //! at a time produced (acks all, linger 0) and read back by a consumer
 //! assigned the partition, `--requests` times; the latency is one
 //! produce-to-consume hop (a request and its reply make two).
+#![allow(clippy::disallowed_methods)] // a program, not a state machine: it reads the clock to measure
 
 use franz_transport::Payload;
 use std::sync::Arc;

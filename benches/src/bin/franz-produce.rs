@@ -5,6 +5,7 @@
 //!
 //! Settings match the other clients: acks=all, idempotence on, no
 //! compression, linger 5 ms, batch size 1 MiB.
+#![allow(clippy::disallowed_methods)] // a program, not a state machine: it reads the clock to measure
 
 use std::time::{Duration, Instant};
 

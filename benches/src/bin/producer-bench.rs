@@ -20,6 +20,7 @@
 //! [--features peers] -- --records 1000000 --runs 3`). `--only LABEL`
 //! runs the workloads whose label contains it; `--franz-before PATH` adds
 //! an older `franz-produce` binary as one more client.
+#![allow(clippy::disallowed_methods)] // a program, not a state machine: it reads the clock to measure
 
 use std::path::Path;
 use std::process::Command;

@@ -9,6 +9,7 @@
 //! default 1000. With the default it stops fetching for a second each time
 //! its prefetch queue fills, which cut it to 0.4 M records/s at 100 B here
 //! (2.2 M with 10 ms); the benchmark measures the client at its best.
+#![allow(clippy::disallowed_methods)] // a program, not a state machine: it reads the clock to measure
 
 #[cfg(feature = "peers")]
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -2,6 +2,7 @@
 //! (feature `peers`). `BaseProducer` with a poll loop, its fastest API.
 //! Prints `RESULT records=N secs=S failed=F`. With `--transaction N` it is
 //! transactional and commits after every N records.
+#![allow(clippy::disallowed_methods)] // a program, not a state machine: it reads the clock to measure
 
 #[cfg(feature = "peers")]
 fn main() -> Result<(), Box<dyn std::error::Error>> {

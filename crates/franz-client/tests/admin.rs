@@ -2,6 +2,7 @@
 //! by mixing one bad item among good ones.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure and to wait
 
 use std::time::Duration;
 

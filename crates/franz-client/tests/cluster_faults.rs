@@ -3,6 +3,7 @@
 //! and broker throttling (KIP-219) honoured instead of retried into.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure and to wait
 
 use std::time::{Duration, Instant};
 

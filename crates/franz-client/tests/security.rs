@@ -4,6 +4,7 @@
 //! and re-authentication with a short `connections.max.reauth.ms`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure and to wait
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

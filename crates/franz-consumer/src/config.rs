@@ -137,7 +137,7 @@ impl ConsumerConfig {
     pub fn from_properties<K: AsRef<str>, V: AsRef<str>>(
         props: impl IntoIterator<Item = (K, V)>,
     ) -> Result<Self, ConsumeError> {
-        let mut c = Self::with_client(ClientConfig::default());
+        let mut c = Self::from_client_config(ClientConfig::default());
         for (k, v) in props {
             let (k, v) = (k.as_ref(), v.as_ref().trim());
             if c.set(k, v)? || c.client.set(k, v)? || GROUP_KEYS.contains(&k) {
@@ -206,11 +206,11 @@ impl ConsumerConfig {
 
     /// Defaults as the Java consumer's, with `bootstrap_servers`.
     pub fn new(bootstrap_servers: &str) -> Self {
-        Self::with_client(ClientConfig::new(bootstrap_servers))
+        Self::from_client_config(ClientConfig::new(bootstrap_servers))
     }
 
     /// Defaults around an existing client configuration.
-    pub fn with_client(client: ClientConfig) -> Self {
+    pub fn from_client_config(client: ClientConfig) -> Self {
         Self {
             client,
             auto_offset_reset: OffsetReset::Latest,

@@ -1,5 +1,6 @@
 //! The tokio layer: positions per assigned partition, one Fetch per broker
 //! per round, offset resets through ListOffsets.
+#![allow(clippy::disallowed_methods)] // a driver: the fetch loop and poll deadlines run here; the group members it feeds are clock-free
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
@@ -196,11 +197,11 @@ impl Consumer {
     /// it opened close with its client.
     pub async fn new(config: ConsumerConfig) -> Result<Self, ConsumeError> {
         let client = Client::connect(config.client.clone()).await?;
-        Ok(Self::with_client(client, config))
+        Ok(Self::with_client(config, client))
     }
 
     /// A consumer sharing an existing client's connections and metadata.
-    pub fn with_client(client: Client, config: ConsumerConfig) -> Self {
+    pub fn with_client(config: ConsumerConfig, client: Client) -> Self {
         Self {
             client,
             config,

@@ -5,6 +5,7 @@
 //! The membership itself is a sans-io machine ([`crate::member`]) run by
 //! one driver task (the private `driver` module); this module is the application's
 //! side: it applies assignments to the fetcher, runs the hooks, commits.
+#![allow(clippy::disallowed_methods)] // a driver: poll deadlines and revoke timeouts; the member machines get `now` from here
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -456,15 +457,15 @@ impl GroupConsumer {
     ) -> Result<Self, ConsumeError> {
         group.validate()?;
         let client = Client::connect(config.client.clone()).await?;
-        Self::with_client(client, config, group, topics)
+        Self::with_client(config, group, topics, client)
     }
 
     /// A group consumer on an existing client's connections and metadata.
     pub fn with_client(
-        client: Client,
         config: ConsumerConfig,
         group: GroupConfig,
         topics: &[&str],
+        client: Client,
     ) -> Result<Self, ConsumeError> {
         group.validate()?;
         let topics: Vec<String> = topics.iter().map(|t| (*t).to_string()).collect();
@@ -490,7 +491,7 @@ impl GroupConsumer {
             }
         };
         Ok(Self {
-            consumer: Consumer::with_client(client, config),
+            consumer: Consumer::with_client(config, client),
             group,
             topics,
             shared: Shared::new(machine),

@@ -9,6 +9,7 @@
 //! killing (and then restarting) its own group's coordinator.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure and to wait
 
 mod common;
 

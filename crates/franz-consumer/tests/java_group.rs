@@ -12,6 +12,7 @@
 //!   incremental rebalances, revoked partitions move a round later).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure and to wait
 
 mod common;
 

@@ -441,6 +441,7 @@ fn subscribed_topics(m: &ConsumerMember, topics: &TopicView) -> Vec<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // virtual time starts at one real Instant
 mod tests {
     use super::*;
 

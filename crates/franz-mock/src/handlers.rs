@@ -2,6 +2,7 @@
 //! Each takes the state lock for one decision; the few that wait (Fetch's
 //! long poll, JoinGroup, SyncGroup) park on the cluster's change signal
 //! between decisions, never holding the lock.
+#![allow(clippy::disallowed_methods)] // the mock broker is a driver of its own cluster state: session expiry and delayed fetches read the clock
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

@@ -116,6 +116,7 @@
 //! ## Cancel safety
 //! Nothing here is a future a caller polls; [`MockCluster`]'s methods are
 //! synchronous and safe to call from any thread or runtime.
+#![allow(clippy::disallowed_methods)] // the mock broker is a driver of its own cluster state: session expiry and delayed fetches read the clock
 
 mod consumer_group;
 mod control;

@@ -4,6 +4,7 @@
 //! hooks, serves the request and writes the answer. Requests on one
 //! connection are served one at a time, in order, like Kafka's muted
 //! channels, so answers never overtake each other.
+#![allow(clippy::disallowed_methods)] // the mock broker is a driver of its own cluster state: session expiry and delayed fetches read the clock
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -231,6 +231,7 @@ impl Accumulator {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // virtual time starts at one real Instant
 mod tests {
     use super::*;
 

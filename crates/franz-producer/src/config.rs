@@ -93,13 +93,13 @@ pub struct ProducerConfig {
 }
 
 impl ProducerConfig {
-    /// Defaults for `bootstrap`.
-    pub fn new(bootstrap: &str) -> Self {
-        Self::from_client(ClientConfig::new(bootstrap))
+    /// Defaults as the Java producer's, with `bootstrap_servers`.
+    pub fn new(bootstrap_servers: &str) -> Self {
+        Self::from_client_config(ClientConfig::new(bootstrap_servers))
     }
 
     /// Defaults over an existing client configuration.
-    pub fn from_client(client: ClientConfig) -> Self {
+    pub fn from_client_config(client: ClientConfig) -> Self {
         Self {
             client,
             acks: Acks::All,
@@ -147,7 +147,7 @@ impl ProducerConfig {
     pub fn from_properties<K: AsRef<str>, V: AsRef<str>>(
         props: impl IntoIterator<Item = (K, V)>,
     ) -> Result<Self, ProduceError> {
-        let mut c = Self::from_client(ClientConfig::default());
+        let mut c = Self::from_client_config(ClientConfig::default());
         for (k, v) in props {
             let (k, v) = (k.as_ref(), v.as_ref().trim());
             let bytes = |v: &str| {

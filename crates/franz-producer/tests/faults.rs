@@ -5,6 +5,7 @@
 //! (`send` blocks, `try_send` hands the record back).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure and to wait
 
 mod common;
 
@@ -21,7 +22,7 @@ use franz_testkit::{KafkaCluster, unique_topic};
 fn config(bootstrap: &str) -> ProducerConfig {
     ProducerConfig {
         delivery_timeout: Duration::from_secs(120),
-        ..ProducerConfig::from_client(ClientConfig {
+        ..ProducerConfig::from_client_config(ClientConfig {
             request_timeout: Duration::from_secs(5),
             socket_connection_setup_timeout: Duration::from_secs(3),
             reconnect_backoff_max: Duration::from_millis(500),

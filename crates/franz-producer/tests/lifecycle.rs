@@ -4,6 +4,7 @@
 //! task woke every 250 ms for the life of the process.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure and to wait
 
 mod common;
 
@@ -69,7 +70,7 @@ async fn flush_under_continuous_load_returns() {
     );
     let producer = Producer::new(ProducerConfig {
         linger: Duration::ZERO,
-        ..ProducerConfig::from_client(franz_client::ClientConfig {
+        ..ProducerConfig::from_client_config(franz_client::ClientConfig {
             request_timeout: Duration::from_secs(5),
             ..franz_client::ClientConfig::new(&cluster.bootstrap())
         })

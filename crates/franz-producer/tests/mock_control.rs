@@ -53,7 +53,7 @@ fn assert_once_in_order(read: &BTreeMap<i32, Vec<u64>>, n: u64) {
 fn producer_config(mock: &MockCluster) -> ProducerConfig {
     ProducerConfig {
         linger: Duration::from_millis(1),
-        ..ProducerConfig::from_client(ClientConfig {
+        ..ProducerConfig::from_client_config(ClientConfig {
             request_timeout: Duration::from_secs(2),
             ..ClientConfig::new(&mock.bootstrap())
         })

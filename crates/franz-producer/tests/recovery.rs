@@ -227,7 +227,7 @@ fn one_record_per_batch(bootstrap: &str) -> ProducerConfig {
     ProducerConfig {
         linger: Duration::ZERO,
         delivery_timeout: Duration::from_secs(60),
-        ..ProducerConfig::from_client(ClientConfig {
+        ..ProducerConfig::from_client_config(ClientConfig {
             request_timeout: Duration::from_secs(5),
             ..ClientConfig::new(bootstrap)
         })

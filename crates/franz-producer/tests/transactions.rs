@@ -43,7 +43,7 @@ fn config(bootstrap: &str, id: &str) -> ProducerConfig {
     ProducerConfig {
         linger: Duration::from_millis(2),
         transaction_timeout: Duration::from_secs(20),
-        ..ProducerConfig::from_client(ClientConfig {
+        ..ProducerConfig::from_client_config(ClientConfig {
             request_timeout: Duration::from_secs(10),
             ..ClientConfig::new(bootstrap)
         })

@@ -1,5 +1,6 @@
 //! Local Kafka clusters of real broker JVMs: configuration, formatting,
 //! start-up, readiness and the fault controls (kill, stop, restart, pause).
+#![allow(clippy::disallowed_methods)] // the testkit drives processes and waits on them
 
 use std::fmt::Write as _;
 use std::fs;

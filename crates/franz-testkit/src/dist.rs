@@ -6,6 +6,7 @@
 //! (`~/.m2`); the classpath is written once into a cache folder named after
 //! the Kafka version and a hash of the pom, so a second run neither downloads
 //! nor even starts Maven.
+#![allow(clippy::disallowed_methods)] // the testkit drives processes and waits on them
 
 use std::fs;
 use std::io::Read as _;

@@ -1,5 +1,6 @@
 //! One broker JVM, run under `watchdog.sh` so it can never outlive the test
 //! process, plus the signals the fault tests send it.
+#![allow(clippy::disallowed_methods)] // the testkit drives processes and waits on them
 
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};

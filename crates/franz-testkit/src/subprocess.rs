@@ -16,6 +16,7 @@
 //!     });
 //! }
 //! ```
+#![allow(clippy::disallowed_methods)] // the testkit drives processes and waits on them
 
 use std::future::Future;
 use std::io::{BufRead as _, BufReader};

@@ -1,5 +1,6 @@
 //! The requesting side (NestJS's `ClientKafka`): `send` to message patterns
 //! and wait for the reply, `emit` events.
+#![allow(clippy::disallowed_methods)] // a driver: request timeouts and the reply loop
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future as _;
@@ -75,7 +76,7 @@ pub struct TransportClientConfig {
 impl TransportClientConfig {
     /// Defaults for `bootstrap_servers`, with reply group `group`.
     pub fn new(bootstrap_servers: &str, reply_group: &str) -> Self {
-        Self::with_client(ClientConfig::new(bootstrap_servers), reply_group)
+        Self::from_client_config(ClientConfig::new(bootstrap_servers), reply_group)
     }
 
     /// Defaults on one [`ClientConfig`] (bootstrap servers, TLS, SASL,
@@ -90,10 +91,10 @@ impl TransportClientConfig {
     ///     "secret",
     /// );
     /// client.security_protocol = SecurityProtocol::SaslSsl;
-    /// let config = TransportClientConfig::with_client(client, "gateway-replies");
+    /// let config = TransportClientConfig::from_client_config(client, "gateway-replies");
     /// assert_eq!(config.consumer.client.security_protocol, config.producer.client.security_protocol);
     /// ```
-    pub fn with_client(client: ClientConfig, reply_group: &str) -> Self {
+    pub fn from_client_config(client: ClientConfig, reply_group: &str) -> Self {
         Self {
             // Replies are written after the request; a new reply partition
             // is read from its end, so earlier instances' replies are skipped.
@@ -805,7 +806,7 @@ impl Drop for TransportClient {
 /// offset (as NestJS, whose KafkaJS `fromBeginning` defaults to false), and
 /// fetches return within 100 ms so replies are not held up.
 pub(crate) fn consumer_config(client: ClientConfig) -> ConsumerConfig {
-    let mut consumer = ConsumerConfig::with_client(client);
+    let mut consumer = ConsumerConfig::from_client_config(client);
     consumer.auto_offset_reset = OffsetReset::Latest;
     consumer.fetch_max_wait = Duration::from_millis(100);
     consumer
@@ -817,7 +818,7 @@ pub(crate) fn consumer_config(client: ClientConfig) -> ConsumerConfig {
 pub(crate) fn transport_producer(client: ClientConfig) -> ProducerConfig {
     ProducerConfig {
         linger: Duration::ZERO,
-        ..ProducerConfig::from_client(client)
+        ..ProducerConfig::from_client_config(client)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The answering side (NestJS's `ServerKafka`): handlers for message and
 //! event patterns, run in offset order, with offsets committed only after a
 //! handler has succeeded (and, for requests, after its reply is written).
+#![allow(clippy::disallowed_methods)] // a driver: handler deadlines and the commit loop
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -176,7 +177,7 @@ impl TransportServerConfig {
     /// Defaults for `bootstrap_servers` and `group_id`; new groups start at
     /// the latest offset, as NestJS (KafkaJS `fromBeginning: false`).
     pub fn new(bootstrap_servers: &str, group_id: &str) -> Self {
-        Self::with_client(ClientConfig::new(bootstrap_servers), group_id)
+        Self::from_client_config(ClientConfig::new(bootstrap_servers), group_id)
     }
 
     /// Defaults on one [`ClientConfig`] (bootstrap servers, TLS, SASL,
@@ -193,10 +194,10 @@ impl TransportServerConfig {
     /// let mut client = ClientConfig::new("broker:9093");
     /// client.security_protocol = SecurityProtocol::Ssl;
     /// client.client_id = names.client_id;
-    /// let config = TransportServerConfig::with_client(client, &names.group_id);
+    /// let config = TransportServerConfig::from_client_config(client, &names.group_id);
     /// assert_eq!(config.group_id, "billing-server");
     /// ```
-    pub fn with_client(client: ClientConfig, group_id: &str) -> Self {
+    pub fn from_client_config(client: ClientConfig, group_id: &str) -> Self {
         Self {
             consumer: consumer_config(client.clone()),
             producer: transport_producer(client),

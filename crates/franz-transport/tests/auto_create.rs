@@ -9,6 +9,7 @@
 //! beforehand.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure and to wait
 
 use franz_transport::Payload;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 //! committed, and nothing needs restarting by hand.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure and to wait
 
 use franz_transport::Payload;
 use std::collections::BTreeMap;

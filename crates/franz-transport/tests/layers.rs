@@ -6,6 +6,7 @@
 //! - a layer of one's own (`layer_fn`) sees every record.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure and to wait
 
 mod common;
 

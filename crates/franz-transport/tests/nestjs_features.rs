@@ -12,6 +12,7 @@
 //!   each side leading: every request is answered exactly once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure and to wait
 
 #[macro_use]
 mod common;

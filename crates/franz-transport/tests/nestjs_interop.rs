@@ -5,6 +5,7 @@
 //! - a NestJS `ClientKafka` calls a franz server (reply, error, event).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure and to wait
 
 use franz_transport::Payload;
 use std::sync::{Arc, Mutex};

@@ -6,6 +6,7 @@
 //! it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure and to wait
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -5,6 +5,7 @@
 //! auto-creation off, so nothing exists unless the transport creates it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure and to wait
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,7 +43,8 @@ async fn one_secured_client_config_serves_both_ends_and_topics_are_provisioned()
         replication_factor: 1,
     };
     let events = Arc::new(Mutex::new(Vec::<Value>::new()));
-    let mut config = TransportServerConfig::with_client(secured.clone(), &unique_group("secure"));
+    let mut config =
+        TransportServerConfig::from_client_config(secured.clone(), &unique_group("secure"));
     config.provision = Some(provision.clone());
     config.consumer.auto_offset_reset = franz_consumer::OffsetReset::Earliest;
     let server = {
@@ -59,7 +61,8 @@ async fn one_secured_client_config_serves_both_ends_and_topics_are_provisioned()
             .await
             .unwrap()
     };
-    let mut config = TransportClientConfig::with_client(secured.clone(), &unique_group("sr"));
+    let mut config =
+        TransportClientConfig::from_client_config(secured.clone(), &unique_group("sr"));
     config.provision = Some(provision);
     let client = TransportClient::connect(config, &[&charge]).await.unwrap();
     let got: Value = client.send(&charge, &json!({"cents": 1250})).await.unwrap();

@@ -17,6 +17,7 @@
 //! starts from Maven-resolved jars.
 //!
 //! Run: `cargo run -p franz --example orders` (`-- --real` for a real broker)
+#![allow(clippy::disallowed_methods)] // a program, not a state machine: it reads the clock to measure
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

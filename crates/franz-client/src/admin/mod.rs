@@ -12,6 +12,7 @@
 //! `producers` and `acls`. This file holds [`Admin`] and the routing every
 //! call shares: by partition leader (`Admin::per_leader`), by group
 //! coordinator, or to one named broker or any broker.
+#![allow(clippy::disallowed_methods)] // the client's I/O layer drives requests: deadlines, retries and cache ages are read here, and nothing below it reads the clock
 
 mod acls;
 mod configs;

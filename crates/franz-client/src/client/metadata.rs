@@ -1,5 +1,6 @@
 //! The cluster metadata cache: its types, fetching, merging a partial
 //! refresh into the cached view, and brokers learned on the way.
+#![allow(clippy::disallowed_methods)] // the client's I/O layer drives requests: deadlines, retries and cache ages are read here, and nothing below it reads the clock
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! Retrying a retriable failure within a deadline, with exponential
 //! backoff, refreshing routing in between.
+#![allow(clippy::disallowed_methods)] // the client's I/O layer drives requests: deadlines, retries and cache ages are read here, and nothing below it reads the clock
 
 use std::future::Future;
 use std::time::{Duration, Instant};

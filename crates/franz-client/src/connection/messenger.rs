@@ -7,6 +7,7 @@
 //! waiter registered under its id. The first error (I/O, a bad frame, a
 //! timeout) closes the connection and fails every waiter with the same
 //! typed error.
+#![allow(clippy::disallowed_methods)] // the client's I/O layer drives requests: deadlines, retries and cache ages are read here, and nothing below it reads the clock
 
 use std::collections::HashMap;
 use std::marker::PhantomData;

@@ -692,6 +692,7 @@ fn by_topic(tps: &[TopicPartition]) -> TopicPartitions {
 #[cfg(test)]
 mod tests {
     //! The classic member against a scripted coordinator, on virtual time.
+    #![allow(clippy::disallowed_methods)] // virtual time starts at one real Instant
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use std::collections::BTreeMap;

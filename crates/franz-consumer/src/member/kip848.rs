@@ -500,6 +500,7 @@ impl Kip848Member {
 #[cfg(test)]
 mod tests {
     //! The KIP-848 member against a scripted coordinator, on virtual time.
+    #![allow(clippy::disallowed_methods)] // virtual time starts at one real Instant
     #![allow(clippy::unwrap_used, clippy::panic)]
 
     use franz_client::franz_protocol::messages::consumer_group_heartbeat_response;

@@ -447,6 +447,7 @@ pub(crate) fn flatten(by_topic: &TopicPartitions) -> Vec<TopicPartition> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // virtual time starts at one real Instant
 mod tests {
     use super::*;
 

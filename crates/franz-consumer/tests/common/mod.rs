@@ -1,5 +1,5 @@
 //! Helpers shared by the consumer's broker tests.
-
+#![allow(clippy::disallowed_methods)] // test support drives real time: it waits and measures
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,6 +3,7 @@
 //! AddPartitionsToTxn requests the sender asks for. The decisions (states,
 //! what each code means) live in `crate::transaction`; this file sends the
 //! requests and applies the answers.
+#![allow(clippy::disallowed_methods)] // a driver: transactional request deadlines
 
 use std::collections::BTreeMap;
 use std::future::Future;

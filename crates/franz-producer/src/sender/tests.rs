@@ -4,6 +4,7 @@
 //! only moves when a test moves it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // virtual time starts at one real Instant
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Helpers for the producer suites: topic creation and reading a topic back
 //! with franz's own fetch, as (offset, key, value) per partition.
-
+#![allow(clippy::disallowed_methods)] // test support drives real time: it waits and measures
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;

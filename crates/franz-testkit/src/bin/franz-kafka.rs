@@ -14,6 +14,7 @@
 //!
 //! `--mock` holds an in-process franz-mock cluster instead of Java brokers
 //! (starts at once, topic auto-creation on); `down` stops it the same way.
+#![allow(clippy::disallowed_methods)] // a program, not a state machine: it reads the clock to measure
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
