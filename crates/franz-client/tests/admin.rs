@@ -16,11 +16,12 @@ use franz_client::{Admin, Client, ClientConfig, ClientError, ConnectionKind};
 use franz_testkit::{KafkaCluster, unique_group, unique_topic};
 
 async fn admin() -> Admin {
-    let kafka = KafkaCluster::shared().await.unwrap();
-    let client = Client::connect(ClientConfig::new(&kafka.bootstrap()))
-        .await
-        .unwrap();
-    Admin::new(client)
+    let bootstrap = franz_test_support::bootstrap().await;
+    Admin::new(
+        Client::connect(ClientConfig::new(&bootstrap))
+            .await
+            .unwrap(),
+    )
 }
 
 async fn produce(client: &Client, topic: &str, partition: i32, n: usize) {

@@ -10,12 +10,9 @@ use std::time::{Duration, Instant};
 use franz_client::franz_protocol::DecodeError;
 use franz_client::franz_protocol::messages::{ApiVersionsRequest, MetadataRequest};
 use franz_client::{BrokerAddr, Client, ClientConfig, ClientError, ConnectionKind};
-use franz_testkit::KafkaCluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn bootstrap() -> String {
-    KafkaCluster::shared().await.unwrap().bootstrap()
-}
+use franz_test_support::bootstrap;
 
 /// A port nothing listens on (bound, then released).
 fn dead_address() -> String {

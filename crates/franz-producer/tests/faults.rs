@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Rec, assert_exactly_once_in_order, client, create_topic, read_all};
+use common::{Rec, assert_exactly_once_in_order, client, create_topic_with, read_all};
 use franz_client::ClientConfig;
 use franz_producer::{Acks, ProduceError, Producer, ProducerConfig, ProducerRecord};
 use franz_testkit::proxy::api_key;
@@ -91,9 +91,8 @@ async fn a_killed_single_node_restarted_within_the_delivery_timeout_loses_nothin
         return;
     }
     let cluster = KafkaCluster::single_owned().await.unwrap();
-    let c = client(&cluster.bootstrap()).await;
     let topic = unique_topic("kill-restart");
-    create_topic(&c, &topic, 6, 1, &[]).await;
+    franz_test_support::create_topic(&cluster.bootstrap(), &topic, 6).await;
     let producer = Producer::new(config(&cluster.bootstrap())).await.unwrap();
     let sent = Arc::new(AtomicU64::new(0));
     let n = 60_000;
@@ -122,7 +121,14 @@ async fn three_leader_kills_with_five_batches_in_flight_keep_order_and_lose_and_
     let cluster = KafkaCluster::three_nodes().await.unwrap();
     let c = client(&cluster.bootstrap()).await;
     let topic = unique_topic("leader-kills");
-    create_topic(&c, &topic, 3, 3, &[("min.insync.replicas", "2")]).await;
+    create_topic_with(
+        &cluster.bootstrap(),
+        &topic,
+        3,
+        3,
+        &[("min.insync.replicas", "2")],
+    )
+    .await;
     let producer = Producer::new(ProducerConfig {
         max_in_flight_requests_per_connection: 5,
         linger: Duration::ZERO,
@@ -179,7 +185,7 @@ async fn lost_produce_responses_are_retried_exactly_once_only_with_idempotence()
     let mut dup_counts = Vec::new();
     for idempotent in [true, false] {
         let topic = unique_topic(&format!("lost-responses-{idempotent}"));
-        create_topic(&c, &topic, 1, 1, &[]).await;
+        franz_test_support::create_topic(&cluster.direct_bootstrap(), &topic, 1).await;
         let mut cfg = config(&cluster.bootstrap());
         cfg.client.request_timeout = Duration::from_secs(2);
         cfg.linger = Duration::from_millis(1);
@@ -224,9 +230,8 @@ async fn a_paused_broker_fills_the_buffer_then_records_time_out() {
         return;
     }
     let cluster = KafkaCluster::single_owned().await.unwrap();
-    let c = client(&cluster.bootstrap()).await;
     let topic = unique_topic("backpressure");
-    create_topic(&c, &topic, 1, 1, &[]).await;
+    franz_test_support::create_topic(&cluster.bootstrap(), &topic, 1).await;
     let buffer = 64 * 1024;
     let mut cfg = config(&cluster.bootstrap());
     cfg.buffer_memory = buffer;

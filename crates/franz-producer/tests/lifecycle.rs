@@ -10,7 +10,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{client, create_topic};
 use franz_client::open_connection_count;
 use franz_producer::{Producer, ProducerConfig, ProducerRecord};
 use franz_testkit::{KafkaCluster, unique_topic};
@@ -18,9 +17,8 @@ use franz_testkit::{KafkaCluster, unique_topic};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_producer_delivers_what_it_was_sent_and_stops() {
     let b = KafkaCluster::shared().await.unwrap().bootstrap();
-    let c = client(&b).await;
     let topic = unique_topic("dropped-producer");
-    create_topic(&c, &topic, 1, 1, &[]).await;
+    franz_test_support::create_topic(&b, &topic, 1).await;
     let before = open_connection_count();
 
     let producer = Producer::new(ProducerConfig {

@@ -11,15 +11,13 @@ use std::io::Write as _;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{assert_exactly_once_in_order, client, create_topic, read_all};
+use common::{assert_exactly_once_in_order, client, create_topic_with, read_all};
 use franz_client::franz_protocol::ErrorCode;
 use franz_client::franz_protocol::compression::Compression;
 use franz_producer::{ProduceError, Producer, ProducerConfig, ProducerRecord, partition_for_key};
-use franz_testkit::{KafkaCluster, KafkaDistribution, unique_topic};
+use franz_testkit::{KafkaDistribution, unique_topic};
 
-async fn bootstrap() -> String {
-    KafkaCluster::shared().await.unwrap().bootstrap()
-}
+use franz_test_support::bootstrap;
 
 /// Sends `n` records (value `"{i}|padding"`, key `k{i % 997}`) and checks
 /// every future succeeded.
@@ -42,7 +40,7 @@ async fn a_million_records_arrive_exactly_once_in_order() {
     let bootstrap = bootstrap().await;
     let c = client(&bootstrap).await;
     let topic = unique_topic("million");
-    create_topic(&c, &topic, 6, 1, &[]).await;
+    franz_test_support::create_topic(&bootstrap, &topic, 6).await;
     let config = ProducerConfig {
         batch_size: 256 * 1024,
         ..ProducerConfig::new(&bootstrap)
@@ -68,7 +66,7 @@ async fn every_codec_round_trips() {
         Compression::Zstd,
     ] {
         let topic = unique_topic(&format!("codec-{}", codec.name()));
-        create_topic(&c, &topic, 6, 1, &[]).await;
+        franz_test_support::create_topic(&bootstrap, &topic, 6).await;
         let producer = Producer::new(ProducerConfig::new(&bootstrap).with_compression(codec))
             .await
             .unwrap();
@@ -109,7 +107,7 @@ async fn keys_land_where_java_puts_them() {
         .unwrap();
     for (partitions, column) in [(6, 1), (12, 2)] {
         let topic = unique_topic(&format!("keys-{partitions}"));
-        create_topic(&c, &topic, partitions, 1, &[]).await;
+        franz_test_support::create_topic(&bootstrap, &topic, partitions).await;
         for (key, p6, p12) in KEY_VECTORS {
             let want = if column == 1 { *p6 } else { *p12 };
             let meta = producer
@@ -123,7 +121,7 @@ async fn keys_land_where_java_puts_them() {
     // The Java console producer with parse.key=true places the same keys on
     // the same partitions.
     let topic = unique_topic("keys-java");
-    create_topic(&c, &topic, 12, 1, &[]).await;
+    franz_test_support::create_topic(&bootstrap, &topic, 12).await;
     let keys: Vec<String> = (0..200).map(|i| format!("order-{i}")).collect();
     let dist = KafkaDistribution::resolve().unwrap();
     let mut cmd = dist.tool_command("org.apache.kafka.tools.ConsoleProducer");
@@ -173,7 +171,6 @@ async fn keys_land_where_java_puts_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_records_and_unknown_topics_get_typed_errors() {
     let bootstrap = bootstrap().await;
-    let c = client(&bootstrap).await;
     let config = ProducerConfig {
         max_block: Duration::from_secs(3),
         max_request_size: 200_000,
@@ -197,7 +194,7 @@ async fn bad_records_and_unknown_topics_get_typed_errors() {
 
     // Larger than max_request_size: refused at once.
     let topic = unique_topic("small-messages");
-    create_topic(&c, &topic, 1, 1, &[("max.message.bytes", "10000")]).await;
+    create_topic_with(&bootstrap, &topic, 1, 1, &[("max.message.bytes", "10000")]).await;
     let err = producer
         .send(ProducerRecord::new(topic.as_str(), vec![0u8; 300_000]))
         .await

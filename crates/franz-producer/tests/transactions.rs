@@ -20,7 +20,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{client, create_topic, read_all};
+use common::{client, read_all};
 use franz_client::{ClientConfig, ConsumerGroupMetadata, TopicPartition};
 use franz_producer::{ProduceError, Producer, ProducerConfig, ProducerRecord};
 use franz_testkit::{KafkaCluster, unique_topic};
@@ -95,7 +95,7 @@ async fn send_all(p: &Producer, topic: &str, values: &[String]) {
 async fn commit_and_abort(b: &str, version_2: Option<bool>) {
     let c = client(b).await;
     let topic = unique_topic("txn-visible");
-    create_topic(&c, &topic, 3, 1, &[]).await;
+    franz_test_support::create_topic(b, &topic, 3).await;
     let producer = Producer::new(config(b, &unique_topic("tx-visible")))
         .await
         .unwrap();
@@ -157,9 +157,8 @@ async fn commit_and_abort(b: &str, version_2: Option<bool>) {
 /// commit fails with the typed error, its open transaction is aborted by
 /// the broker, and it can send nothing more.
 async fn fencing(b: &str) {
-    let c = client(b).await;
     let topic = unique_topic("txn-fenced");
-    create_topic(&c, &topic, 1, 1, &[]).await;
+    franz_test_support::create_topic(b, &topic, 1).await;
     let id = unique_topic("tx-fenced");
     let old = Producer::new(config(b, &id)).await.unwrap();
     old.init_transactions().await.unwrap();
@@ -191,9 +190,8 @@ async fn fencing(b: &str) {
 
 /// A transaction left open past its timeout is aborted by the broker.
 async fn timed_out_transaction(b: &str, version_2: bool) {
-    let c = client(b).await;
     let topic = unique_topic("txn-timeout");
-    create_topic(&c, &topic, 1, 1, &[]).await;
+    franz_test_support::create_topic(b, &topic, 1).await;
     let id = unique_topic("tx-timeout");
     let producer = Producer::new(ProducerConfig {
         transaction_timeout: Duration::from_secs(2),

@@ -70,7 +70,7 @@ async fn franz_mock_auto_creates_what_franz_and_nestjs_apps_use() {
             "20".into(),
         ],
     );
-    common::wait_for_members(&common::admin(&b).await, &format!("{group}-server"), 1).await;
+    common::wait_for_group_members(&b, &format!("{group}-server"), 1).await;
     let client_group = unique_group("nest-auto-client");
     let out = common::run_nest(
         NestVersion::V11,

@@ -19,7 +19,7 @@
 
 mod common;
 
-use common::{admin, bootstrap, create_topics, produce, read};
+use common::{admin, bootstrap, create_topic, produce, read};
 use franz_transport::Payload;
 
 use std::sync::{Arc, Mutex};
@@ -32,10 +32,6 @@ use franz_testkit::{unique_group, unique_topic};
 use franz_transport::{
     RpcError, TransportClient, TransportClientConfig, TransportServer, TransportServerConfig,
 };
-
-async fn create_topic(b: &str, topic: &str, partitions: i32) {
-    create_topics(b, &[(topic, partitions)]).await;
-}
 
 fn config(b: &str, group: &str) -> TransportServerConfig {
     let mut c = TransportServerConfig::new(b, group);

@@ -18,6 +18,7 @@
 #![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure and to wait
 
 mod common;
+use common::wait_until;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -98,14 +99,6 @@ fn handled_ids(path: &std::path::Path) -> Vec<u64> {
         .lines()
         .filter_map(|l| l.parse().ok())
         .collect()
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn a_killed_server_s_request_is_answered_once_by_another_member() {

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{NestPeer, admin, bootstrap, create_topics, output_line, wait_for_members};
+use common::{NestPeer, bootstrap, create_topics, output_line, wait_for_group_members};
 use franz_consumer::OffsetReset;
 use franz_testkit::node::NestVersion;
 use franz_testkit::{unique_group, unique_topic};
@@ -83,8 +83,7 @@ async fn franz_client_and_nest_server(nest: NestVersion) {
 
     let group = unique_group("nest-features");
     let peer = NestPeer::start(nest, "nest-features-server.mjs", &[&b, &group, &p], &[]);
-    let admin = admin(&b).await;
-    wait_for_members(&admin, &format!("{group}-server"), 1).await;
+    wait_for_group_members(&b, &format!("{group}-server"), 1).await;
 
     // A franz server in a group of its own reads the same context records.
     let seen = Arc::new(Mutex::new(Vec::<Value>::new()));
@@ -322,7 +321,7 @@ async fn messagepack_with_nest(nest: NestVersion) {
         .start()
         .await
         .unwrap();
-    wait_for_members(&admin(&b).await, &format!("{group}-server"), 1).await;
+    wait_for_group_members(&b, &format!("{group}-server"), 1).await;
 
     let mut config = TransportClientConfig::new(&b, &unique_group("franz-mp-replies"));
     config.codec = Arc::new(MsgPack);
@@ -363,7 +362,6 @@ async fn shared_group(nest: NestVersion, nest_first: bool) {
     let group = unique_group("shared");
     // Nest appends `-server` to a server's group id.
     let server_group = format!("{group}-server");
-    let admin = admin(&b).await;
 
     let handled = Arc::new(Mutex::new(Vec::<u64>::new()));
     let start_franz = || {
@@ -383,15 +381,15 @@ async fn shared_group(nest: NestVersion, nest_first: bool) {
     // the rebalance the second member's join starts.
     let (peer, server) = if nest_first {
         let peer = NestPeer::start(nest, "nest-group-server.mjs", &[&b, &group, &pattern], &[]);
-        wait_for_members(&admin, &server_group, 1).await;
+        wait_for_group_members(&b, &server_group, 1).await;
         (peer, start_franz().await.unwrap())
     } else {
         let server = start_franz().await.unwrap();
-        wait_for_members(&admin, &server_group, 1).await;
+        wait_for_group_members(&b, &server_group, 1).await;
         let peer = NestPeer::start(nest, "nest-group-server.mjs", &[&b, &group, &pattern], &[]);
         (peer, server)
     };
-    wait_for_members(&admin, &server_group, 2).await;
+    wait_for_group_members(&b, &server_group, 2).await;
 
     let client = TransportClient::connect(
         TransportClientConfig::new(&b, &unique_group("shared-replies")),

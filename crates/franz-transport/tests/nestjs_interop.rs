@@ -33,7 +33,6 @@ async fn franz_client_calls_nest(nest: NestVersion) {
     let created = unique_topic("nest.orders.created");
     let reply = format!("{charge}.reply");
     common::create_topics(&b, &[(&charge, 1), (&created, 1), (&reply, 1)]).await;
-    let admin = common::admin(&b).await;
     let group = unique_group("nest-server");
 
     let nest = {
@@ -49,7 +48,7 @@ async fn franz_client_calls_nest(nest: NestVersion) {
         })
     };
     // Nest appends "-server" to the group id.
-    common::wait_for_members(&admin, &format!("{group}-server"), 1).await;
+    common::wait_for_group_members(&b, &format!("{group}-server"), 1).await;
 
     let client = TransportClient::connect(
         TransportClientConfig::new(&b, &unique_group("franz-replies")),

@@ -4,9 +4,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use franz_client::admin::NewTopic;
 use franz_client::{Admin, Client, ClientConfig};
 use franz_consumer::assignor::{Assignor, RoundRobinAssignor};
 use franz_consumer::{
@@ -14,26 +13,12 @@ use franz_consumer::{
     TopicPartition,
 };
 use franz_producer::{Producer, ProducerConfig, ProducerRecord};
-use franz_testkit::KafkaCluster;
-
-/// The shared broker's bootstrap servers.
-pub(crate) async fn bootstrap() -> String {
-    KafkaCluster::shared().await.unwrap().bootstrap()
-}
+#[allow(unused_imports)] // each test file uses its own subset
+pub(crate) use franz_test_support::{bootstrap, create_topic, wait_until};
 
 /// An admin client on `bootstrap`.
 pub(crate) async fn admin(bootstrap: &str) -> Admin {
     Admin::new(Client::connect(ClientConfig::new(bootstrap)).await.unwrap())
-}
-
-/// Creates `name` with `partitions` partitions (replication 1).
-pub(crate) async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
-    let r = admin(bootstrap)
-        .await
-        .create_topics(vec![NewTopic::new(name, partitions, 1)], false)
-        .await
-        .unwrap();
-    r[0].1.as_ref().unwrap();
 }
 
 /// Produces `record(i)` for every `i` in `range` and waits for every ack.
@@ -134,12 +119,4 @@ pub(crate) fn run_member(
         }
         consumer.close().await.unwrap();
     })
-}
-
-pub(crate) async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

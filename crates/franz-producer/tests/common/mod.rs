@@ -6,11 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use franz_client::admin::NewTopic;
 use franz_client::franz_protocol::messages::{FetchRequest, fetch_request};
 use franz_client::franz_protocol::primitives::DecodeLimits;
 use franz_client::franz_protocol::record::{BatchDecodeOptions, RecordBatches};
-use franz_client::{Admin, Client, ClientConfig, ConnectionKind};
+use franz_client::{Client, ClientConfig, ConnectionKind};
 
 /// One record read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,23 +23,8 @@ pub(crate) async fn client(bootstrap: &str) -> Client {
     Client::connect(ClientConfig::new(bootstrap)).await.unwrap()
 }
 
-pub(crate) async fn create_topic(
-    client: &Client,
-    name: &str,
-    partitions: i32,
-    rf: i16,
-    configs: &[(&str, &str)],
-) {
-    let mut t = NewTopic::new(name, partitions, rf);
-    for (k, v) in configs {
-        t = t.config(*k, *v);
-    }
-    let r = Admin::new(client.clone())
-        .create_topics(vec![t], false)
-        .await
-        .unwrap();
-    r[0].1.as_ref().unwrap();
-}
+#[allow(unused_imports)] // each test file uses its own subset
+pub(crate) use franz_test_support::{bootstrap, create_topic_with};
 
 /// Reads every partition of `topic` from offset 0 until `expected` records
 /// have been seen (or `timeout`).
@@ -160,6 +144,6 @@ pub(crate) async fn proxied_broker_with_topic(
         .unwrap();
     let c = client(&cluster.direct_bootstrap()).await;
     let topic = franz_testkit::unique_topic(prefix);
-    create_topic(&c, &topic, 1, 1, &[]).await;
+    franz_test_support::create_topic(&cluster.direct_bootstrap(), &topic, 1).await;
     (cluster, c, topic)
 }

@@ -27,29 +27,15 @@ macro_rules! per_nest_version {
     };
 }
 
-use franz_client::admin::NewTopic;
 use franz_client::{Admin, Client, ClientConfig};
-use franz_testkit::KafkaCluster;
-
-/// The shared broker's bootstrap servers.
-pub(crate) async fn bootstrap() -> String {
-    KafkaCluster::shared().await.unwrap().bootstrap()
-}
+#[allow(unused_imports)] // each test file uses its own subset
+pub(crate) use franz_test_support::{
+    bootstrap, create_topic, create_topics, wait_for_group_members, wait_until,
+};
 
 /// An admin client on `b`.
 pub(crate) async fn admin(b: &str) -> Admin {
     Admin::new(Client::connect(ClientConfig::new(b)).await.unwrap())
-}
-
-/// Creates each `(topic, partitions)` (replication 1).
-pub(crate) async fn create_topics(b: &str, topics: &[(&str, i32)]) {
-    let new = topics
-        .iter()
-        .map(|(t, p)| NewTopic::new(*t, *p, 1))
-        .collect();
-    for (t, r) in admin(b).await.create_topics(new, false).await.unwrap() {
-        r.unwrap_or_else(|e| panic!("{t}: {e}"));
-    }
 }
 
 /// A NestJS script running in the background until [`NestPeer::stop`].
@@ -91,26 +77,6 @@ pub(crate) fn output_line(out: &str, prefix: &str) -> serde_json::Value {
         .find_map(|l| l.strip_prefix(prefix))
         .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{out}"));
     serde_json::from_str(text).unwrap_or_else(|e| panic!("`{prefix}{text}`: {e}"))
-}
-
-/// Waits until `group` is stable with `members` members.
-pub(crate) async fn wait_for_members(admin: &Admin, group: &str, members: usize) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let d = admin.describe_groups(&[group]).await.unwrap();
-        if d[0]
-            .1
-            .as_ref()
-            .is_ok_and(|g| g.members.len() == members && g.state == "Stable")
-        {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "group {group} never became stable with {members} members: {d:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
 }
 
 /// Runs a NestJS script that exits by itself and returns its stdout.

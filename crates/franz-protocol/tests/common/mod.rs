@@ -1,5 +1,6 @@
 //! A raw blocking connection for the codec's broker suites: only the codec
-//! and a plain `TcpStream`, no client layer.
+//! and a plain `TcpStream`, no client layer. The broker's address comes
+//! from `franz_test_support::bootstrap_blocking`.
 #![allow(clippy::disallowed_methods)] // test support drives real time: it waits and measures
 #![allow(dead_code)] // each suite uses its own subset
 
@@ -12,13 +13,6 @@ use franz_protocol::frame::{self, ResponseHeader};
 use franz_protocol::messages::*;
 use franz_protocol::primitives::{DecodeLimits, Uuid};
 use franz_protocol::{ErrorCode, Message, Request};
-use franz_testkit::KafkaCluster;
-
-/// The shared broker's bootstrap servers (starting it if needed).
-pub(crate) fn shared_bootstrap() -> String {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async { KafkaCluster::shared().await.unwrap().bootstrap() })
-}
 
 /// One connection to the first bootstrap broker, speaking frames by hand.
 pub(crate) struct RawConn {
@@ -68,6 +62,66 @@ impl RawConn {
     /// Creates `name` with `partitions` partitions and waits until the
     /// broker's metadata gives every partition a leader (CreateTopics returns
     /// once the controller has the topic; the broker's cache may lag).
+    /// Produces `batch` to partition 0 of `topic` with acks=all and
+    /// returns its base offset. A broker can list a new partition's leader
+    /// in Metadata a moment before its replica manager leads it, and answer
+    /// NOT_LEADER_OR_FOLLOWER (CI saw it once); every client retries a
+    /// retriable code, and so does this, for 15 s.
+    pub(crate) fn produce(&mut self, topic: &str, version: i16, batch: Bytes) -> i64 {
+        let req = ProduceRequest {
+            acks: -1,
+            timeout_ms: 30_000,
+            topic_data: vec![produce_request::TopicProduceData {
+                name: topic.into(),
+                partition_data: vec![produce_request::PartitionProduceData {
+                    index: 0,
+                    records: Some(batch),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let resp = self.call(version, &req);
+            let p = &resp.responses[0].partition_responses[0];
+            let code = ErrorCode::from_code(p.error_code);
+            if code.is_retriable() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            assert_eq!(code, ErrorCode::None, "{topic}: {:?}", p.error_message);
+            return p.base_offset;
+        }
+    }
+
+    /// Fetches partition 0 of `topic_id` from `offset` (up to
+    /// `partition_max_bytes`, waiting at most 200 ms) and returns its
+    /// records, failing the test on any error code.
+    pub(crate) fn fetch(&mut self, topic_id: Uuid, offset: i64, partition_max_bytes: i32) -> Bytes {
+        let req = FetchRequest {
+            max_wait_ms: 200,
+            min_bytes: 1,
+            topics: vec![fetch_request::FetchTopic {
+                topic_id,
+                partitions: vec![fetch_request::FetchPartition {
+                    partition: 0,
+                    fetch_offset: offset,
+                    partition_max_bytes,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let resp = self.call(FetchRequest::MAX_VERSION, &req);
+        assert_eq!(resp.error_code, 0);
+        let p = &resp.responses[0].partitions[0];
+        assert_eq!(ErrorCode::from_code(p.error_code), ErrorCode::None);
+        p.records.clone().unwrap_or_default()
+    }
+
     pub(crate) fn create_topic(&mut self, name: &str, partitions: i32) -> Uuid {
         let req = CreateTopicsRequest {
             topics: vec![create_topics_request::CreatableTopic {

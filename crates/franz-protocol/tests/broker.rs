@@ -10,71 +10,17 @@
 mod common;
 
 use bytes::{Bytes, BytesMut};
-use common::{RawConn, shared_bootstrap};
+use common::RawConn;
 use franz_protocol::compression::Compression;
 use franz_protocol::frame::{self, ResponseHeader};
 use franz_protocol::messages::*;
-use franz_protocol::primitives::{DecodeLimits, Reader, Uuid};
+use franz_protocol::primitives::{DecodeLimits, Reader};
 use franz_protocol::record::{
     BatchDecodeOptions, BatchMeta, Header, RecordBatchBuilder, RecordBatches,
 };
 use franz_protocol::{ErrorCode, Message};
+use franz_test_support::bootstrap_blocking;
 use franz_testkit::unique_topic;
-
-fn produce(conn: &mut RawConn, topic: &str, version: i16, batch: Bytes) -> i64 {
-    let req = ProduceRequest {
-        acks: -1,
-        timeout_ms: 30_000,
-        topic_data: vec![produce_request::TopicProduceData {
-            name: topic.into(),
-            partition_data: vec![produce_request::PartitionProduceData {
-                index: 0,
-                records: Some(batch),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    // A broker can list the new partition's leader in Metadata a moment
-    // before its replica manager leads it, and answer NOT_LEADER_OR_FOLLOWER
-    // (CI saw it once). Every client retries a retriable code; so does this.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let resp = conn.call(version, &req);
-        let p = &resp.responses[0].partition_responses[0];
-        let code = ErrorCode::from_code(p.error_code);
-        if code.is_retriable() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            continue;
-        }
-        assert_eq!(code, ErrorCode::None, "{:?}", p.error_message);
-        return p.base_offset;
-    }
-}
-
-fn fetch(conn: &mut RawConn, topic_id: Uuid, offset: i64, partition_max_bytes: i32) -> Bytes {
-    let req = FetchRequest {
-        max_wait_ms: 100,
-        min_bytes: 1,
-        topics: vec![fetch_request::FetchTopic {
-            topic_id,
-            partitions: vec![fetch_request::FetchPartition {
-                partition: 0,
-                fetch_offset: offset,
-                partition_max_bytes,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let resp = conn.call(FetchRequest::MAX_VERSION, &req);
-    assert_eq!(resp.error_code, 0);
-    let p = &resp.responses[0].partitions[0];
-    assert_eq!(ErrorCode::from_code(p.error_code), ErrorCode::None);
-    p.records.clone().unwrap_or_default()
-}
 
 fn batch_with_headers(compression: Compression, n: usize) -> Bytes {
     let mut b = RecordBatchBuilder::new();
@@ -109,7 +55,7 @@ fn api_versions_negotiates_and_falls_back() {
     ) {
         return;
     }
-    let mut conn = RawConn::connect(&shared_bootstrap(), "franz-conformance");
+    let mut conn = RawConn::connect(&bootstrap_blocking(), "franz-conformance");
     let resp = conn.call(
         ApiVersionsRequest::MAX_VERSION,
         &ApiVersionsRequest {
@@ -180,7 +126,7 @@ fn metadata_create_produce_fetch_list_offsets_and_delete() {
     ) {
         return;
     }
-    let mut conn = RawConn::connect(&shared_bootstrap(), "franz-conformance");
+    let mut conn = RawConn::connect(&bootstrap_blocking(), "franz-conformance");
     let topic = unique_topic("codec-conformance");
     let topic_id = conn.create_topic(&topic, 2);
 
@@ -211,9 +157,9 @@ fn metadata_create_produce_fetch_list_offsets_and_delete() {
         Compression::Zstd,
     ] {
         let sent = batch_with_headers(codec, 20);
-        let base = produce(&mut conn, &topic, ProduceRequest::MAX_VERSION, sent.clone());
+        let base = conn.produce(&topic, ProduceRequest::MAX_VERSION, sent.clone());
         assert_eq!(base, offset);
-        let records = fetch(&mut conn, topic_id, base, 1 << 20);
+        let records = conn.fetch(topic_id, base, 1 << 20);
         let batch = RecordBatches::new(records, BatchDecodeOptions::default())
             .next()
             .unwrap()
@@ -234,9 +180,9 @@ fn metadata_create_produce_fetch_list_offsets_and_delete() {
     // A fetch cut at partition_max_bytes ends in a truncated batch.
     let a = batch_with_headers(Compression::None, 5);
     let b = batch_with_headers(Compression::None, 5);
-    let base = produce(&mut conn, &topic, ProduceRequest::MAX_VERSION, a.clone());
-    produce(&mut conn, &topic, ProduceRequest::MAX_VERSION, b);
-    let cut = fetch(&mut conn, topic_id, base, (a.len() + 30) as i32);
+    let base = conn.produce(&topic, ProduceRequest::MAX_VERSION, a.clone());
+    conn.produce(&topic, ProduceRequest::MAX_VERSION, b);
+    let cut = conn.fetch(topic_id, base, (a.len() + 30) as i32);
     assert_eq!(cut.len(), a.len() + 30);
     let mut batches = RecordBatches::new(cut, BatchDecodeOptions::default());
     assert_eq!(batches.next().unwrap().unwrap().record_count, 5);
@@ -268,7 +214,7 @@ fn metadata_create_produce_fetch_list_offsets_and_delete() {
 
     // Produce v3 (the 4.0 floor) still works.
     let old = batch_with_headers(Compression::Gzip, 2);
-    assert_eq!(produce(&mut conn, &topic, 3, old), offset + 10);
+    assert_eq!(conn.produce(&topic, 3, old), offset + 10);
 
     let del = conn.call(
         DeleteTopicsRequest::MAX_VERSION,
@@ -286,7 +232,7 @@ fn metadata_create_produce_fetch_list_offsets_and_delete() {
 
 #[test]
 fn find_coordinator_locates_a_group_coordinator() {
-    let mut conn = RawConn::connect(&shared_bootstrap(), "franz-conformance");
+    let mut conn = RawConn::connect(&bootstrap_blocking(), "franz-conformance");
     let group = franz_testkit::unique_group("codec");
     let resp = conn.call(
         FindCoordinatorRequest::MAX_VERSION,
@@ -319,7 +265,7 @@ fn find_coordinator_locates_a_group_coordinator() {
 
 #[test]
 fn unknown_topics_give_typed_error_codes() {
-    let mut conn = RawConn::connect(&shared_bootstrap(), "franz-conformance");
+    let mut conn = RawConn::connect(&bootstrap_blocking(), "franz-conformance");
     let md = conn.call(
         MetadataRequest::MAX_VERSION,
         &MetadataRequest {

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{RawConn, shared_bootstrap};
+use common::RawConn;
 use franz_protocol::Message;
 use franz_protocol::compression::Compression;
 use franz_protocol::messages::*;
@@ -18,6 +18,7 @@ use franz_protocol::primitives::{DecodeLimits, Uuid};
 use franz_protocol::record::{
     BatchDecodeOptions, BatchMeta, Header, RecordBatchBuilder, RecordBatches,
 };
+use franz_test_support::bootstrap_blocking;
 use franz_testkit::{KafkaDistribution, unique_topic};
 
 const CODECS: [Compression; 4] = [
@@ -37,28 +38,7 @@ fn fetch_all(stream: &mut RawConn, topic_id: Uuid, want: usize) -> Vec<(Compress
             "only {} of {want} records",
             out.len()
         );
-        let resp = stream.call(
-            FetchRequest::MAX_VERSION,
-            &FetchRequest {
-                max_wait_ms: 200,
-                min_bytes: 1,
-                topics: vec![fetch_request::FetchTopic {
-                    topic_id,
-                    partitions: vec![fetch_request::FetchPartition {
-                        partition: 0,
-                        fetch_offset: offset,
-                        partition_max_bytes: 1 << 20,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
-        );
-        let records = resp.responses[0].partitions[0]
-            .records
-            .clone()
-            .unwrap_or_default();
+        let records = stream.fetch(topic_id, offset, 1 << 20);
         for batch in RecordBatches::new(records, BatchDecodeOptions::default()) {
             let batch = batch.unwrap();
             let codec = batch.attributes.compression().unwrap();
@@ -77,7 +57,7 @@ fn fetch_all(stream: &mut RawConn, topic_id: Uuid, want: usize) -> Vec<(Compress
 
 #[test]
 fn franz_decodes_what_the_java_producer_compressed() {
-    let bootstrap = shared_bootstrap();
+    let bootstrap = bootstrap_blocking();
     let dist = KafkaDistribution::resolve().unwrap();
     let mut stream = RawConn::connect(&bootstrap, "franz-compression");
     for codec in CODECS {
@@ -119,7 +99,7 @@ fn the_java_consumer_reads_what_franz_compressed() {
     ) {
         return;
     }
-    let bootstrap = shared_bootstrap();
+    let bootstrap = bootstrap_blocking();
     let dist = KafkaDistribution::resolve().unwrap();
     let mut stream = RawConn::connect(&bootstrap, "franz-compression");
     for codec in CODECS {
@@ -144,27 +124,7 @@ fn the_java_consumer_reads_what_franz_compressed() {
                 ..BatchMeta::default()
             })
             .unwrap();
-        let resp = stream.call(
-            ProduceRequest::MAX_VERSION,
-            &ProduceRequest {
-                acks: -1,
-                timeout_ms: 30_000,
-                topic_data: vec![produce_request::TopicProduceData {
-                    name: topic.clone(),
-                    partition_data: vec![produce_request::PartitionProduceData {
-                        index: 0,
-                        records: Some(batch),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
-        );
-        assert_eq!(
-            resp.responses[0].partition_responses[0].error_code, 0,
-            "{codec:?}"
-        );
+        stream.produce(&topic, ProduceRequest::MAX_VERSION, batch);
         let out = dist
             .run_tool(
                 "org.apache.kafka.tools.consumer.ConsoleConsumer",
