@@ -1,4 +1,4 @@
-//! Encode, franz vs kafka-protocol, in interleaved A/B medians: why `record.rs`'s `SMALL_FIELD` is 16.
+//! Encode, franz vs kafka-protocol, in interleaved A/B medians: why `record/encode.rs`'s `SMALL_FIELD` is 16.
 //! With it, wider fixed-size moves for values up to 128 B measured slower than `memcpy` (372def7).
 //! Alternating single batches and taking medians (and p5) cancels the drift a noisy 2-core VM
 //! adds between two criterion groups. Run: `encode_ratio [value_len]` (default 100).

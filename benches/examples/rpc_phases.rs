@@ -1,6 +1,6 @@
 //! Request-reply time, send -> handler -> reply: why the transport reply reader commits when idle.
 //! It found each per-reply OffsetCommit waiting out the coordinator's ~3 ms append linger, so the
-//! reply reader (franz-transport's `client.rs`) commits when idle or every 5 s: request-reply p50
+//! reply reader (franz-transport's `client/replies.rs`) commits when idle or every 5 s: request-reply p50
 //! on one broker 3.9 -> 1.1 ms (1ca166f).
 //! Run: `rpc_phases <bootstrap> <topic>` (the topic and `<topic>.reply` must exist; one process
 //! holds both ends).
