@@ -121,6 +121,11 @@ pub struct ClientConfig {
     pub sasl_password: Option<String>,
     /// OAUTHBEARER token source.
     pub sasl_oauthbearer_token_provider: Option<Arc<dyn TokenProvider>>,
+    /// `franz.sasl.scram.max.iterations`: the most PBKDF2 iterations a SCRAM
+    /// server may demand (default 1,000,000, librdkafka's cap). A hostile
+    /// server asking 2^32 - 1 would cost minutes of CPU; below 4096 (Java's
+    /// floor, always enforced) a captured proof is cheap to guess offline.
+    pub sasl_scram_max_iterations: u32,
     /// `ssl.ca.location` / `ssl.truststore.location`: PEM CA bundle. `None`
     /// uses the system's trust store (the bundled web PKI roots if it is
     /// empty).
@@ -189,6 +194,7 @@ impl Default for ClientConfig {
             sasl_username: None,
             sasl_password: None,
             sasl_oauthbearer_token_provider: None,
+            sasl_scram_max_iterations: crate::sasl::SCRAM_DEFAULT_MAX_ITERATIONS,
             ssl_ca_location: None,
             ssl_ca_pem: None,
             ssl_certificate_location: None,
@@ -287,6 +293,11 @@ impl ClientConfig {
             "sasl.mechanism" => self.sasl_mechanism = SaslMechanism::parse(v)?,
             "sasl.username" => self.sasl_username = Some(v.into()),
             "sasl.password" => self.sasl_password = Some(v.into()),
+            "franz.sasl.scram.max.iterations" => {
+                self.sasl_scram_max_iterations = v.parse().map_err(|_| {
+                    ClientError::Config(format!("{key} must be a whole number, not {v:?}"))
+                })?
+            }
             "sasl.jaas.config" => {
                 self.sasl_username = jaas_option(v, "username");
                 self.sasl_password = jaas_option(v, "password");
@@ -335,6 +346,13 @@ impl ClientConfig {
                     "bootstrap server {s:?} is not host:port"
                 )));
             }
+        }
+        if self.sasl_scram_max_iterations < crate::sasl::SCRAM_MIN_ITERATIONS {
+            return Err(ClientError::Config(format!(
+                "franz.sasl.scram.max.iterations is {}, below SCRAM's floor of {}",
+                self.sasl_scram_max_iterations,
+                crate::sasl::SCRAM_MIN_ITERATIONS
+            )));
         }
         if self.security_protocol.uses_sasl() {
             match self.sasl_mechanism {

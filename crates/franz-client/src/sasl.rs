@@ -3,13 +3,21 @@
 //! carries them in SaslAuthenticate frames after a SaslHandshake.
 //!
 //! SCRAM follows RFC 5802 (SHA-256 per RFC 7677, SHA-512 as Kafka uses it):
-//! the state is a typed enum, and the server's final signature is verified,
-//! so a broker that does not know the password cannot pass as one that does.
+//! the state is a typed enum, and the server's final signature is verified
+//! in constant time, so a broker that does not know the password cannot
+//! pass as one that does. Nothing the server sends is taken unbounded: the
+//! iteration count must lie in `4096..=sasl_scram_max_iterations` (Java's
+//! floor, librdkafka's default cap), and an `m=` extension is refused. The
+//! PBKDF2 itself is not run here: [`SaslStep::Derive`] hands it to the
+//! connection, which runs it off the async workers. The password, the
+//! salted password and the keys derived from it are wiped when dropped.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256, Sha512};
+use subtle::ConstantTimeEq as _;
+use zeroize::Zeroizing;
 
 use franz_protocol::ErrorCode;
 
@@ -88,8 +96,46 @@ pub enum SaslError {
     UnexpectedMessage,
 }
 
-/// The least SCRAM iteration count accepted today; #15 raises it to 4096.
-const SCRAM_MIN_ITERATIONS: u32 = 1;
+/// The least SCRAM iteration count accepted: Java's floor, and Kafka's
+/// own default for its SCRAM credentials.
+pub(crate) const SCRAM_MIN_ITERATIONS: u32 = 4096;
+
+/// The default cap on a server's SCRAM iteration count (librdkafka's).
+pub(crate) const SCRAM_DEFAULT_MAX_ITERATIONS: u32 = 1_000_000;
+
+/// What the connection does next in an exchange.
+pub(crate) enum SaslStep {
+    /// Send these bytes in the next SaslAuthenticate.
+    Send(Vec<u8>),
+    /// Run this key derivation off the async workers (it is PBKDF2 with up
+    /// to the capped iteration count), then give the result to
+    /// [`SaslSession::derived`] for the bytes to send.
+    Derive(KeyDerivation),
+    /// The exchange is complete on the client's side.
+    Done,
+}
+
+/// A SCRAM salted password still to be computed: `Hi(password, salt, i)`.
+pub(crate) struct KeyDerivation {
+    hash: ScramHash,
+    password: Zeroizing<String>,
+    salt: Vec<u8>,
+    iterations: u32,
+}
+
+impl KeyDerivation {
+    /// Runs PBKDF2: blocking work, bounded by the iteration cap.
+    pub(crate) fn run(self) -> SaltedPassword {
+        SaltedPassword(self.hash.salted_password(
+            self.password.as_bytes(),
+            &self.salt,
+            self.iterations,
+        ))
+    }
+}
+
+/// The result of a [`KeyDerivation`]; wiped when dropped.
+pub(crate) struct SaltedPassword(Zeroizing<Vec<u8>>);
 
 /// One SASL exchange in progress.
 pub(crate) enum SaslSession {
@@ -132,8 +178,13 @@ impl SaslSession {
                 } else {
                     ScramHash::Sha512
                 };
-                let (client, first) =
-                    ScramClient::new(hash, &user()?, &pass()?, &B64.encode(nonce));
+                let (client, first) = ScramClient::new(
+                    hash,
+                    &user()?,
+                    &pass()?,
+                    &B64.encode(nonce),
+                    config.sasl_scram_max_iterations,
+                );
                 Ok((Self::Scram(client), first))
             }
             SaslMechanism::OAuthBearer => {
@@ -150,9 +201,8 @@ impl SaslSession {
         }
     }
 
-    /// Feeds the server's bytes; `Ok(Some(msg))` sends `msg` next,
-    /// `Ok(None)` means the exchange is complete on the client's side.
-    pub(crate) fn step(&mut self, server: &[u8]) -> Result<Option<Vec<u8>>, SaslError> {
+    /// Feeds the server's bytes and says what to do next.
+    pub(crate) fn step(&mut self, server: &[u8]) -> Result<SaslStep, SaslError> {
         match self {
             Self::Plain { sent } | Self::OAuthBearer { sent } if *sent => {
                 if !server.is_empty() && matches!(self, Self::OAuthBearer { .. }) {
@@ -160,10 +210,18 @@ impl SaslSession {
                         String::from_utf8_lossy(server).into_owned(),
                     ));
                 }
-                Ok(None)
+                Ok(SaslStep::Done)
             }
             Self::Plain { .. } | Self::OAuthBearer { .. } => Err(SaslError::UnexpectedMessage),
             Self::Scram(s) => s.step(server),
+        }
+    }
+
+    /// The bytes to send once a [`SaslStep::Derive`] has run.
+    pub(crate) fn derived(&mut self, salted: SaltedPassword) -> Result<Vec<u8>, SaslError> {
+        match self {
+            Self::Scram(s) => s.derived(salted),
+            Self::Plain { .. } | Self::OAuthBearer { .. } => Err(SaslError::UnexpectedMessage),
         }
     }
 }
@@ -203,18 +261,19 @@ impl ScramHash {
         }
     }
 
-    fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+    fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(vec![0u8; self.len()]);
         match self {
-            Self::Sha256 => {
-                let mut out = [0u8; 32];
-                pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out);
-                out.to_vec()
-            }
-            Self::Sha512 => {
-                let mut out = [0u8; 64];
-                pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out);
-                out.to_vec()
-            }
+            Self::Sha256 => pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out),
+            Self::Sha512 => pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out),
+        }
+        out
+    }
+
+    fn len(self) -> usize {
+        match self {
+            Self::Sha256 => 32,
+            Self::Sha512 => 64,
         }
     }
 }
@@ -222,7 +281,8 @@ impl ScramHash {
 /// A SCRAM client, RFC 5802.
 pub(crate) struct ScramClient {
     hash: ScramHash,
-    password: String,
+    password: Zeroizing<String>,
+    max_iterations: u32,
     state: ScramState,
 }
 
@@ -232,8 +292,17 @@ enum ScramState {
         nonce: String,
         client_first_bare: String,
     },
+    /// server-first checked; waiting for the salted password.
+    Deriving {
+        /// `client-first-bare,server-first`: the auth message's head.
+        head: String,
+        /// The client-final message without its proof.
+        without_proof: String,
+    },
     /// client-final sent; waiting for server-final with this signature.
-    SentFinal { server_signature: Vec<u8> },
+    SentFinal {
+        server_signature: Zeroizing<Vec<u8>>,
+    },
     /// Verified.
     Done,
 }
@@ -244,13 +313,20 @@ fn saslname(user: &str) -> String {
 
 impl ScramClient {
     /// A client and its client-first message.
-    pub(crate) fn new(hash: ScramHash, user: &str, password: &str, nonce: &str) -> (Self, Vec<u8>) {
+    pub(crate) fn new(
+        hash: ScramHash,
+        user: &str,
+        password: &str,
+        nonce: &str,
+        max_iterations: u32,
+    ) -> (Self, Vec<u8>) {
         let client_first_bare = format!("n={},r={nonce}", saslname(user));
         let first = format!("n,,{client_first_bare}").into_bytes();
         (
             Self {
                 hash,
-                password: password.to_string(),
+                password: Zeroizing::new(password.to_string()),
+                max_iterations,
                 state: ScramState::SentFirst {
                     nonce: nonce.to_string(),
                     client_first_bare,
@@ -260,7 +336,7 @@ impl ScramClient {
         )
     }
 
-    fn step(&mut self, server: &[u8]) -> Result<Option<Vec<u8>>, SaslError> {
+    fn step(&mut self, server: &[u8]) -> Result<SaslStep, SaslError> {
         let malformed = |what| SaslError::MalformedServerMessage { what };
         let text = std::str::from_utf8(server).map_err(|_| malformed("not UTF-8"))?;
         match std::mem::replace(&mut self.state, ScramState::Done) {
@@ -275,6 +351,13 @@ impl ScramClient {
                 if let Some(e) = attr("e") {
                     return Err(SaslError::ScramServerError(e.to_string()));
                 }
+                // RFC 5802 5.1: a mandatory extension the client does not
+                // know must fail the exchange.
+                if attr("m").is_some() {
+                    return Err(malformed(
+                        "a mandatory extension (m=) this client does not know",
+                    ));
+                }
                 let server_nonce = attr("r").ok_or(malformed("server-first lacks r="))?;
                 if !server_nonce.starts_with(&nonce) || server_nonce.len() <= nonce.len() {
                     return Err(SaslError::NonceMismatch);
@@ -287,33 +370,26 @@ impl ScramClient {
                     .ok_or(malformed("server-first lacks i="))?
                     .parse()
                     .map_err(|_| malformed("the iteration count (i=) is not a number"))?;
-                if iterations < SCRAM_MIN_ITERATIONS {
+                let max = self.max_iterations.max(SCRAM_MIN_ITERATIONS);
+                if !(SCRAM_MIN_ITERATIONS..=max).contains(&iterations) {
                     return Err(SaslError::IterationCount {
                         iterations,
                         min: SCRAM_MIN_ITERATIONS,
-                        max: u32::MAX,
+                        max,
                     });
                 }
-                let h = self.hash;
-                let salted = h.salted_password(self.password.as_bytes(), &salt, iterations);
-                let client_key = h.hmac(&salted, b"Client Key")?;
-                let stored_key = h.hash(&client_key);
-                let without_proof = format!("c=biws,r={server_nonce}");
-                let auth_message = format!("{client_first_bare},{text},{without_proof}");
-                let client_signature = h.hmac(&stored_key, auth_message.as_bytes())?;
-                let proof: Vec<u8> = client_key
-                    .iter()
-                    .zip(&client_signature)
-                    .map(|(a, b)| a ^ b)
-                    .collect();
-                let server_key = h.hmac(&salted, b"Server Key")?;
-                self.state = ScramState::SentFinal {
-                    server_signature: h.hmac(&server_key, auth_message.as_bytes())?,
+                self.state = ScramState::Deriving {
+                    head: format!("{client_first_bare},{text}"),
+                    without_proof: format!("c=biws,r={server_nonce}"),
                 };
-                Ok(Some(
-                    format!("{without_proof},p={}", B64.encode(proof)).into_bytes(),
-                ))
+                Ok(SaslStep::Derive(KeyDerivation {
+                    hash: self.hash,
+                    password: self.password.clone(),
+                    salt,
+                    iterations,
+                }))
             }
+            ScramState::Deriving { .. } => Err(SaslError::UnexpectedMessage),
             ScramState::SentFinal { server_signature } => {
                 if let Some(e) = text.strip_prefix("e=") {
                     return Err(SaslError::ScramServerError(e.to_string()));
@@ -324,13 +400,42 @@ impl ScramClient {
                 let got = B64
                     .decode(v)
                     .map_err(|_| malformed("the server signature (v=) is not base64"))?;
-                if got != server_signature {
+                // Constant time: how long the comparison takes must not say
+                // how much of a forged signature was right.
+                if !bool::from(got.as_slice().ct_eq(server_signature.as_slice())) {
                     return Err(SaslError::ServerSignatureMismatch);
                 }
-                Ok(None)
+                Ok(SaslStep::Done)
             }
             ScramState::Done => Err(SaslError::UnexpectedMessage),
         }
+    }
+
+    /// client-final, from the salted password a [`KeyDerivation`] computed.
+    fn derived(&mut self, salted: SaltedPassword) -> Result<Vec<u8>, SaslError> {
+        let ScramState::Deriving {
+            head,
+            without_proof,
+        } = std::mem::replace(&mut self.state, ScramState::Done)
+        else {
+            return Err(SaslError::UnexpectedMessage);
+        };
+        let h = self.hash;
+        let salted = salted.0;
+        let client_key = Zeroizing::new(h.hmac(&salted, b"Client Key")?);
+        let stored_key = Zeroizing::new(h.hash(&client_key));
+        let auth_message = format!("{head},{without_proof}");
+        let client_signature = Zeroizing::new(h.hmac(&stored_key, auth_message.as_bytes())?);
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(client_signature.iter())
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let server_key = Zeroizing::new(h.hmac(&salted, b"Server Key")?);
+        self.state = ScramState::SentFinal {
+            server_signature: Zeroizing::new(h.hmac(&server_key, auth_message.as_bytes())?),
+        };
+        Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
     }
 }
 
@@ -338,52 +443,109 @@ impl ScramClient {
 mod tests {
     use super::*;
 
+    const RFC_SERVER_FIRST: &[u8] =
+        b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+
+    fn client(hash: ScramHash, nonce: &str) -> ScramClient {
+        ScramClient::new(hash, "user", "pencil", nonce, SCRAM_DEFAULT_MAX_ITERATIONS).0
+    }
+
+    /// Feeds server-first and runs the derivation inline, as the connection
+    /// does on a blocking thread.
+    fn answer_first(c: &mut ScramClient, server_first: &[u8]) -> Result<Vec<u8>, SaslError> {
+        match c.step(server_first)? {
+            SaslStep::Derive(job) => c.derived(job.run()),
+            SaslStep::Send(_) | SaslStep::Done => panic!("server-first must ask for a derivation"),
+        }
+    }
+
     /// RFC 7677 §3's SCRAM-SHA-256 example.
     #[test]
     fn scram_sha256_matches_rfc7677() {
-        let (mut c, first) =
-            ScramClient::new(ScramHash::Sha256, "user", "pencil", "rOprNGfwEbeRWgbNEkqO");
+        let (mut c, first) = ScramClient::new(
+            ScramHash::Sha256,
+            "user",
+            "pencil",
+            "rOprNGfwEbeRWgbNEkqO",
+            SCRAM_DEFAULT_MAX_ITERATIONS,
+        );
         assert_eq!(first, b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
-        let server_first = b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
-        let fin = c.step(server_first).unwrap().unwrap();
+        let fin = answer_first(&mut c, RFC_SERVER_FIRST).unwrap();
         assert_eq!(
             String::from_utf8(fin).unwrap(),
             "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
         );
-        assert_eq!(
-            c.step(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
-                .unwrap(),
-            None
-        );
+        assert!(matches!(
+            c.step(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
+            Ok(SaslStep::Done)
+        ));
     }
 
     #[test]
     fn a_wrong_server_signature_fails() {
-        let (mut c, _) =
-            ScramClient::new(ScramHash::Sha256, "user", "pencil", "rOprNGfwEbeRWgbNEkqO");
-        c.step(b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
-            .unwrap();
-        assert_eq!(
+        let mut c = client(ScramHash::Sha256, "rOprNGfwEbeRWgbNEkqO");
+        answer_first(&mut c, RFC_SERVER_FIRST).unwrap();
+        assert!(matches!(
             c.step(b"v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
             Err(SaslError::ServerSignatureMismatch)
-        );
+        ));
+        // A signature of another length is refused the same way.
+        let mut c = client(ScramHash::Sha256, "rOprNGfwEbeRWgbNEkqO");
+        answer_first(&mut c, RFC_SERVER_FIRST).unwrap();
+        assert!(matches!(
+            c.step(b"v=AAAA"),
+            Err(SaslError::ServerSignatureMismatch)
+        ));
     }
 
     #[test]
     fn a_server_nonce_that_does_not_extend_ours_fails() {
-        let (mut c, _) = ScramClient::new(ScramHash::Sha512, "u", "p", "abc");
-        assert_eq!(
+        let mut c = client(ScramHash::Sha512, "abc");
+        assert!(matches!(
             c.step(b"r=xyz123,s=AAAA,i=4096"),
             Err(SaslError::NonceMismatch)
-        );
+        ));
+    }
+
+    /// Below Java's 4096 a captured proof is cheap to guess offline; above
+    /// the cap a hostile server buys minutes of CPU. Both are refused
+    /// before any PBKDF2 runs.
+    #[test]
+    fn iteration_counts_outside_the_bounds_are_refused_before_any_work() {
+        for (i, cap) in [
+            (0, SCRAM_DEFAULT_MAX_ITERATIONS),
+            (1, SCRAM_DEFAULT_MAX_ITERATIONS),
+            (4095, SCRAM_DEFAULT_MAX_ITERATIONS),
+            (1_000_001, SCRAM_DEFAULT_MAX_ITERATIONS),
+            (u32::MAX, SCRAM_DEFAULT_MAX_ITERATIONS),
+            (20_000, 10_000),
+        ] {
+            let (mut c, _) = ScramClient::new(ScramHash::Sha256, "u", "p", "abc", cap);
+            let server_first = format!("r=abcdef,s=AAAA,i={i}");
+            assert!(
+                matches!(
+                    c.step(server_first.as_bytes()),
+                    Err(SaslError::IterationCount { iterations, min: 4096, .. }) if iterations == i
+                ),
+                "i={i} under a cap of {cap}"
+            );
+        }
+        for i in [4096, 1_000_000] {
+            let mut c = client(ScramHash::Sha256, "abc");
+            let server_first = format!("r=abcdef,s=AAAA,i={i}");
+            assert!(matches!(
+                c.step(server_first.as_bytes()),
+                Ok(SaslStep::Derive(KeyDerivation { iterations, .. })) if iterations == i
+            ));
+        }
     }
 
     #[test]
-    fn a_zero_iteration_count_is_refused_typed() {
-        let (mut c, _) = ScramClient::new(ScramHash::Sha256, "u", "p", "abc");
+    fn a_mandatory_extension_is_refused() {
+        let mut c = client(ScramHash::Sha256, "abc");
         assert!(matches!(
-            c.step(b"r=abcdef,s=AAAA,i=0"),
-            Err(SaslError::IterationCount { iterations: 0, .. })
+            c.step(b"m=ext,r=abcdef,s=AAAA,i=4096"),
+            Err(SaslError::MalformedServerMessage { .. })
         ));
     }
 

@@ -6,6 +6,7 @@
 //! These need no broker, so they run in every mode.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure
 
 use std::time::Duration;
 
@@ -37,6 +38,11 @@ fn config(
         request_timeout: Duration::from_secs(5),
         ..ClientConfig::new(&mock.bootstrap())
     }
+}
+
+/// bob's honest SCRAM-SHA-256 login.
+fn bob(mock: &MockCluster) -> ClientConfig {
+    config(mock, SaslMechanism::ScramSha256, "bob", "bob-secret")
 }
 
 async fn connects(config: ClientConfig) -> Result<(), ClientError> {
@@ -82,14 +88,7 @@ async fn a_scripted_wrong_server_signature_is_refused_by_the_client() {
         Control::on(franz_protocol::ApiKey::SaslAuthenticate)
             .script_scram(ScramScript::server_signature(vec![0; 32])),
     );
-    let err = connects(config(
-        &mock,
-        SaslMechanism::ScramSha256,
-        "bob",
-        "bob-secret",
-    ))
-    .await
-    .unwrap_err();
+    let err = connects(bob(&mock)).await.unwrap_err();
     assert!(
         matches!(
             &err,
@@ -102,12 +101,48 @@ async fn a_scripted_wrong_server_signature_is_refused_by_the_client() {
     );
     assert!(hook.hits() >= 1);
     mock.remove_control(&hook);
-    connects(config(
-        &mock,
-        SaslMechanism::ScramSha256,
-        "bob",
-        "bob-secret",
-    ))
-    .await
-    .unwrap();
+    connects(bob(&mock)).await.unwrap();
+}
+
+/// A hostile SCRAM server: one demanding 2^32 - 1 PBKDF2 iterations (hours
+/// of CPU on a worker thread) and one demanding 1 (a proof cheap to guess
+/// offline). Each is refused, typed, before any derivation runs: the
+/// refused connect takes at most 50 ms more than an honest one (which runs
+/// the whole exchange, PBKDF2 at 4096 iterations included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_iteration_bombs_are_refused_at_once() {
+    let mock = mock();
+    let honest = {
+        let started = std::time::Instant::now();
+        connects(bob(&mock)).await.unwrap();
+        started.elapsed()
+    };
+    for iterations in [u64::from(u32::MAX), 1] {
+        let hook = mock.control(
+            Control::on(franz_protocol::ApiKey::SaslAuthenticate)
+                .script_scram(ScramScript::iterations(iterations)),
+        );
+        let started = std::time::Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(10), connects(bob(&mock)))
+            .await
+            .unwrap_or_else(|_| panic!("i={iterations}: the client spent 10 s deriving the key"))
+            .unwrap_err();
+        let took = started.elapsed();
+        eprintln!("i={iterations}: refused after {took:?}; an honest connect took {honest:?}");
+        assert!(
+            matches!(
+                &err,
+                ClientError::Authentication {
+                    reason: SaslError::IterationCount { .. },
+                    ..
+                }
+            ),
+            "i={iterations}: {err:?}"
+        );
+        assert!(
+            took <= honest + Duration::from_millis(50),
+            "i={iterations}: took {took:?}, an honest connect {honest:?}"
+        );
+        mock.remove_control(&hook);
+    }
 }

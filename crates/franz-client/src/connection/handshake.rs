@@ -20,7 +20,7 @@ use super::{ApiVersionTable, BrokerAddr, BrokerConnection};
 use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::metrics::BrokerMetrics;
-use crate::sasl::{SaslError, SaslSession};
+use crate::sasl::{SaslError, SaslSession, SaslStep};
 
 impl BrokerConnection {
     /// TCP, TLS when configured, ApiVersions, then SASL when configured.
@@ -173,9 +173,23 @@ impl BrokerConnection {
                 }));
             }
             lifetime_ms = resp.session_lifetime_ms;
-            match session.step(&resp.auth_bytes) {
-                Ok(Some(next)) => msg = next,
-                Ok(None) => break,
+            let mut step = session.step(&resp.auth_bytes);
+            if let Ok(SaslStep::Derive(job)) = step {
+                // PBKDF2 at up to the capped iteration count is blocking
+                // work; it must not stall the runtime's workers. Dropped
+                // meanwhile, the blocking task finishes and is discarded.
+                step = match tokio::task::spawn_blocking(move || job.run()).await {
+                    Ok(salted) => session.derived(salted).map(SaslStep::Send),
+                    Err(_) => Err(SaslError::Crypto("the SCRAM key derivation task failed")),
+                };
+            }
+            match step {
+                Ok(SaslStep::Send(next)) => msg = next,
+                Ok(SaslStep::Done) => break,
+                Ok(SaslStep::Derive(_)) => {
+                    self.close("SASL mechanism failed");
+                    return Err(auth_err(SaslError::UnexpectedMessage));
+                }
                 Err(e) => {
                     self.close("SASL mechanism failed");
                     return Err(auth_err(e));
