@@ -38,6 +38,22 @@ pub enum ClientError {
         /// Why.
         reason: Arc<str>,
     },
+    /// A response did not answer the oldest request on its connection
+    /// (Kafka answers in order): the connection was closed at once, and
+    /// every request waiting on it failed with this. Retriable on a new
+    /// connection.
+    #[error(
+        "{broker} answered correlation id {got:?} where {expected:?} was due; connection closed"
+    )]
+    CorrelationMismatch {
+        /// The broker.
+        broker: String,
+        /// The id of the oldest request still unanswered (none if no
+        /// request was outstanding).
+        expected: Option<i32>,
+        /// The id in the response (none if the frame was too short to hold one).
+        got: Option<i32>,
+    },
     /// The broker's bytes could not be decoded.
     #[error("malformed response from {broker}: {source}")]
     Decode {
@@ -150,6 +166,7 @@ impl ClientError {
             Self::Io { .. }
             | Self::Timeout { .. }
             | Self::ConnectionClosed { .. }
+            | Self::CorrelationMismatch { .. }
             | Self::UnknownTopic(_)
             | Self::UnknownBroker(_)
             | Self::NoBrokerReachable(_) => true,
@@ -177,6 +194,7 @@ impl ClientError {
         match self {
             Self::Io { .. }
             | Self::ConnectionClosed { .. }
+            | Self::CorrelationMismatch { .. }
             | Self::UnknownTopic(_)
             | Self::UnknownBroker(_) => true,
             Self::Broker { code, .. } | Self::Group { code, .. } => {

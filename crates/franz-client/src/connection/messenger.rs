@@ -2,14 +2,20 @@
 //! connection's handles, poisoning, the two tasks, the broker's throttle
 //! (KIP-219) and [`InFlight`], a request whose answer is still to come.
 //!
-//! Each request registers a oneshot under its correlation id before its
-//! frame enters the write queue; the reader hands each response to the
-//! waiter registered under its id. The first error (I/O, a bad frame, a
-//! timeout) closes the connection and fails every waiter with the same
-//! typed error.
+//! Kafka answers the requests of one connection in the order they were
+//! written. So the writer, as it takes each frame off the queue, appends its
+//! correlation id and oneshot to `pending` in write order, and the reader
+//! expects each response to answer the oldest entry. A caller that gives up
+//! drops its receiver and leaves the entry as a placeholder: its response
+//! still arrives in its turn and is discarded. A response for any other id
+//! (a broker bug, a desynchronised stream, a man in the middle) poisons the
+//! connection at once with [`ClientError::CorrelationMismatch`] instead of
+//! leaving its caller to wait for the timeout. The first error (I/O, a bad
+//! frame, a timeout, a mismatch) closes the connection and fails every
+//! waiter with the same typed error.
 #![allow(clippy::disallowed_methods)] // the client's I/O layer drives requests: deadlines, retries and cache ages are read here, and nothing below it reads the clock
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,8 +38,19 @@ use crate::metrics::BrokerMetrics;
 pub(super) type Waiter = oneshot::Sender<Result<Bytes, ClientError>>;
 
 pub(super) enum State {
-    Open { pending: HashMap<i32, Waiter> },
+    /// Requests written and not yet answered, oldest first; an entry whose
+    /// receiver was dropped is a placeholder for a cancelled request.
+    Open {
+        pending: VecDeque<(i32, Waiter)>,
+    },
     Closed(ClientError),
+}
+
+/// A frame for the writer, with who waits for its answer (none for
+/// Produce with acks=0).
+pub(super) struct Outgoing {
+    pub(super) frame: Bytes,
+    pub(super) answer: Option<(i32, Waiter)>,
 }
 
 /// What the tasks and the handle share.
@@ -68,24 +85,6 @@ impl Core {
         }
         for (_, waiter) in pending {
             let _ = waiter.send(Err(err.clone()));
-        }
-    }
-}
-
-/// Removes a pending entry if the caller's future is dropped before the
-/// response arrives.
-struct PendingGuard<'a> {
-    core: &'a Core,
-    correlation_id: i32,
-    armed: bool,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed
-            && let State::Open { pending } = &mut *self.core.state()
-        {
-            pending.remove(&self.correlation_id);
         }
     }
 }
@@ -142,13 +141,13 @@ impl BrokerConnection {
         let core = Arc::new(Core {
             addr,
             state: Mutex::new(State::Open {
-                pending: HashMap::new(),
+                pending: VecDeque::new(),
             }),
             throttle_until: Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
             metrics,
         });
-        let (queue, rx) = mpsc::channel::<Bytes>(1024);
+        let (queue, rx) = mpsc::channel::<Outgoing>(1024);
         let max = config.max_response_size;
         let reader = tokio::spawn(read_loop(Arc::clone(&core), read, max));
         let writer = tokio::spawn(write_loop(
@@ -246,9 +245,9 @@ impl BrokerConnection {
         in_flight.answer().await
     }
 
-    /// Encodes `req`, registers its correlation id and puts the frame in
-    /// the write queue. Returns the id, the answer's receiver and the
-    /// deadline. On error nothing stays registered.
+    /// Encodes `req` and puts the frame, with the sender of its answer, in
+    /// the write queue (the writer registers it as it writes). Returns the
+    /// id, the answer's receiver and the deadline.
     pub(super) async fn enqueue<R: Request>(
         &self,
         req: &R,
@@ -277,25 +276,20 @@ impl BrokerConnection {
         let id = self.next_correlation_id();
         let mut frame = BytesMut::with_capacity(size_hint);
         frame::encode_request(&mut frame, id, Some(&self.handle.client_id), version, req)?;
-        let (tx, rx) = oneshot::channel();
-        match &mut *core.state() {
-            State::Open { pending } => {
-                pending.insert(id, tx);
-            }
-            State::Closed(e) => return Err(e.clone()),
+        if let State::Closed(e) = &*core.state() {
+            return Err(e.clone());
         }
-        let mut guard = PendingGuard {
-            core,
-            correlation_id: id,
-            armed: true,
-        };
+        let (tx, rx) = oneshot::channel();
         self.touch();
         core.metrics.sent(frame.len());
         metrics::counter!("franz_bytes_sent_total").increment(frame.len() as u64);
-        if self.handle.queue.send(frame.freeze()).await.is_err() {
+        let outgoing = Outgoing {
+            frame: frame.freeze(),
+            answer: Some((id, tx)),
+        };
+        if self.handle.queue.send(outgoing).await.is_err() {
             return Err(self.closed_error());
         }
-        guard.armed = false;
         Ok((id, rx, deadline))
     }
 
@@ -303,7 +297,6 @@ impl BrokerConnection {
     /// poisons the connection.
     pub(super) async fn wait_answer<R: Request>(
         &self,
-        id: i32,
         rx: &mut oneshot::Receiver<Result<Bytes, ClientError>>,
         deadline: Instant,
         timeout: Duration,
@@ -313,9 +306,6 @@ impl BrokerConnection {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(self.closed_error()),
             Err(_) => {
-                if let State::Open { pending } = &mut *core.state() {
-                    pending.remove(&id);
-                }
                 let err = ClientError::Timeout {
                     what: format!("{} request to {}", R::NAME, core.addr),
                     after: timeout,
@@ -369,19 +359,30 @@ async fn read_loop<R: AsyncRead + Unpin>(core: Arc<Core>, mut read: R, max: usiz
         };
         core.metrics.received(body.len() + 4);
         metrics::counter!("franz_bytes_received_total").increment((body.len() + 4) as u64);
-        let Some(id) = frame::peek_correlation_id(&body) else {
-            continue;
-        };
-        let waiter = match &mut *core.state() {
-            State::Open { pending } => pending.remove(&id),
+        let got = frame::peek_correlation_id(&body);
+        let oldest = match &mut *core.state() {
+            State::Open { pending } => pending.pop_front(),
             State::Closed(_) => return,
         };
-        match waiter {
-            Some(w) => {
-                let _ = w.send(Ok(body));
+        match (oldest, got) {
+            (Some((expected, waiter)), Some(got)) if got == expected => {
+                if waiter.send(Ok(body)).is_err() {
+                    tracing::trace!(broker = %core.addr, correlation_id = got, "response to a cancelled request discarded");
+                }
             }
-            None => {
-                tracing::trace!(broker = %core.addr, correlation_id = id, "response to a cancelled request discarded")
+            (oldest, got) => {
+                // Not the answer to the oldest request: the stream can no
+                // longer be trusted to pair answers with requests. The
+                // oldest waiter is failed with the rest.
+                let err = ClientError::CorrelationMismatch {
+                    broker: name.clone(),
+                    expected: oldest.as_ref().map(|(id, _)| *id),
+                    got,
+                };
+                if let Some((_, waiter)) = oldest {
+                    let _ = waiter.send(Err(err.clone()));
+                }
+                break err;
             }
         }
     };
@@ -391,15 +392,15 @@ async fn read_loop<R: AsyncRead + Unpin>(core: Arc<Core>, mut read: R, max: usiz
 async fn write_loop<W: AsyncWrite + Unpin>(
     core: Arc<Core>,
     mut write: BufWriter<W>,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<Outgoing>,
 ) {
     let name = core.addr.to_string();
-    while let Some(frame) = rx.recv().await {
-        let mut result = write.write_all(&frame).await;
+    while let Some(first) = rx.recv().await {
+        let mut result = write_one(&core, &mut write, first).await;
         // Coalesce whatever else is queued into the same flush.
         while result.is_ok() {
             match rx.try_recv() {
-                Ok(more) => result = write.write_all(&more).await,
+                Ok(more) => result = write_one(&core, &mut write, more).await,
                 Err(_) => break,
             }
         }
@@ -415,6 +416,26 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let _ = write.shutdown().await;
 }
 
+/// Registers `out`'s waiter, in write order, then writes its frame. The
+/// registration comes first: the answer cannot arrive before the request
+/// is written, and must find its entry when it does.
+async fn write_one<W: AsyncWrite + Unpin>(
+    core: &Core,
+    write: &mut BufWriter<W>,
+    out: Outgoing,
+) -> std::io::Result<()> {
+    if let Some((id, waiter)) = out.answer {
+        match &mut *core.state() {
+            State::Open { pending } => pending.push_back((id, waiter)),
+            State::Closed(e) => {
+                let _ = waiter.send(Err(e.clone()));
+                return Ok(());
+            }
+        }
+    }
+    write.write_all(&out.frame).await
+}
+
 /// A request written to a connection's queue, its answer still to come
 /// (see [`BrokerConnection::enqueue_sized`]). Dropping it forgets the answer.
 pub struct InFlight<R: Request> {
@@ -425,7 +446,6 @@ pub struct InFlight<R: Request> {
     pub(super) timeout: Duration,
     pub(super) version: i16,
     pub(super) started: Instant,
-    pub(super) armed: bool,
     pub(super) _response: PhantomData<fn() -> R>,
 }
 
@@ -462,21 +482,8 @@ impl<R: Request> InFlight<R> {
     /// The answer's frame body (header included), undecoded; afterwards
     /// nothing is left registered.
     async fn answer(&mut self) -> Result<Bytes, ClientError> {
-        let raw = self
-            .conn
-            .wait_answer::<R>(self.id, &mut self.rx, self.deadline, self.timeout)
-            .await;
-        self.armed = false;
-        raw
-    }
-}
-
-impl<R: Request> Drop for InFlight<R> {
-    fn drop(&mut self) {
-        if self.armed
-            && let State::Open { pending } = &mut *self.conn.handle.core.state()
-        {
-            pending.remove(&self.id);
-        }
+        self.conn
+            .wait_answer::<R>(&mut self.rx, self.deadline, self.timeout)
+            .await
     }
 }

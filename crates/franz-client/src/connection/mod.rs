@@ -14,8 +14,10 @@
 //! A connection runs two tasks. The writer drains a queue of encoded frames
 //! (so a caller's future can be dropped at any point without leaving half a
 //! frame on the socket). The reader reads size-prefixed frames, takes the
-//! correlation id and hands the bytes to whoever waits for it; a response
-//! whose caller gave up (dropped its future) is discarded. Any I/O error,
+//! correlation id and hands the bytes to the oldest request, which it must
+//! answer (Kafka answers in order); a response whose caller gave up
+//! (dropped its future) is discarded in its turn, and one for any other id
+//! poisons the connection. Any I/O error,
 //! bad frame length or request timeout *poisons* the connection: it is
 //! closed, and every waiting request gets the same typed error at once, so
 //! nothing hangs. A poisoned connection is never reused; the pool makes a
@@ -49,7 +51,7 @@ use crate::error::ClientError;
 use crate::metrics::BrokerMetrics;
 use tokio::sync::mpsc;
 
-use messenger::{Core, State, Tasks};
+use messenger::{Core, Outgoing, State, Tasks};
 pub use messenger::{InFlight, open_connection_count};
 
 /// Which broker a connection talks to.
@@ -118,7 +120,7 @@ impl ApiVersionTable {
 
 struct Handle {
     core: Arc<Core>,
-    queue: mpsc::Sender<Bytes>,
+    queue: mpsc::Sender<Outgoing>,
     next_id: AtomicI32,
     versions: ApiVersionTable,
     client_id: String,
@@ -224,7 +226,8 @@ impl BrokerConnection {
     /// Requests still waiting for a response.
     pub fn in_flight(&self) -> usize {
         match &*self.handle.core.state() {
-            State::Open { pending } => pending.len(),
+            // Placeholders of cancelled requests do not count.
+            State::Open { pending } => pending.iter().filter(|(_, w)| !w.is_closed()).count(),
             State::Closed(_) => 0,
         }
     }
@@ -330,7 +333,6 @@ impl BrokerConnection {
             timeout,
             version,
             started,
-            armed: true,
             _response: PhantomData,
         })
     }
@@ -363,9 +365,13 @@ impl BrokerConnection {
         let mut frame = BytesMut::with_capacity(size_hint);
         frame::encode_request(&mut frame, id, Some(&self.handle.client_id), version, req)?;
         self.touch();
+        let outgoing = Outgoing {
+            frame: frame.freeze(),
+            answer: None,
+        };
         self.handle
             .queue
-            .send(frame.freeze())
+            .send(outgoing)
             .await
             .map_err(|_| self.closed_error())
     }
@@ -518,6 +524,102 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    /// A fake broker that reads `n` Metadata requests and then answers
+    /// them, in order, each with an empty MetadataResponse under the id
+    /// `answer_id` gives for the request's own id.
+    async fn answering_broker(n: usize, answer_id: fn(i32) -> i32) -> BrokerConnection {
+        use franz_protocol::frame::{ResponseHeader, response_header_version};
+        use franz_protocol::messages::MetadataResponse;
+        let (client, mut server) = tokio::io::duplex(1 << 16);
+        tokio::spawn(async move {
+            let mut asked = Vec::new();
+            for _ in 0..n {
+                let mut len = [0u8; 4];
+                if server.read_exact(&mut len).await.is_err() {
+                    return;
+                }
+                let mut req = vec![0u8; i32::from_be_bytes(len) as usize];
+                if server.read_exact(&mut req).await.is_err() {
+                    return;
+                }
+                let version = i16::from_be_bytes([req[2], req[3]]);
+                let id = i32::from_be_bytes([req[4], req[5], req[6], req[7]]);
+                asked.push((version, id));
+            }
+            for (version, id) in asked {
+                let mut body = BytesMut::new();
+                ResponseHeader {
+                    correlation_id: answer_id(id),
+                    unknown_tagged_fields: Vec::new(),
+                }
+                .encode(
+                    &mut body,
+                    response_header_version(ApiKey::Metadata, version),
+                )
+                .unwrap();
+                MetadataResponse::default()
+                    .encode(&mut body, version)
+                    .unwrap();
+                let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+                frame.extend_from_slice(&body);
+                if server.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+            let mut sink = Vec::new();
+            let _ = server.read_to_end(&mut sink).await;
+        });
+        test_support::over_stream(&config(), client)
+    }
+
+    /// A response that does not answer the oldest request poisons the
+    /// connection at once with a typed error, not at the request timeout
+    /// (5 s here).
+    #[tokio::test]
+    async fn a_response_for_another_correlation_id_fails_at_once() {
+        let conn = answering_broker(1, |id| id + 1000).await;
+        let started = std::time::Instant::now();
+        let err = conn.send(&MetadataRequest::default()).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            matches!(
+                err,
+                ClientError::CorrelationMismatch {
+                    expected: Some(1),
+                    got: Some(1001),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(took < Duration::from_millis(100), "took {took:?}");
+        assert!(!conn.is_open());
+        assert!(err.is_retriable());
+    }
+
+    /// Requests whose callers gave up keep their turn: their answers are
+    /// discarded in order, and the request behind them gets its own.
+    #[tokio::test]
+    async fn cancelled_requests_keep_their_turn() {
+        let conn = answering_broker(3, |id| id).await;
+        let version = conn.version_of::<MetadataRequest>().unwrap();
+        for _ in 0..2 {
+            let in_flight = conn
+                .enqueue_sized(
+                    &MetadataRequest::default(),
+                    version,
+                    Duration::from_secs(5),
+                    64,
+                )
+                .await
+                .unwrap();
+            drop(in_flight);
+        }
+        assert_eq!(conn.in_flight(), 0, "cancelled requests are placeholders");
+        conn.send(&MetadataRequest::default()).await.unwrap();
+        assert!(conn.is_open());
     }
 
     #[tokio::test]
