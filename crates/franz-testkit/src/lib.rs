@@ -57,6 +57,7 @@ mod dist;
 #[cfg(feature = "docker")]
 mod docker;
 mod error;
+pub mod history;
 mod names;
 pub mod node;
 mod ports;
