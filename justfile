@@ -35,6 +35,10 @@ kafka-up-mock:
 kafka-down:
     cargo run -q -p franz-testkit --bin franz-kafka -- down
 
+# The chaos suite at full size (CI runs its smoke form: 100,000 records, 3 kills): three brokers, leader SIGKILLs, judged by the history checker.
+chaos records="1000000" kills="10":
+    FRANZ_CHAOS_RECORDS={{records}} FRANZ_CHAOS_KILLS={{kills}} cargo test -p franz-suite --test chaos -- --nocapture
+
 # Everything CI runs, as CI runs it.
 ci:
     CI=true bash .ci/run

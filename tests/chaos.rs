@@ -1,0 +1,237 @@
+//! Chaos on three brokers, judged by the testkit's history checker.
+//!
+//! **Leader kills.** An idempotent producer (acks=all, a 5-minute delivery
+//! timeout) writes `FRANZ_CHAOS_RECORDS` records (default 100,000, the CI
+//! smoke form; `just chaos` runs 1,000,000) at a bounded rate to a topic of
+//! six partitions, replication 3, `min.insync.replicas=2`. At evenly spaced
+//! record milestones the leader of partition 0 is SIGKILLed
+//! (`FRANZ_CHAOS_KILLS`, default 3; `just chaos` runs 10): the test waits
+//! for a new leader epoch, restarts the broker, and waits for the full ISR
+//! before the next kill. Every send's fate goes into a [`History`]; a
+//! consumer then reads the topic back from the start and every record it
+//! hands out goes in too. The checker must find nothing lost, duplicated or
+//! reordered within a key; a timed-out send is indeterminate, allowed to be
+//! absent.
+//!
+//! The report line (scenario, records, faults, lost, duplicated, reordered,
+//! indeterminate, wall time) is printed for the closing notes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use franz_client::admin::NewTopic;
+use franz_client::{Admin, Client, ClientConfig, TopicPartition};
+use franz_consumer::{Consumer, ConsumerConfig, OffsetReset};
+use franz_producer::{Acks, ProduceError, Producer, ProducerConfig, ProducerRecord};
+use franz_testkit::history::{History, SendOutcome};
+use franz_testkit::{KafkaCluster, unique_topic};
+use tokio::sync::Mutex;
+
+const PARTITIONS: i32 = 6;
+const WRITER: u32 = 1;
+/// Records per second the producer is held to, so that kills land while
+/// records are flowing rather than after a burst has already finished.
+const RATE: u64 = 20_000;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kills_lose_and_duplicate_nothing() {
+    if franz_testkit::real_broker_only("kills and restarts brokers of its own three-node cluster") {
+        return;
+    }
+    let records = env_or("FRANZ_CHAOS_RECORDS", 100_000);
+    let kills = env_or("FRANZ_CHAOS_KILLS", 3);
+    let started = Instant::now();
+    let cluster = KafkaCluster::three_nodes().await.unwrap();
+    let bootstrap = cluster.bootstrap();
+    let client = Client::connect(ClientConfig::new(&bootstrap))
+        .await
+        .unwrap();
+    let topic = unique_topic("chaos-leader-kills");
+    let created = Admin::new(client.clone())
+        .create_topics(
+            vec![NewTopic::new(topic.clone(), PARTITIONS, 3).config("min.insync.replicas", "2")],
+            false,
+        )
+        .await
+        .unwrap();
+    created[0].1.as_ref().unwrap();
+
+    let producer = Producer::new(ProducerConfig {
+        acks: Acks::All,
+        enable_idempotence: Some(true),
+        delivery_timeout: Duration::from_secs(300),
+        linger: Duration::from_millis(5),
+        ..ProducerConfig::new(&bootstrap)
+    })
+    .await
+    .unwrap();
+    let history = Arc::new(Mutex::new(History::new()));
+    let sent = Arc::new(AtomicU64::new(0));
+    let producing = tokio::spawn(produce(
+        producer.clone(),
+        topic.clone(),
+        records,
+        Arc::clone(&sent),
+        Arc::clone(&history),
+    ));
+
+    for kill in 1..=kills {
+        let milestone = records * kill / (kills + 1);
+        while sent.load(Ordering::Relaxed) < milestone {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let before = leader_of(&client, &topic).await;
+        cluster.kill(before.0).unwrap();
+        // A new leader, under a new epoch, before the broker comes back.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let now = leader_of(&client, &topic).await;
+            if now.1 > before.1 && now.0 >= 0 && now.0 != before.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new leader after killing {}",
+                before.0
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        cluster.restart(before.0).await.unwrap();
+        cluster
+            .wait_for_full_isr(Duration::from_secs(180))
+            .await
+            .unwrap();
+    }
+    producing.await.unwrap();
+    producer.close(Duration::from_secs(30)).await.unwrap();
+
+    let expected = {
+        let h = history.lock().await;
+        h.check().acked
+    };
+    consume_all(&bootstrap, &topic, expected, &history).await;
+    let report = history.lock().await.check();
+    println!(
+        "chaos | leader kills | {records} records | {kills} leader SIGKILLs | lost {} | duplicated {} | reordered {} | indeterminate {} | {:.0} s",
+        report.lost.len(),
+        report.duplicated.len(),
+        report.reordered.len(),
+        report.indeterminate,
+        started.elapsed().as_secs_f64()
+    );
+    println!("{report}");
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.sent as u64, records);
+}
+
+/// The leader of partition 0 and its epoch, from fresh metadata.
+async fn leader_of(client: &Client, topic: &str) -> (i32, i32) {
+    let md = client
+        .refresh_metadata_for(&[topic.to_string()])
+        .await
+        .unwrap();
+    let p = &md.topics[topic].partitions[0];
+    (p.leader, p.leader_epoch)
+}
+
+/// Sends `records` records at about [`RATE`] per second, each keyed
+/// `k<seq % 97>` with value `<writer>:<seq>`, and records each fate.
+async fn produce(
+    producer: Producer,
+    topic: String,
+    records: u64,
+    sent: Arc<AtomicU64>,
+    history: Arc<Mutex<History>>,
+) {
+    let started = Instant::now();
+    let mut acks = tokio::task::JoinSet::new();
+    for seq in 0..records {
+        let key = format!("k{}", seq % 97);
+        history.lock().await.send((WRITER, seq), Some(&key));
+        let record = ProducerRecord::new(topic.as_str(), format!("{WRITER}:{seq}")).with_key(key);
+        let outcome = match producer.send(record).await {
+            Ok(ack) => {
+                let history = Arc::clone(&history);
+                acks.spawn(async move {
+                    let outcome = match ack.await {
+                        Ok(meta) => SendOutcome::Acked {
+                            partition: (meta.topic.to_string(), meta.partition),
+                            offset: meta.offset,
+                        },
+                        Err(e) => fate_of(&e),
+                    };
+                    history.lock().await.sent((WRITER, seq), outcome);
+                });
+                None
+            }
+            // Refused before it was queued: never written.
+            Err(_refused) => Some(SendOutcome::Failed),
+        };
+        if let Some(outcome) = outcome {
+            history.lock().await.sent((WRITER, seq), outcome);
+        }
+        sent.store(seq + 1, Ordering::Relaxed);
+        // Hold the rate: sleep off any lead over RATE records per second.
+        let due = Duration::from_secs_f64((seq + 1) as f64 / RATE as f64);
+        if let Some(ahead) = due.checked_sub(started.elapsed())
+            && ahead > Duration::from_millis(5)
+        {
+            tokio::time::sleep(ahead).await;
+        }
+        while acks.try_join_next().is_some() {}
+    }
+    while acks.join_next().await.is_some() {}
+}
+
+/// A failed delivery: written for sure not (refused before it was sent), or
+/// of unknown fate.
+fn fate_of(e: &ProduceError) -> SendOutcome {
+    match e {
+        ProduceError::DeliveryTimeout { sent: false, .. } | ProduceError::Closed => {
+            SendOutcome::Failed
+        }
+        _ => SendOutcome::Indeterminate,
+    }
+}
+
+/// Reads every partition from the start until `expected` distinct offsets
+/// were handed out (or two minutes pass), recording each delivery.
+async fn consume_all(bootstrap: &str, topic: &str, expected: usize, history: &Mutex<History>) {
+    let mut config = ConsumerConfig::new(bootstrap);
+    config.auto_offset_reset = OffsetReset::Earliest;
+    let mut consumer = Consumer::new(config).await.unwrap();
+    let partitions: Vec<TopicPartition> = (0..PARTITIONS)
+        .map(|p| TopicPartition::new(topic, p))
+        .collect();
+    consumer.assign(&partitions).await.unwrap();
+    let mut seen = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen < expected && Instant::now() < deadline {
+        let batch = consumer.poll(Duration::from_secs(1)).await.unwrap();
+        let mut h = history.lock().await;
+        for r in batch {
+            let value = r.value.as_deref().unwrap_or_default();
+            let text = std::str::from_utf8(value).unwrap();
+            let (writer, seq) = text.split_once(':').unwrap();
+            h.delivered(
+                "reader",
+                (r.topic.to_string(), r.partition),
+                r.offset,
+                (writer.parse().unwrap(), seq.parse().unwrap()),
+            );
+            seen += 1;
+        }
+    }
+    consumer.close().await;
+}
