@@ -50,6 +50,7 @@ use franz_client::admin::OffsetSpec;
 use franz_consumer::assignor::RangeAssignor;
 use franz_consumer::{GroupConsumer, GroupProtocol, TopicPartition};
 use franz_producer::{Producer, ProducerConfig, ProducerRecord};
+use franz_testkit::history::{History, SendOutcome};
 use franz_testkit::{unique_group, unique_topic};
 
 const PARTITIONS: i32 = 6;
@@ -784,6 +785,12 @@ async fn churn(protocol: GroupProtocol) {
         committed_at.as_secs_f64(),
     );
 
+    // The same run under the testkit's history checker: nothing acknowledged
+    // lost, no commit past an offset nobody handed out.
+    let report = history_of(&topic, &acked, &incarnations).check();
+    println!("churn {name} under the history checker: {report}");
+    assert!(report.is_ok(), "{name}: {report}");
+
     assert!(
         a.skipped.is_empty(),
         "{name}: records never handed out:\n{}",
@@ -809,4 +816,44 @@ async fn churn(protocol: GroupProtocol) {
         a.duplicates,
         a.bound
     );
+}
+
+/// The run as a [`History`]: record `i` (key `k{i}`) acknowledged at
+/// `acked[i]`, every member's hand-outs and commits.
+fn history_of(topic: &str, acked: &[(i32, i64)], incarnations: &[Incarnation]) -> History {
+    let mut history = History::new();
+    let mut at = HashMap::new();
+    for (i, (partition, offset)) in acked.iter().enumerate() {
+        let id = (0, i as u64);
+        history.send(id, Some(&format!("k{i}")));
+        history.sent(
+            id,
+            SendOutcome::Acked {
+                partition: (topic.to_string(), *partition),
+                offset: *offset,
+            },
+        );
+        at.insert((*partition, *offset), id);
+    }
+    for inc in incarnations {
+        for (_, event) in &inc.events {
+            match event {
+                Event::Handed { partition, offset } => {
+                    if let Some(id) = at.get(&(*partition, *offset)) {
+                        history.delivered(
+                            &inc.label,
+                            (topic.to_string(), *partition),
+                            *offset,
+                            *id,
+                        );
+                    }
+                }
+                Event::Committed { partition, next } => {
+                    history.committed(&inc.label, (topic.to_string(), *partition), *next);
+                }
+                _ => {}
+            }
+        }
+    }
+    history
 }
