@@ -260,3 +260,74 @@ async fn a_client_quota_throttles_and_the_client_waits_as_told() {
     let m = client.metrics();
     assert!(m.values().any(|s| s.throttled_responses >= 1), "{m:?}");
 }
+
+/// A broker that stops reading (a zero window): the connection's writer
+/// blocks once the socket buffers are full, its queue (1,024 frames) fills
+/// behind it, and every request still fails by its own deadline, counted
+/// from when it was asked for, including those that never found room in
+/// the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_window_fails_queued_requests_by_their_deadline() {
+    if franz_testkit::real_broker_only("a fault proxy in front of its own broker") {
+        return;
+    }
+    let cluster = KafkaCluster::builder().fault_proxy().start().await.unwrap();
+    let topic = unique_topic("zero-window");
+    franz_test_support::create_topic(&cluster.direct_bootstrap(), &topic, 1).await;
+    let timeout = Duration::from_secs(3);
+    let client = Client::connect(ClientConfig {
+        request_timeout: timeout,
+        ..ClientConfig::new(&cluster.bootstrap())
+    })
+    .await
+    .unwrap();
+    let conn = client
+        .leader_connection(&topic, 0, ConnectionKind::Produce)
+        .await
+        .unwrap();
+    cluster.proxy(1).unwrap().stop_reading(true);
+
+    // 48 MiB of produce requests, more than any socket buffers hold, then
+    // 1,100 small requests: more than the queue has room for.
+    let big = batch(1024, 1000);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..48 {
+        let (conn, req) = (conn.clone(), produce_request(&topic, 0, big.clone()));
+        tasks.spawn(async move { conn.send(&req).await.map(|_| ()) });
+    }
+    for _ in 0..1_100 {
+        let conn = conn.clone();
+        tasks.spawn(async move { conn.send(&MetadataRequest::default()).await.map(|_| ()) });
+    }
+    let (mut failed, mut answered) = (0, 0);
+    let all = tokio::time::timeout(timeout + Duration::from_secs(5), async {
+        while let Some(result) = tasks.join_next().await {
+            match result.unwrap() {
+                // The frame the proxy was already reading when it stopped.
+                Ok(()) => answered += 1,
+                Err(err) => {
+                    assert!(
+                        err.is_timeout() || matches!(err, ClientError::ConnectionClosed { .. }),
+                        "{err}"
+                    );
+                    failed += 1;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        all.is_ok(),
+        "{} of 1,148 requests were still waiting {:?} after they were asked for",
+        1_148 - failed - answered,
+        started.elapsed()
+    );
+    assert!(
+        answered <= 1,
+        "{answered} answered through a proxy that stopped reading"
+    );
+    assert_eq!(failed + answered, 1_148);
+    assert!(!conn.is_open(), "a stuck writer poisons the connection");
+    cluster.proxy(1).unwrap().stop_reading(false);
+}

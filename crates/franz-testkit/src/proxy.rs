@@ -123,6 +123,7 @@ struct Rules {
     delay_all: Option<Duration>,
     delay_api: HashMap<i16, Duration>,
     black_hole: bool,
+    stop_reading: bool,
     cut_next: HashMap<i16, u32>,
     rewrite: HashMap<i16, ResponseRewrite>,
     rewritten: HashMap<i16, u64>,
@@ -338,6 +339,13 @@ impl FaultProxy {
         self.rules().swallowed.get(&api_key).copied().unwrap_or(0)
     }
 
+    /// Stops (or resumes) reading what clients send: the proxy's receive
+    /// buffer fills, TCP's window closes, and a client's writes block, as
+    /// against a broker that stopped reading (a zero window).
+    pub fn stop_reading(&self, on: bool) {
+        self.rules().stop_reading = on;
+    }
+
     /// Removes every rule (drops, delays, black hole, rewrites, recording,
     /// swallowing); counters stay.
     pub fn clear_faults(&self) {
@@ -351,6 +359,7 @@ impl FaultProxy {
         rules.delay_all = None;
         rules.delay_api.clear();
         rules.black_hole = false;
+        rules.stop_reading = false;
     }
 
     fn rules(&self) -> MutexGuard<'_, Rules> {
@@ -449,7 +458,13 @@ fn pump_requests(
     in_flight: &Mutex<HashMap<i32, (i16, i16)>>,
 ) {
     let mut reader = FrameReader::default();
-    while let Ok(Some(mut frame)) = reader.next(&mut from, flags) {
+    loop {
+        while shared.rules().stop_reading && !flags.stop() {
+            std::thread::sleep(POLL);
+        }
+        let Ok(Some(mut frame)) = reader.next(&mut from, flags) else {
+            break;
+        };
         let mut api = None;
         if frame.len() >= 12 {
             let api_key = i16::from_be_bytes([frame[4], frame[5]]);

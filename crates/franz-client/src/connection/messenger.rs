@@ -287,13 +287,42 @@ impl BrokerConnection {
             frame: frame.freeze(),
             answer: Some((id, tx)),
         };
-        if self.handle.queue.send(outgoing).await.is_err() {
-            return Err(self.closed_error());
-        }
+        self.queue_by(outgoing, deadline, R::NAME, timeout).await?;
         Ok((id, rx, deadline))
     }
 
-    /// Waits for the answer to request `id` until `deadline`; a timeout
+    /// Puts `outgoing` in the write queue, waiting for room at most until
+    /// `deadline` (the request's, which started when it was asked for). A
+    /// queue still full then means a writer stuck on a socket that takes
+    /// nothing (a zero window): the connection is poisoned, so that every
+    /// request behind it fails now rather than wait for room that will not
+    /// come.
+    pub(super) async fn queue_by(
+        &self,
+        outgoing: Outgoing,
+        deadline: Instant,
+        api: &str,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        match tokio::time::timeout_at(deadline.into(), self.handle.queue.send(outgoing)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(self.closed_error()),
+            Err(_) => {
+                let core = &*self.handle.core;
+                let err = ClientError::Timeout {
+                    what: format!(
+                        "{api} request to {} (the connection's writer is stuck: no room to queue it)",
+                        core.addr
+                    ),
+                    after: timeout,
+                };
+                core.poison(err.clone());
+                Err(err)
+            }
+        }
+    }
+
+    /// Waits for the answer until `deadline`; a timeout
     /// poisons the connection.
     pub(super) async fn wait_answer<R: Request>(
         &self,

@@ -369,11 +369,9 @@ impl BrokerConnection {
             frame: frame.freeze(),
             answer: None,
         };
-        self.handle
-            .queue
-            .send(outgoing)
+        let timeout = self.handle.request_timeout;
+        self.queue_by(outgoing, Instant::now() + timeout, R::NAME, timeout)
             .await
-            .map_err(|_| self.closed_error())
     }
 
     fn decode<M: Message>(&self, body: Bytes, version: i16) -> Result<M, ClientError> {
