@@ -45,7 +45,7 @@ mod topic_partition;
 pub use admin::{Admin, ConsumerGroupMetadata};
 pub use client::{
     BrokerInfo, Client, ClusterMetadata, ConnectionKind, CoordinatorType, PartitionMetadata,
-    TopicMap, TopicMetadata,
+    RefreshBackoff, TopicMap, TopicMetadata,
 };
 pub use config::{
     ClientConfig, JAVA_CONSUMER_KEYS, JAVA_IGNORED_KEYS, JAVA_PRODUCER_KEYS, SaslMechanism,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use franz_client::{Client, ClientError, ConnectionKind};
+use franz_client::{Client, ClientError, ConnectionKind, RefreshBackoff};
 use franz_protocol::messages::{InitProducerIdRequest, ProduceRequest, produce_request};
 use franz_protocol::record::Header;
 use tokio::sync::{Notify, Semaphore, oneshot};
@@ -684,6 +684,9 @@ async fn run_sender(inner: Arc<Inner>) {
     // in sequence order (tasks alone start in any order, and a broker that
     // reads batch n+1 before n answers OUT_OF_ORDER_SEQUENCE_NUMBER).
     let mut written: HashMap<i32, oneshot::Receiver<()>> = HashMap::new();
+    let client_config = inner.client.config();
+    let mut refresh =
+        RefreshBackoff::new(client_config.retry_backoff, client_config.retry_backoff_max);
     loop {
         let now = Instant::now();
         let md = inner.client.metadata();
@@ -701,10 +704,19 @@ async fn run_sender(inner: Arc<Inner>) {
             plan
         };
         if plan.refresh_metadata {
-            let client = inner.client.clone();
-            tokio::spawn(async move {
-                let _ = client.refresh_metadata_for(&[]).await;
-            });
+            // KIP-580: a leaderless partition asks on every turn of this
+            // loop; the refreshes themselves back off.
+            if refresh.try_refresh(now) {
+                let client = inner.client.clone();
+                tokio::spawn(async move {
+                    let _ = client.refresh_metadata_for(&[]).await;
+                });
+            }
+            if let Some(at) = refresh.next_allowed() {
+                plan.wake_at = Some(plan.wake_at.map_or(at, |w| w.min(at)));
+            }
+        } else {
+            refresh.reset();
         }
         if plan.init_producer_id {
             // Only when the epoch would overflow; on its own task so that

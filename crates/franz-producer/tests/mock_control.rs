@@ -7,6 +7,7 @@
 //! These need no broker, so they run in every mode.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+#![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -192,4 +193,71 @@ async fn pipelined_batches_reach_the_broker_in_sequence_order() {
     );
     assert_once_in_order(&log_values(&mock, "ordered", 6), 30_000);
     producer.close(Duration::from_secs(5)).await.unwrap();
+}
+
+/// KIP-580: while a partition has no leader, the producer's metadata
+/// refreshes back off (100 ms doubling to 1 s) instead of following every
+/// record it is handed. Over two seconds of steady sends to a leaderless
+/// partition that is a handful of Metadata requests, not hundreds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_refreshes_back_off_while_a_partition_is_leaderless() {
+    let mock = MockCluster::builder()
+        .brokers(2)
+        .auto_create_topics(false)
+        .start()
+        .unwrap();
+    let client = franz_client::Client::connect(ClientConfig::new(&mock.bootstrap()))
+        .await
+        .unwrap();
+    let created = franz_client::Admin::new(client.clone())
+        .create_topics(
+            vec![franz_client::admin::NewTopic::new("leaderless", 1, 1)],
+            false,
+        )
+        .await
+        .unwrap();
+    created[0].1.as_ref().unwrap();
+    let leader = client
+        .topic_metadata("leaderless")
+        .await
+        .unwrap()
+        .partitions[0]
+        .leader;
+    let producer = Producer::new(ProducerConfig {
+        delivery_timeout: Duration::from_secs(30),
+        ..producer_config(&mock)
+    })
+    .await
+    .unwrap();
+    // The only replica dies: no live broker can lead the partition.
+    mock.kill_broker(leader);
+    let metadata = mock.control(Control::on(ApiKey::Metadata));
+    let started = std::time::Instant::now();
+    let mut pending = Vec::new();
+    while started.elapsed() < Duration::from_secs(2) {
+        let rec = ProducerRecord::new("leaderless", "v").with_partition(0);
+        pending.push(producer.send(rec).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let asked = metadata.hits();
+    assert!(
+        asked <= 20,
+        "{asked} Metadata requests in 2 s for one leaderless partition ({} records sent)",
+        pending.len()
+    );
+    assert!(asked >= 2, "the producer still asks ({asked})");
+    // Back with its broker, the partition has a leader and everything sent
+    // meanwhile is delivered.
+    mock.revive_broker(leader).unwrap();
+    mock.control(
+        Control::on(ApiKey::Produce)
+            .move_leader("leaderless", 0, leader)
+            .once(),
+    );
+    for ack in pending {
+        tokio::time::timeout(Duration::from_secs(30), ack)
+            .await
+            .expect("a record sent while the partition was leaderless never completed")
+            .unwrap();
+    }
 }

@@ -19,6 +19,8 @@ mod metadata;
 mod pool;
 mod retry;
 
+pub use retry::RefreshBackoff;
+
 pub use coordinator::CoordinatorType;
 pub use metadata::{BrokerInfo, ClusterMetadata, PartitionMetadata, TopicMap, TopicMetadata};
 use pool::Pool;

@@ -73,3 +73,91 @@ impl Client {
         }
     }
 }
+
+/// KIP-580 for metadata refreshes a caller keeps asking for (a partition
+/// without a leader, say): the first goes at once, each next one only after
+/// an exponentially growing, jittered backoff (`retry_backoff` doubling up
+/// to `retry_backoff_max`), and [`reset`](Self::reset) starts over once
+/// routing is fine. Sans-io: the caller passes `now`.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use franz_client::RefreshBackoff;
+/// let mut b = RefreshBackoff::new(Duration::from_millis(100), Duration::from_secs(1));
+/// let t0 = Instant::now();
+/// assert!(b.try_refresh(t0));
+/// assert!(!b.try_refresh(t0 + Duration::from_millis(10)));
+/// assert!(b.try_refresh(t0 + Duration::from_millis(200)));
+/// ```
+#[derive(Debug, Clone)]
+pub struct RefreshBackoff {
+    base: Duration,
+    max: Duration,
+    attempts: u32,
+    next: Option<Instant>,
+}
+
+impl RefreshBackoff {
+    /// Backoff from `base` doubling up to `max`.
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Self {
+            base,
+            max,
+            attempts: 0,
+            next: None,
+        }
+    }
+
+    /// Whether a refresh may be sent at `now`; if so it counts, and the
+    /// next is allowed only after the backoff.
+    pub fn try_refresh(&mut self, now: Instant) -> bool {
+        if self.next.is_some_and(|next| now < next) {
+            return false;
+        }
+        self.attempts = self.attempts.saturating_add(1);
+        self.next = Some(now + backoff(self.base, self.max, self.attempts));
+        true
+    }
+
+    /// When the next refresh is allowed, once one has been sent.
+    pub fn next_allowed(&self) -> Option<Instant> {
+        self.next
+    }
+
+    /// Routing is fine again: the next refresh may go at once.
+    pub fn reset(&mut self) {
+        self.attempts = 0;
+        self.next = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refreshes_back_off_exponentially_up_to_the_max_and_reset() {
+        let (base, max) = (Duration::from_millis(100), Duration::from_secs(1));
+        let mut b = RefreshBackoff::new(base, max);
+        let mut now = Instant::now();
+        assert!(b.try_refresh(now));
+        let mut gaps = Vec::new();
+        for _ in 0..8 {
+            let next = b.next_allowed().unwrap();
+            assert!(!b.try_refresh(next - Duration::from_millis(1)));
+            gaps.push(next - now);
+            now = next;
+            assert!(b.try_refresh(now));
+        }
+        // 100, 200, 400, 800 ms (±20%), then capped at 1 s.
+        for (gap, nominal) in gaps.iter().zip([100u64, 200, 400, 800, 1000, 1000]) {
+            let nominal = Duration::from_millis(nominal);
+            assert!(
+                *gap >= nominal.mul_f64(0.79) && *gap <= nominal.mul_f64(1.21).min(max),
+                "{gaps:?}"
+            );
+        }
+        b.reset();
+        assert!(b.try_refresh(now));
+    }
+}
