@@ -202,12 +202,42 @@ impl BrokerConnection {
         if lifetime_ms > 0 {
             // KIP-368: retire the connection before the broker's session
             // ends; the pool replaces it with a freshly authenticated one.
-            let margin = (lifetime_ms as f64 * 0.85) as u64;
-            handle.session_deadline = Some(Instant::now() + Duration::from_millis(margin));
+            handle.session_deadline = Some(Instant::now() + session_margin(lifetime_ms));
             tracing::debug!(broker = %handle.core.addr, lifetime_ms, "SASL session lifetime");
         }
         Ok(Self {
             handle: Arc::new(handle),
         })
+    }
+}
+
+/// The least time a connection is kept, whatever session lifetime the
+/// broker sends: a lifetime of 1 ms would otherwise mean a new connection
+/// (and a SASL exchange) for every request. A broker that really expires
+/// the session sooner closes the connection, and the pool reconnects.
+const MIN_SESSION_MARGIN: Duration = Duration::from_secs(1);
+
+/// The longest: a lifetime of years is no lifetime, and `Instant`
+/// arithmetic must not overflow on a hostile value.
+const MAX_SESSION_MARGIN: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long to keep a connection whose SASL session lasts `lifetime_ms`:
+/// 85 % of it, clamped to [`MIN_SESSION_MARGIN`]..=[`MAX_SESSION_MARGIN`].
+pub(super) fn session_margin(lifetime_ms: i64) -> Duration {
+    let ms = u64::try_from(lifetime_ms).unwrap_or(0).saturating_mul(85) / 100;
+    Duration::from_millis(ms).clamp(MIN_SESSION_MARGIN, MAX_SESSION_MARGIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_sent_session_lifetimes_are_clamped() {
+        assert_eq!(session_margin(1), MIN_SESSION_MARGIN);
+        assert_eq!(session_margin(1_000), MIN_SESSION_MARGIN);
+        assert_eq!(session_margin(10_000), Duration::from_millis(8_500));
+        assert_eq!(session_margin(i64::MAX), MAX_SESSION_MARGIN);
+        assert_eq!(session_margin(-5), MIN_SESSION_MARGIN);
     }
 }
