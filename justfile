@@ -43,11 +43,14 @@ chaos records="1000000" kills="10":
 ci:
     CI=true bash .ci/run
 
-# Run each fuzz target (the codec's and franz-mock's request decoding) for `seconds` (cargo-fuzz; RUSTC_BOOTSTRAP lets it use nightly flags on stable).
+# Run each fuzz target (the codec's and franz-mock's request decoding, SCRAM server messages, the consumer's fetch-response path, the NestJS wire layer) for `seconds` (cargo-fuzz; RUSTC_BOOTSTRAP lets it use nightly flags on stable).
 fuzz seconds="600":
     cargo install cargo-fuzz --locked --quiet || true
     cd crates/franz-protocol/fuzz && for t in decode_messages record_batch decompress; do RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a $t -- -max_total_time={{seconds}} -rss_limit_mb=2048 || exit 1; done
     cd crates/franz-mock/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a mock_requests -- -max_total_time={{seconds}} -rss_limit_mb=2048
+    cd crates/franz-client/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a scram_server -- -max_total_time={{seconds}} -rss_limit_mb=2048
+    cd crates/franz-consumer/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a fetch_response -- -max_total_time={{seconds}} -rss_limit_mb=2048
+    cd crates/franz-transport/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a nest_wire -- -max_total_time={{seconds}} -rss_limit_mb=2048
 
 # Codec benchmarks, side by side with the kafka-protocol crate.
 bench-codec:

@@ -57,4 +57,7 @@ pub use connection::{
 pub use error::{ClientError, code_invalidates_metadata};
 pub use franz_protocol;
 pub use sasl::SaslError;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use sasl::fuzz_scram_exchange;
 pub use topic_partition::TopicPartition;
