@@ -5,9 +5,11 @@
 //! smoke form; `just chaos` runs 1,000,000) at a bounded rate to a topic of
 //! six partitions, replication 3, `min.insync.replicas=2`. At evenly spaced
 //! record milestones the leader of partition 0 is SIGKILLed
-//! (`FRANZ_CHAOS_KILLS`, default 3; `just chaos` runs 10): the test waits
-//! for a new leader epoch, restarts the broker, and waits for the full ISR
-//! before the next kill. Every send's fate goes into a [`History`]; a
+//! (`FRANZ_CHAOS_KILLS`, default 3; `just chaos` runs 10) while records
+//! flow: the test waits for a new leader epoch, restarts the broker, and
+//! waits for the full ISR before the next kill. The producer runs half an
+//! interval past each milestone and waits there for the kill's cycle to
+//! end, so every kill lands mid-stream. Every send's fate goes into a [`History`]; a
 //! consumer then reads the topic back from the start and every record it
 //! hands out goes in too. The checker must find nothing lost, duplicated or
 //! reordered within a key; a timed-out send is indeterminate, allowed to be
@@ -33,8 +35,7 @@ use tokio::sync::Mutex;
 
 const PARTITIONS: i32 = 6;
 const WRITER: u32 = 1;
-/// Records per second the producer is held to, so that kills land while
-/// records are flowing rather than after a burst has already finished.
+/// Records per second the producer is held to at most.
 const RATE: u64 = 20_000;
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -78,11 +79,17 @@ async fn leader_kills_lose_and_duplicate_nothing() {
     .unwrap();
     let history = Arc::new(Mutex::new(History::new()));
     let sent = Arc::new(AtomicU64::new(0));
+    // Kills land while records flow: the producer runs half an interval
+    // past each milestone, then waits there until that kill's cycle
+    // (restart, full ISR) is over, so no kill falls after the last record.
+    let interval = records / (kills + 1);
+    let allowed = Arc::new(AtomicU64::new(interval + interval / 2));
     let producing = tokio::spawn(produce(
         producer.clone(),
         topic.clone(),
         records,
         Arc::clone(&sent),
+        Arc::clone(&allowed),
         Arc::clone(&history),
     ));
 
@@ -107,11 +114,24 @@ async fn leader_kills_lose_and_duplicate_nothing() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // Records flowed through the election: the kill was mid-stream.
+        assert!(
+            sent.load(Ordering::Relaxed) < records,
+            "kill {kill} came after the last record"
+        );
         cluster.restart(before.0).await.unwrap();
         cluster
             .wait_for_full_isr(Duration::from_secs(180))
             .await
             .unwrap();
+        allowed.store(
+            if kill == kills {
+                records
+            } else {
+                interval * (kill + 1) + interval / 2
+            },
+            Ordering::Relaxed,
+        );
     }
     producing.await.unwrap();
     producer.close(Duration::from_secs(30)).await.unwrap();
@@ -145,18 +165,27 @@ async fn leader_of(client: &Client, topic: &str) -> (i32, i32) {
     (p.leader, p.leader_epoch)
 }
 
-/// Sends `records` records at about [`RATE`] per second, each keyed
-/// `k<seq % 97>` with value `<writer>:<seq>`, and records each fate.
+/// Sends `records` records at most [`RATE`] per second, never past
+/// `allowed`, each keyed `k<seq % 97>` with value `<writer>:<seq>`, and
+/// records each fate.
 async fn produce(
     producer: Producer,
     topic: String,
     records: u64,
     sent: Arc<AtomicU64>,
+    allowed: Arc<AtomicU64>,
     history: Arc<Mutex<History>>,
 ) {
-    let started = Instant::now();
+    let mut started = Instant::now();
+    let mut paced_from = 0;
     let mut acks = tokio::task::JoinSet::new();
     for seq in 0..records {
+        if seq >= allowed.load(Ordering::Relaxed) {
+            while seq >= allowed.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (started, paced_from) = (Instant::now(), seq);
+        }
         let key = format!("k{}", seq % 97);
         history.lock().await.send((WRITER, seq), Some(&key));
         let record = ProducerRecord::new(topic.as_str(), format!("{WRITER}:{seq}")).with_key(key);
@@ -183,7 +212,7 @@ async fn produce(
         }
         sent.store(seq + 1, Ordering::Relaxed);
         // Hold the rate: sleep off any lead over RATE records per second.
-        let due = Duration::from_secs_f64((seq + 1) as f64 / RATE as f64);
+        let due = Duration::from_secs_f64((seq + 1 - paced_from) as f64 / RATE as f64);
         if let Some(ahead) = due.checked_sub(started.elapsed())
             && ahead > Duration::from_millis(5)
         {
