@@ -29,8 +29,10 @@
 //! SNI; hostname verification on unless `ssl.endpoint.identification.algorithm`
 //! is empty). A failed SASL handshake is [`ClientError::Authentication`] and
 //! never falls back to an unauthenticated connection. When the broker sets a
-//! session lifetime (KIP-368), a connection retires before it ends and the
-//! pool opens a freshly authenticated one.
+//! session lifetime (KIP-368), the connection re-authenticates in band at a
+//! random 85–95 % of it, with requests in flight: no new frame is written
+//! between its SaslHandshake and its last SaslAuthenticate. A connection
+//! whose re-authentication fails closes, and the pool opens a new one.
 
 pub mod admin;
 mod client;

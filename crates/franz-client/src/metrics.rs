@@ -36,6 +36,8 @@ pub struct BrokerMetrics {
     throttle_ms: AtomicU64,
     latency: [AtomicU64; 16],
     latency_sum_us: AtomicU64,
+    connections_opened: AtomicU64,
+    reauthentications: AtomicU64,
 }
 
 impl BrokerMetrics {
@@ -62,6 +64,14 @@ impl BrokerMetrics {
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
+    pub(crate) fn connected(&self) {
+        self.connections_opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn reauthenticated(&self) {
+        self.reauthentications.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn throttled(&self, ms: i32) {
         self.throttled.fetch_add(1, Ordering::Relaxed);
         self.throttle_ms
@@ -83,6 +93,8 @@ impl BrokerMetrics {
             throttle_time: Duration::from_millis(self.throttle_ms.load(Ordering::Relaxed)),
             latency_histogram: latency,
             latency_sum: Duration::from_micros(self.latency_sum_us.load(Ordering::Relaxed)),
+            connections_opened: self.connections_opened.load(Ordering::Relaxed),
+            reauthentications: self.reauthentications.load(Ordering::Relaxed),
         }
     }
 }
@@ -106,6 +118,10 @@ pub struct BrokerMetricsSnapshot {
     pub latency_histogram: [u64; 16],
     /// Sum of all latencies.
     pub latency_sum: Duration,
+    /// Connections made to this broker (after their handshake).
+    pub connections_opened: u64,
+    /// In-band re-authentications of live connections (KIP-368).
+    pub reauthentications: u64,
 }
 
 impl BrokerMetricsSnapshot {

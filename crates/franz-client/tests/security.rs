@@ -1,7 +1,7 @@
 //! TLS and SASL against real listeners: mTLS given and missing, a wrong CA,
 //! PLAIN and SCRAM-SHA-512 over SASL_PLAINTEXT, SCRAM-SHA-256 over SASL_SSL,
 //! OAUTHBEARER with the broker's unsecured JWS validator, a wrong password,
-//! and re-authentication with a short `connections.max.reauth.ms`.
+//! and in-band re-authentication with a short `connections.max.reauth.ms`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
 #![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure and to wait
@@ -122,7 +122,8 @@ async fn tls_and_sasl_accept_the_right_credentials_only() {
     metadata_works(oauth).await.unwrap();
 
     // Re-authentication: the broker's session lifetime is 3 s; requests keep
-    // working for longer, on connections that re-authenticated.
+    // working for longer, on the same connection, re-authenticated in place
+    // (KIP-368).
     let client = Client::connect(quick(&sasl).with_sasl(
         SaslMechanism::ScramSha512,
         "alice",
@@ -131,17 +132,27 @@ async fn tls_and_sasl_accept_the_right_credentials_only() {
     .await
     .unwrap();
     let first = client.any_connection(ConnectionKind::Other).await.unwrap();
+    let reauths = |c: &Client| {
+        c.metrics()
+            .values()
+            .map(|m| m.reauthentications)
+            .sum::<u64>()
+    };
     let started = Instant::now();
-    let mut reconnected = false;
     while started.elapsed() < Duration::from_secs(8) {
         let conn = client.any_connection(ConnectionKind::Other).await.unwrap();
         conn.send(&MetadataRequest::default()).await.unwrap();
-        reconnected |= conn.created() != first.created();
+        assert_eq!(
+            conn.created(),
+            first.created(),
+            "the session lifetime should not have retired the connection"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    assert!(first.is_open());
     assert!(
-        reconnected,
-        "the session lifetime should have retired the first connection"
+        reauths(&client) >= 2,
+        "{} re-authentications",
+        reauths(&client)
     );
-    assert!(!first.is_open());
 }

@@ -4,7 +4,7 @@
 //! exchange closes the connection and never falls back to plaintext.
 #![allow(clippy::disallowed_methods)] // the client's I/O layer drives requests: deadlines, retries and cache ages are read here, and nothing below it reads the clock
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,7 +16,7 @@ use franz_protocol::primitives::Reader;
 use franz_protocol::{ErrorCode, Message};
 use tokio::net::TcpStream;
 
-use super::{ApiVersionTable, BrokerAddr, BrokerConnection};
+use super::{ApiVersionTable, BrokerAddr, BrokerConnection, Handle};
 use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::metrics::BrokerMetrics;
@@ -61,6 +61,7 @@ impl BrokerConnection {
         } else {
             conn
         };
+        conn.handle.core.metrics.connected();
         tracing::debug!(broker = %conn.handle.core.addr, "connected");
         Ok(conn)
     }
@@ -134,22 +135,78 @@ impl BrokerConnection {
 
     /// SaslHandshake, then SaslAuthenticate rounds. A failure is an
     /// authentication error and the connection is closed: never a silent
-    /// fallback.
+    /// fallback. When the broker gives the session a lifetime (KIP-368), a
+    /// task re-authenticates on this same connection before it ends.
     pub(super) async fn authenticate(self, config: &ClientConfig) -> Result<Self, ClientError> {
+        let session = self.sasl_exchange(config).await?;
+        if let Some(reauth_at) = self.start_session(session) {
+            let task = tokio::spawn(reauthenticate_loop(
+                Arc::downgrade(&self.handle),
+                Arc::new(config.clone()),
+                reauth_at,
+            ));
+            self.handle._tasks.set_reauth(task);
+        }
+        Ok(self)
+    }
+
+    /// One in-band re-authentication (KIP-368): no new request is queued
+    /// while it runs, so the broker reads nothing but SASL frames between
+    /// the SaslHandshake and the last SaslAuthenticate; requests already
+    /// written are answered first, in their turn. Returns when the next
+    /// one is due, if the broker set a lifetime again.
+    async fn reauthenticate(&self, config: &ClientConfig) -> Result<Option<Instant>, ClientError> {
+        let _exclusive = self.handle.write_gate.write().await;
+        let session = self.sasl_exchange(config).await?;
+        self.handle.core.metrics.reauthenticated();
+        metrics::counter!("franz_reauthentications_total").increment(1);
+        tracing::debug!(broker = %self.addr(), lifetime_ms = session.lifetime_ms, "re-authenticated");
+        Ok(self.start_session(session))
+    }
+
+    /// Records a new session's expiry and returns when to re-authenticate,
+    /// at a random 85–95 % of its lifetime (so that a client's connections,
+    /// made together, do not all re-authenticate at once).
+    fn start_session(&self, session: Session) -> Option<Instant> {
+        if session.lifetime_ms <= 0 {
+            *self.handle.session_deadline() = None;
+            return None;
+        }
+        let expires_in = session_lifetime(session.lifetime_ms);
+        let spread = getrandom::u32().unwrap_or(u32::MAX / 2);
+        *self.handle.session_deadline() = Some(session.began + expires_in);
+        Some(session.began + reauth_after(expires_in, spread))
+    }
+
+    /// The SASL exchange itself, from SaslHandshake to the last
+    /// SaslAuthenticate answer. Its frames skip the write gate (a
+    /// re-authentication holds it). On failure the connection is closed
+    /// with the error.
+    async fn sasl_exchange(&self, config: &ClientConfig) -> Result<Session, ClientError> {
+        let result = self.sasl_rounds(config).await;
+        if let Err(e) = &result {
+            self.handle.core.poison(e.clone());
+        }
+        result
+    }
+
+    async fn sasl_rounds(&self, config: &ClientConfig) -> Result<Session, ClientError> {
         let broker = self.addr().to_string();
         let auth_err = |reason: SaslError| ClientError::Authentication {
             broker: broker.clone(),
             reason,
         };
+        // The broker's session clock starts when it checks our last
+        // message; ours starts before we send the first, so ours ends first.
+        let began = Instant::now();
         let mechanism = config.sasl_mechanism.name();
         let hs = self
-            .send(&SaslHandshakeRequest {
+            .send_ungated(&SaslHandshakeRequest {
                 mechanism: mechanism.into(),
                 ..Default::default()
             })
             .await?;
         if hs.error_code != 0 {
-            self.close("SASL handshake failed");
             return Err(auth_err(SaslError::MechanismRefused {
                 mechanism,
                 code: ErrorCode::from_code(hs.error_code),
@@ -157,22 +214,19 @@ impl BrokerConnection {
             }));
         }
         let (mut session, mut msg) = SaslSession::start(config).map_err(&auth_err)?;
-        let mut lifetime_ms;
         loop {
             let resp = self
-                .send(&SaslAuthenticateRequest {
+                .send_ungated(&SaslAuthenticateRequest {
                     auth_bytes: Bytes::from(msg),
                     ..Default::default()
                 })
                 .await?;
             if resp.error_code != 0 {
-                self.close("SASL authentication failed");
                 return Err(auth_err(SaslError::Rejected {
                     code: ErrorCode::from_code(resp.error_code),
                     message: resp.error_message,
                 }));
             }
-            lifetime_ms = resp.session_lifetime_ms;
             let mut step = session.step(&resp.auth_bytes);
             if let Ok(SaslStep::Derive(job)) = step {
                 // PBKDF2 at up to the capped iteration count is blocking
@@ -185,47 +239,88 @@ impl BrokerConnection {
             }
             match step {
                 Ok(SaslStep::Send(next)) => msg = next,
-                Ok(SaslStep::Done) => break,
-                Ok(SaslStep::Derive(_)) => {
-                    self.close("SASL mechanism failed");
-                    return Err(auth_err(SaslError::UnexpectedMessage));
+                Ok(SaslStep::Done) => {
+                    return Ok(Session {
+                        lifetime_ms: resp.session_lifetime_ms,
+                        began,
+                    });
                 }
-                Err(e) => {
-                    self.close("SASL mechanism failed");
-                    return Err(auth_err(e));
-                }
+                Ok(SaslStep::Derive(_)) => return Err(auth_err(SaslError::UnexpectedMessage)),
+                Err(e) => return Err(auth_err(e)),
             }
         }
-        let mut handle = Arc::into_inner(self.handle).ok_or(ClientError::Config(
-            "connection shared during set-up".into(),
-        ))?;
-        if lifetime_ms > 0 {
-            // KIP-368: retire the connection before the broker's session
-            // ends; the pool replaces it with a freshly authenticated one.
-            handle.session_deadline = Some(Instant::now() + session_margin(lifetime_ms));
-            tracing::debug!(broker = %handle.core.addr, lifetime_ms, "SASL session lifetime");
-        }
-        Ok(Self {
-            handle: Arc::new(handle),
-        })
     }
 }
 
-/// The least time a connection is kept, whatever session lifetime the
-/// broker sends: a lifetime of 1 ms would otherwise mean a new connection
-/// (and a SASL exchange) for every request. A broker that really expires
-/// the session sooner closes the connection, and the pool reconnects.
-const MIN_SESSION_MARGIN: Duration = Duration::from_secs(1);
+/// An authenticated SASL session: the lifetime the broker gave it (0 for
+/// none) and when, at the latest, it began.
+struct Session {
+    lifetime_ms: i64,
+    began: Instant,
+}
+
+/// Re-authenticates the connection each time its session is due, for as
+/// long as the connection lives. It holds only a weak reference while it
+/// sleeps, so it never keeps a dropped connection open; the connection's
+/// tasks abort it when the connection goes. A failed or timed-out
+/// re-authentication closes the connection (the pool replaces it).
+async fn reauthenticate_loop(conn: Weak<Handle>, config: Arc<ClientConfig>, mut due: Instant) {
+    loop {
+        tokio::time::sleep_until(due.into()).await;
+        let Some(handle) = conn.upgrade() else {
+            return;
+        };
+        let conn = BrokerConnection { handle };
+        if conn.close_reason().is_some() {
+            return;
+        }
+        let timeout = conn.handle.request_timeout;
+        let next = match tokio::time::timeout(timeout, conn.reauthenticate(&config)).await {
+            Ok(Ok(next)) => next,
+            Ok(Err(e)) => {
+                tracing::warn!(broker = %conn.addr(), error = %e, "re-authentication failed; the connection is closed");
+                return;
+            }
+            Err(_) => {
+                let err = ClientError::Timeout {
+                    what: format!("re-authenticating with {}", conn.addr()),
+                    after: timeout,
+                };
+                tracing::warn!(broker = %conn.addr(), error = %err, "re-authentication timed out; the connection is closed");
+                conn.handle.core.poison(err);
+                return;
+            }
+        };
+        match next {
+            Some(at) => due = at,
+            None => return,
+        }
+    }
+}
+
+/// The least session lifetime honoured, whatever the broker sends: a
+/// lifetime of 1 ms would otherwise mean a SASL exchange for every
+/// request. A broker that really expires the session sooner closes the
+/// connection, and the pool reconnects.
+const MIN_SESSION_LIFETIME: Duration = Duration::from_secs(1);
 
 /// The longest: a lifetime of years is no lifetime, and `Instant`
 /// arithmetic must not overflow on a hostile value.
-const MAX_SESSION_MARGIN: Duration = Duration::from_secs(7 * 24 * 3600);
+const MAX_SESSION_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// How long to keep a connection whose SASL session lasts `lifetime_ms`:
-/// 85 % of it, clamped to [`MIN_SESSION_MARGIN`]..=[`MAX_SESSION_MARGIN`].
-pub(super) fn session_margin(lifetime_ms: i64) -> Duration {
-    let ms = u64::try_from(lifetime_ms).unwrap_or(0).saturating_mul(85) / 100;
-    Duration::from_millis(ms).clamp(MIN_SESSION_MARGIN, MAX_SESSION_MARGIN)
+/// The session lifetime the broker sent, clamped to
+/// [`MIN_SESSION_LIFETIME`]..=[`MAX_SESSION_LIFETIME`].
+pub(super) fn session_lifetime(lifetime_ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(lifetime_ms).unwrap_or(0))
+        .clamp(MIN_SESSION_LIFETIME, MAX_SESSION_LIFETIME)
+}
+
+/// When to re-authenticate a session that lasts `lifetime`: at 85 % of it
+/// plus up to 10 % more, by `spread` (a random draw over the whole `u32`
+/// range), as Java's client does.
+pub(super) fn reauth_after(lifetime: Duration, spread: u32) -> Duration {
+    let extra = f64::from(spread) / f64::from(u32::MAX) * 0.10;
+    lifetime.mul_f64(0.85 + extra)
 }
 
 #[cfg(test)]
@@ -234,10 +329,21 @@ mod tests {
 
     #[test]
     fn broker_sent_session_lifetimes_are_clamped() {
-        assert_eq!(session_margin(1), MIN_SESSION_MARGIN);
-        assert_eq!(session_margin(1_000), MIN_SESSION_MARGIN);
-        assert_eq!(session_margin(10_000), Duration::from_millis(8_500));
-        assert_eq!(session_margin(i64::MAX), MAX_SESSION_MARGIN);
-        assert_eq!(session_margin(-5), MIN_SESSION_MARGIN);
+        assert_eq!(session_lifetime(1), MIN_SESSION_LIFETIME);
+        assert_eq!(session_lifetime(1_000), MIN_SESSION_LIFETIME);
+        assert_eq!(session_lifetime(10_000), Duration::from_secs(10));
+        assert_eq!(session_lifetime(i64::MAX), MAX_SESSION_LIFETIME);
+        assert_eq!(session_lifetime(-5), MIN_SESSION_LIFETIME);
+    }
+
+    #[test]
+    fn reauthentication_falls_between_85_and_95_percent() {
+        let lifetime = Duration::from_secs(100);
+        assert_eq!(reauth_after(lifetime, 0), Duration::from_secs(85));
+        assert_eq!(reauth_after(lifetime, u32::MAX), Duration::from_secs(95));
+        let mid = reauth_after(lifetime, u32::MAX / 2);
+        assert!(mid > Duration::from_secs(89) && mid < Duration::from_secs(91));
+        // Even the shortest lifetime honoured is re-authenticated inside it.
+        assert!(reauth_after(session_lifetime(1), u32::MAX) < MIN_SESSION_LIFETIME);
     }
 }

@@ -92,13 +92,40 @@ impl Core {
 pub(super) struct Tasks {
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
+    /// The re-authentication task, when the SASL session has a lifetime.
+    reauth: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Tasks {
+    pub(super) fn set_reauth(&self, task: JoinHandle<()>) {
+        let old = self
+            .reauth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(task);
+        if let Some(old) = old {
+            old.abort();
+        }
+    }
 }
 
 impl Drop for Tasks {
     fn drop(&mut self) {
         self.reader.abort();
         self.writer.abort();
+        if let Some(reauth) = self.reauth.get_mut().ok().and_then(Option::take) {
+            reauth.abort();
+        }
     }
+}
+
+/// Whether a frame waits its turn at the write gate. Every request does,
+/// except the SASL frames of a re-authentication, which holds the gate
+/// shut so that nothing else is written between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Gate {
+    Wait,
+    Skip,
 }
 
 /// Counts live connections, for leak tests and metrics.
@@ -167,9 +194,14 @@ impl BrokerConnection {
                     ..DecodeLimits::default()
                 },
                 request_timeout: config.request_timeout,
-                session_deadline: None,
+                session_deadline: Mutex::new(None),
+                write_gate: tokio::sync::RwLock::new(()),
                 created: Instant::now(),
-                _tasks: Tasks { reader, writer },
+                _tasks: Tasks {
+                    reader,
+                    writer,
+                    reauth: Mutex::new(None),
+                },
             }),
         }
     }
@@ -254,6 +286,7 @@ impl BrokerConnection {
         version: i16,
         timeout: Duration,
         size_hint: usize,
+        gate: Gate,
     ) -> Result<(i32, oneshot::Receiver<Result<Bytes, ClientError>>, Instant), ClientError> {
         // The broker's throttle counts inside the request's time: a request
         // that could only be sent after its deadline fails now, unsent,
@@ -287,7 +320,8 @@ impl BrokerConnection {
             frame: frame.freeze(),
             answer: Some((id, tx)),
         };
-        self.queue_by(outgoing, deadline, R::NAME, timeout).await?;
+        self.queue_by(outgoing, deadline, R::NAME, timeout, gate)
+            .await?;
         Ok((id, rx, deadline))
     }
 
@@ -296,15 +330,24 @@ impl BrokerConnection {
     /// queue still full then means a writer stuck on a socket that takes
     /// nothing (a zero window): the connection is poisoned, so that every
     /// request behind it fails now rather than wait for room that will not
-    /// come.
+    /// come. Through `Gate::Wait`, it first waits (within the same
+    /// deadline) for a re-authentication in progress to end.
     pub(super) async fn queue_by(
         &self,
         outgoing: Outgoing,
         deadline: Instant,
         api: &str,
         timeout: Duration,
+        gate: Gate,
     ) -> Result<(), ClientError> {
-        match tokio::time::timeout_at(deadline.into(), self.handle.queue.send(outgoing)).await {
+        let queued = async {
+            let _admitted = match gate {
+                Gate::Wait => Some(self.handle.write_gate.read().await),
+                Gate::Skip => None,
+            };
+            self.handle.queue.send(outgoing).await
+        };
+        match tokio::time::timeout_at(deadline.into(), queued).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(self.closed_error()),
             Err(_) => {

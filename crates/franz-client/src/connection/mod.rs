@@ -36,8 +36,8 @@ mod messenger;
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::sync::atomic::AtomicI32;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -51,7 +51,7 @@ use crate::error::ClientError;
 use crate::metrics::BrokerMetrics;
 use tokio::sync::mpsc;
 
-use messenger::{Core, Outgoing, State, Tasks};
+use messenger::{Core, Gate, Outgoing, State, Tasks};
 pub use messenger::{InFlight, open_connection_count};
 
 /// Which broker a connection talks to.
@@ -118,6 +118,14 @@ impl ApiVersionTable {
     }
 }
 
+impl Handle {
+    fn session_deadline(&self) -> MutexGuard<'_, Option<Instant>> {
+        self.session_deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 struct Handle {
     core: Arc<Core>,
     queue: mpsc::Sender<Outgoing>,
@@ -126,7 +134,12 @@ struct Handle {
     client_id: String,
     limits: DecodeLimits,
     request_timeout: Duration,
-    session_deadline: Option<Instant>,
+    /// When the SASL session ends (KIP-368), if the broker set a lifetime;
+    /// a re-authentication moves it on.
+    session_deadline: Mutex<Option<Instant>>,
+    /// Shut (written) while a re-authentication runs; every other frame
+    /// is queued under a read guard.
+    write_gate: tokio::sync::RwLock<()>,
     created: Instant,
     _tasks: Tasks,
 }
@@ -196,7 +209,7 @@ impl BrokerConnection {
         let open = matches!(*self.handle.core.state(), State::Open { .. });
         open && self
             .handle
-            .session_deadline
+            .session_deadline()
             .is_none_or(|d| Instant::now() < d)
     }
 
@@ -305,6 +318,27 @@ impl BrokerConnection {
         }
     }
 
+    /// Sends a SASL frame past the write gate, which a re-authentication
+    /// holds shut.
+    async fn send_ungated<R: Request>(&self, req: &R) -> Result<R::Response, ClientError> {
+        let version = self.version_of::<R>()?;
+        let timeout = self.handle.request_timeout;
+        let started = Instant::now();
+        let (id, rx, deadline) = self.enqueue(req, version, timeout, 0, Gate::Skip).await?;
+        InFlight::<R> {
+            conn: self.clone(),
+            id,
+            rx,
+            deadline,
+            timeout,
+            version,
+            started,
+            _response: PhantomData,
+        }
+        .response()
+        .await
+    }
+
     /// Writes `req` into the connection's queue and returns once it is
     /// there, without waiting for the answer: requests enqueued one after
     /// another reach the broker in that order, which a producer pipelining
@@ -324,7 +358,9 @@ impl BrokerConnection {
         size_hint: usize,
     ) -> Result<InFlight<R>, ClientError> {
         let started = Instant::now();
-        let (id, rx, deadline) = self.enqueue(req, version, timeout, size_hint).await?;
+        let (id, rx, deadline) = self
+            .enqueue(req, version, timeout, size_hint, Gate::Wait)
+            .await?;
         Ok(InFlight {
             conn: self.clone(),
             id,
@@ -370,8 +406,14 @@ impl BrokerConnection {
             answer: None,
         };
         let timeout = self.handle.request_timeout;
-        self.queue_by(outgoing, Instant::now() + timeout, R::NAME, timeout)
-            .await
+        self.queue_by(
+            outgoing,
+            Instant::now() + timeout,
+            R::NAME,
+            timeout,
+            Gate::Wait,
+        )
+        .await
     }
 
     fn decode<M: Message>(&self, body: Bytes, version: i16) -> Result<M, ClientError> {
