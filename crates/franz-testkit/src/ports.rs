@@ -45,6 +45,9 @@ pub(crate) struct NodePorts {
     pub(crate) sasl_ssl: u16,
     /// Where the fault proxy listens when the cluster has one.
     pub(crate) proxy: u16,
+    /// Where the PLAINTEXT listener goes when the cluster moves it
+    /// ([`KafkaCluster::move_client_ports`](crate::KafkaCluster::move_client_ports)).
+    pub(crate) spare: u16,
 }
 
 impl PortBlock {
@@ -97,6 +100,7 @@ impl PortBlock {
             sasl_plaintext: b + 4,
             sasl_ssl: b + 5,
             proxy: b + 6,
+            spare: b + 7,
         }
     }
 }
@@ -120,8 +124,8 @@ mod tests {
         assert_ne!(a.base, b.base);
         for block in [&a, &b] {
             let last = block.node(2);
-            assert!(last.proxy < 32_768);
-            assert!(last.proxy < block.base + BLOCK_SIZE);
+            assert!(last.spare < 32_768);
+            assert!(last.spare < block.base + BLOCK_SIZE);
         }
     }
 }

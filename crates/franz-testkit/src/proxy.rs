@@ -88,7 +88,7 @@ pub struct FaultProxy {
 
 #[derive(Debug)]
 struct Shared {
-    upstream: SocketAddr,
+    upstream: Mutex<SocketAddr>,
     rules: Mutex<Rules>,
     connections: Mutex<Vec<Arc<ConnFlags>>>,
     closing: AtomicBool,
@@ -167,7 +167,7 @@ impl FaultProxy {
         })?;
         let addr = listener.local_addr().ctx(|| "fault proxy address".into())?;
         let shared = Arc::new(Shared {
-            upstream,
+            upstream: Mutex::new(upstream),
             rules: Mutex::new(Rules::default()),
             connections: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
@@ -194,7 +194,22 @@ impl FaultProxy {
 
     /// The broker address behind the proxy.
     pub fn upstream(&self) -> SocketAddr {
-        self.shared.upstream
+        *self
+            .shared
+            .upstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forwards new connections to `upstream` from now on (connections
+    /// already open keep theirs): a load balancer or DNS name in front of
+    /// a cluster that moved.
+    pub fn set_upstream(&self, upstream: SocketAddr) {
+        *self
+            .shared
+            .upstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = upstream;
     }
 
     /// Drops the next response to `api_key` (after the broker processed the request).
@@ -401,8 +416,8 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         }
         let Ok(client) = client else { continue };
         shared.accepted.fetch_add(1, Ordering::Relaxed);
-        let Ok(upstream) = TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5))
-        else {
+        let target = *shared.upstream.lock().unwrap_or_else(|e| e.into_inner());
+        let Ok(upstream) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) else {
             // The broker is down: the client sees its connection closed, as it
             // would connecting to the broker itself.
             continue;

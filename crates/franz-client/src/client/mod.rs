@@ -7,7 +7,9 @@
 //! a slow JoinGroup on its own connection never holds up heartbeats or
 //! produces, because a broker answers one connection's requests in order.
 //! Broken connections are replaced with exponential backoff and jitter;
-//! idle ones are closed.
+//! idle ones are closed. When no broker the metadata names answers (the
+//! cluster moved), the bootstrap list, resolved again, is where the client
+//! finds it (KIP-899's rebootstrap).
 //!
 //! The pieces: this file holds [`Client`] itself (set-up, close, the
 //! background refresh task); `pool` the connection slots, `metadata` the

@@ -149,22 +149,29 @@ impl Client {
             let start = u32::from_le_bytes(seed) as usize % candidates.len();
             candidates.rotate_left(start);
         }
-        // Prefer brokers we already hold a connection to.
+        // The bootstrap servers come after every known broker, and are
+        // resolved again on each connect: when no broker the metadata names
+        // answers (the cluster moved, or was re-addressed), the client
+        // rebootstraps through them (KIP-899), trying every address the
+        // name resolves to.
+        candidates.extend(self.inner.bootstrap.iter().cloned());
+        // Prefer brokers we already hold a connection to, and leave those
+        // still backing off from a failed connect for last, so that a dead
+        // broker's backoff is not slept before a live one is tried.
         {
             let pool = lock(&self.inner.pool);
+            let now = Instant::now();
             candidates.sort_by_key(|a| {
-                let open = pool
-                    .get(&(a.node_id, kind))
-                    .and_then(|s| {
-                        s.try_lock()
-                            .ok()
-                            .map(|s| s.conn.as_ref().is_some_and(BrokerConnection::is_open))
-                    })
-                    .unwrap_or(false);
-                !open
+                let slot = pool.get(&(a.node_id, kind)).and_then(|s| s.try_lock().ok());
+                let open = slot
+                    .as_ref()
+                    .is_some_and(|s| s.conn.as_ref().is_some_and(BrokerConnection::is_open));
+                let backing_off = slot
+                    .as_ref()
+                    .is_some_and(|s| s.next_attempt.is_some_and(|t| t > now));
+                (!open, backing_off)
             });
         }
-        candidates.extend(self.inner.bootstrap.iter().cloned());
         let mut errors = Vec::new();
         let mut transient = true;
         let mut refused = None;

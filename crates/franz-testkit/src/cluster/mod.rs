@@ -299,6 +299,46 @@ impl KafkaCluster {
         .await
     }
 
+    /// Moves every node's PLAINTEXT listener to another port, all at once:
+    /// every node is SIGKILLed, its client port is swapped with its spare
+    /// one and advertised, and all start again together. Node ids, data and
+    /// the controller and inter-broker ports stay. Afterwards no broker
+    /// address a client learnt from metadata answers: only a client that
+    /// goes back to its bootstrap servers (KIP-899) finds the cluster.
+    /// Refused on a cluster with fault proxies, which pin the advertised
+    /// ports.
+    ///
+    /// # Cancel safety
+    /// Dropping it does not stop the move: it runs on the blocking pool
+    /// until every node is listed again (or the wait times out).
+    pub async fn move_client_ports(&self) -> Result<(), HarnessError> {
+        if !self.inner.proxies.is_empty() {
+            return Err(HarnessError::Config(
+                "a cluster with fault proxies advertises the proxies' ports; it cannot move them"
+                    .into(),
+            ));
+        }
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            for node in &inner.nodes {
+                let mut n = lock(node);
+                if let Some(mut p) = n.process.take() {
+                    p.kill_now();
+                }
+                n.paused = false;
+                let ports = &mut n.ports;
+                std::mem::swap(&mut ports.plaintext, &mut ports.spare);
+            }
+            inner.write_configs()?;
+            for id in 1..=inner.nodes.len() as i32 {
+                inner.spawn(id)?;
+            }
+            let timeout = start_timeout(inner.nodes.len());
+            inner.wait_ready(Instant::now() + timeout, timeout)
+        })
+        .await
+    }
+
     /// SIGSTOP: the broker keeps its sockets open and answers nothing.
     pub fn pause(&self, node: i32) -> Result<(), HarnessError> {
         let mut n = self.inner.node(node)?;
