@@ -35,10 +35,14 @@
 #[path = "churn/analysis.rs"]
 mod analysis;
 mod common;
+#[path = "churn/members.rs"]
+mod members;
 
 use analysis::*;
+use members::Members;
 
 use common::{bootstrap, create_topic};
+use franz_test_support::create_topic_with;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
@@ -51,7 +55,7 @@ use franz_consumer::assignor::RangeAssignor;
 use franz_consumer::{GroupConsumer, GroupProtocol, TopicPartition};
 use franz_producer::{Producer, ProducerConfig, ProducerRecord};
 use franz_testkit::history::{History, SendOutcome};
-use franz_testkit::{unique_group, unique_topic};
+use franz_testkit::{KafkaCluster, unique_group, unique_topic};
 
 const PARTITIONS: i32 = 6;
 const RECORDS: u32 = 300_000;
@@ -65,6 +69,8 @@ const KILLS: usize = 4;
 /// rebalance completes before the next kill.
 const KILL_EVERY: Duration = Duration::from_secs(12);
 const RESTART_AFTER: Duration = Duration::from_millis(500);
+/// How long records flow between two brokers' restarts.
+const RESTART_EVERY: Duration = Duration::from_secs(5);
 const PRODUCE_DEADLINE: Duration = Duration::from_secs(120);
 const CONSUME_DEADLINE: Duration = Duration::from_secs(180);
 const COMMIT_DEADLINE: Duration = Duration::from_secs(60);
@@ -81,13 +87,37 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_classic_members_lose_nothing() {
-    churn(GroupProtocol::Classic).await;
+    churn(GroupProtocol::Classic, Fault::MemberKills).await;
 }
 
 /// The same with KIP-848's protocol: the coordinator assigns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_kip848_members_lose_nothing() {
-    churn(GroupProtocol::Consumer).await;
+    churn(GroupProtocol::Consumer, Fault::MemberKills).await;
+}
+
+/// #15's rolling restart: the same three members and producer on a
+/// three-node cluster of the test's own (replication 3,
+/// `min.insync.replicas=2`), while every broker in turn is stopped
+/// cleanly, started again, and given back its full ISR. No member dies:
+/// nothing may be lost, and the duplicates stay within the same bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_of_every_broker_loses_nothing() {
+    if franz_testkit::real_broker_only("restarts the brokers of its own three-node cluster") {
+        return;
+    }
+    churn(GroupProtocol::Classic, Fault::RollingRestart).await;
+}
+
+/// What the run inflicts while the records flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// [`KILLS`] member SIGKILLs, one every [`KILL_EVERY`], each member
+    /// restarted [`RESTART_AFTER`] later.
+    MemberKills,
+    /// Every broker of an owned three-node cluster stopped and restarted in
+    /// turn, [`RESTART_EVERY`] apart, each waiting for the full ISR.
+    RollingRestart,
 }
 
 // ---------------------------------------------------------------------------
@@ -382,213 +412,6 @@ fn ranges(sorted: impl IntoIterator<Item = i64>) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// The parent: member processes.
-
-struct Running {
-    incarnation: usize,
-    child: Child,
-    /// Held open: the member exits when it closes.
-    _stdin: Option<ChildStdin>,
-}
-
-/// The member processes. Dropping it (a panic included) SIGKILLs them all.
-struct Members {
-    shared: Arc<Mutex<Shared>>,
-    bootstrap: String,
-    group: String,
-    topic: String,
-    protocol: &'static str,
-    t0: Instant,
-    running: Vec<Option<Running>>,
-    restarts: Vec<usize>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Members {
-    fn new(
-        shared: Arc<Mutex<Shared>>,
-        bootstrap: &str,
-        group: &str,
-        topic: &str,
-        protocol: &'static str,
-    ) -> Self {
-        Self {
-            shared,
-            bootstrap: bootstrap.to_string(),
-            group: group.to_string(),
-            topic: topic.to_string(),
-            protocol,
-            t0: Instant::now(),
-            running: (0..MEMBERS).map(|_| None).collect(),
-            restarts: vec![0; MEMBERS],
-            readers: Vec::new(),
-        }
-    }
-
-    /// Starts the next incarnation of `slot`.
-    fn start(&mut self, slot: usize) {
-        assert!(self.running[slot].is_none(), "slot {slot} is running");
-        let label = format!("m{slot}.{}", self.restarts[slot]);
-        self.restarts[slot] += 1;
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let mut child = Command::new(exe)
-            .args([
-                "churn_member_process",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("FRANZ_CHURN_MEMBER", &label)
-            .env("FRANZ_CHURN_BOOTSTRAP", &self.bootstrap)
-            .env("FRANZ_CHURN_GROUP", &self.group)
-            .env("FRANZ_CHURN_TOPIC", &self.topic)
-            .env("FRANZ_CHURN_PROTOCOL", self.protocol)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting member {label}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let incarnation = {
-            let mut s = lock(&self.shared);
-            s.incarnations.push(Incarnation {
-                label,
-                started: self.t0.elapsed(),
-                events: Vec::new(),
-                other: VecDeque::new(),
-                stderr: VecDeque::new(),
-                fate: None,
-                closed: false,
-            });
-            s.incarnations.len() - 1
-        };
-        let shared = Arc::clone(&self.shared);
-        self.readers.push(std::thread::spawn(move || {
-            read_lines(stdout, |line| {
-                let at = Instant::now();
-                let event = parse(line);
-                let mut s = lock(&shared);
-                match event {
-                    Some(event) => s.record(incarnation, at, event),
-                    None if line.trim().is_empty() => {}
-                    None => push_tail(&mut s.incarnations[incarnation].other, line),
-                }
-            });
-            lock(&shared).incarnations[incarnation].closed = true;
-        }));
-        let shared = Arc::clone(&self.shared);
-        self.readers.push(std::thread::spawn(move || {
-            read_lines(stderr, |line| {
-                push_tail(&mut lock(&shared).incarnations[incarnation].stderr, line);
-            });
-        }));
-        self.running[slot] = Some(Running {
-            incarnation,
-            _stdin: child.stdin.take(),
-            child,
-        });
-    }
-
-    /// SIGKILLs `slot`'s member and reaps it.
-    fn kill(&mut self, slot: usize, why: &str) {
-        self.check_alive();
-        let Some(mut r) = self.running[slot].take() else {
-            return;
-        };
-        let _ = r.child.kill();
-        let status = r
-            .child
-            .wait()
-            .map_or_else(|e| format!("wait failed: {e}"), |s| s.to_string());
-        lock(&self.shared).incarnations[r.incarnation].fate = Some(format!(
-            "{why} at +{:.1}s ({status})",
-            self.t0.elapsed().as_secs_f64()
-        ));
-    }
-
-    fn kill_all(&mut self, why: &str) {
-        for slot in 0..self.running.len() {
-            self.kill(slot, why);
-        }
-    }
-
-    /// Panics if a member exited without being killed.
-    fn check_alive(&mut self) {
-        let mut dead = Vec::new();
-        for r in self.running.iter_mut().flatten() {
-            if let Ok(Some(status)) = r.child.try_wait() {
-                dead.push((r.incarnation, status));
-            }
-        }
-        if dead.is_empty() {
-            return;
-        }
-        let labels: Vec<String> = {
-            let mut s = lock(&self.shared);
-            dead.iter()
-                .map(|(i, status)| {
-                    s.incarnations[*i].fate = Some(format!(
-                        "exited on its own at +{:.1}s: {status}",
-                        self.t0.elapsed().as_secs_f64()
-                    ));
-                    s.incarnations[*i].label.clone()
-                })
-                .collect()
-        };
-        // Let the readers collect the last lines it wrote.
-        std::thread::sleep(Duration::from_millis(300));
-        let state = lock(&self.shared).describe();
-        panic!(
-            "{}: member {} exited without being killed:\n{state}",
-            self.protocol,
-            labels.join(", ")
-        );
-    }
-
-    /// Waits until every reader has read its stream to the end (every
-    /// member is dead by then).
-    async fn join_readers(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.readers.iter().any(|r| !r.is_finished()) {
-            if Instant::now() >= deadline {
-                let state = lock(&self.shared).describe();
-                panic!(
-                    "{}: the members' output did not end within 10 s of their death:\n{state}",
-                    self.protocol
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        for r in self.readers.drain(..) {
-            r.join().expect("a reader thread panicked");
-        }
-    }
-
-    /// Sleeps until `until`, checking that no member died on its own.
-    async fn watch(&mut self, until: Instant) {
-        loop {
-            self.check_alive();
-            let now = Instant::now();
-            if now >= until {
-                return;
-            }
-            tokio::time::sleep(CHECK_EVERY.min(until - now)).await;
-        }
-    }
-}
-
-impl Drop for Members {
-    fn drop(&mut self) {
-        for r in self.running.iter_mut().filter_map(Option::take) {
-            let mut child = r.child;
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
 // The parent: the test.
 
 /// Produces `RECORDS` records over many keys in bursts of `CHUNK`; returns
@@ -621,33 +444,84 @@ async fn produce_in_chunks(bootstrap: String, topic: String) -> Vec<(i32, i64)> 
     acked
 }
 
-async fn churn(protocol: GroupProtocol) {
+async fn churn(protocol: GroupProtocol, fault: Fault) {
     let _one_at_a_time = SERIAL.lock().await;
-    let name = match protocol {
+    let name = match (protocol, fault) {
+        (GroupProtocol::Classic, Fault::MemberKills) => "classic",
+        (GroupProtocol::Consumer, Fault::MemberKills) => "consumer",
+        (_, Fault::RollingRestart) => "rolling-restart",
+    };
+    let cluster = match fault {
+        Fault::MemberKills => None,
+        Fault::RollingRestart => Some(KafkaCluster::three_nodes().await.unwrap()),
+    };
+    let b = match &cluster {
+        Some(c) => c.bootstrap(),
+        None => bootstrap().await,
+    };
+    let tag = format!("churn-{name}");
+    let (topic, group) = (unique_topic(&tag), unique_group(&tag));
+    match fault {
+        Fault::MemberKills => create_topic(&b, &topic, PARTITIONS).await,
+        Fault::RollingRestart => {
+            create_topic_with(&b, &topic, PARTITIONS, 3, &[("min.insync.replicas", "2")]).await;
+        }
+    }
+    let protocol_name = match protocol {
         GroupProtocol::Classic => "classic",
         GroupProtocol::Consumer => "consumer",
     };
-    let b = bootstrap().await;
-    let tag = format!("churn-{name}");
-    let (topic, group) = (unique_topic(&tag), unique_group(&tag));
-    create_topic(&b, &topic, PARTITIONS).await;
 
     let shared = Arc::new(Mutex::new(Shared::default()));
-    let mut members = Members::new(Arc::clone(&shared), &b, &group, &topic, name);
+    let mut members = Members::new(Arc::clone(&shared), &b, &group, &topic, protocol_name);
     let t0 = members.t0;
     let producer = tokio::spawn(produce_in_chunks(b.clone(), topic.clone()));
     for slot in 0..MEMBERS {
         members.start(slot);
     }
 
-    // Kill one member every KILL_EVERY, rotating slots; its replacement
-    // starts RESTART_AFTER later.
-    for k in 0..KILLS {
-        members.watch(t0 + KILL_EVERY * (k as u32 + 1)).await;
-        let slot = k % MEMBERS;
-        members.kill(slot, "SIGKILLed");
-        members.watch(Instant::now() + RESTART_AFTER).await;
-        members.start(slot);
+    let mut faults = 0;
+    match &cluster {
+        // Kill one member every KILL_EVERY, rotating slots; its
+        // replacement starts RESTART_AFTER later.
+        None => {
+            for k in 0..KILLS {
+                members.watch(t0 + KILL_EVERY * (k as u32 + 1)).await;
+                let slot = k % MEMBERS;
+                members.kill(slot, "SIGKILLed");
+                members.watch(Instant::now() + RESTART_AFTER).await;
+                members.start(slot);
+                faults += 1;
+            }
+        }
+        // Stop and start every broker in turn, as an upgrade would, each
+        // back in every ISR before the next goes down.
+        Some(cluster) => {
+            for node in cluster.node_ids() {
+                members.watch(Instant::now() + RESTART_EVERY).await;
+                let restart = async {
+                    cluster.stop(node).await.unwrap();
+                    cluster.restart(node).await.unwrap();
+                    cluster
+                        .wait_for_full_isr(Duration::from_secs(180))
+                        .await
+                        .unwrap();
+                };
+                tokio::pin!(restart);
+                // Keep watching the members while the broker cycles.
+                loop {
+                    tokio::select! {
+                        () = &mut restart => break,
+                        () = tokio::time::sleep(CHECK_EVERY) => members.check_alive(),
+                    }
+                }
+                println!(
+                    "churn {name}: broker {node} restarted, ISR full at +{:.1}s",
+                    t0.elapsed().as_secs_f64()
+                );
+                faults += 1;
+            }
+        }
     }
 
     let produce_deadline = Instant::now() + PRODUCE_DEADLINE;
@@ -765,9 +639,13 @@ async fn churn(protocol: GroupProtocol) {
     let incarnations = std::mem::take(&mut lock(&shared).incarnations);
     let a = analyse(&incarnations, &ends);
 
+    let fault_text = match fault {
+        Fault::MemberKills => format!("{faults} member SIGKILLs"),
+        Fault::RollingRestart => format!("{faults} broker restarts"),
+    };
     println!(
         "churn {name}: {RECORDS} records on {PARTITIONS} partitions, {MEMBERS} members, \
-         {KILLS} SIGKILLs ({} incarnations): {} handed out, {} duplicates \
+         {fault_text} ({} incarnations): {} handed out, {} duplicates \
          ({} offsets, {} by the same incarnation), bound {}; {} commits refused, \
          {} poll errors, {} handed out outside the assignment; produced by +{:.1}s, \
          all handed out by +{:.1}s, committed by +{:.1}s",
@@ -788,6 +666,16 @@ async fn churn(protocol: GroupProtocol) {
     // The same run under the testkit's history checker: nothing acknowledged
     // lost, no commit past an offset nobody handed out.
     let report = history_of(&topic, &acked, &incarnations).check();
+    println!(
+        "chaos | group churn ({name}) | {RECORDS} records | {fault_text} | lost {} | duplicated {} | reordered {} | indeterminate {} | redelivered {} (bound {}) | {:.0} s",
+        report.lost.len(),
+        report.duplicated.len(),
+        report.reordered.len(),
+        report.indeterminate,
+        a.duplicates,
+        a.bound,
+        t0.elapsed().as_secs_f64()
+    );
     println!("churn {name} under the history checker: {report}");
     assert!(report.is_ok(), "{name}: {report}");
 
