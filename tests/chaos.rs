@@ -15,6 +15,14 @@
 //! reordered within a key; a timed-out send is indeterminate, allowed to be
 //! absent.
 //!
+//! **A leader cut off.** The same run, but at each milestone the leader
+//! is paused (SIGSTOP) past the broker session timeout instead
+//! (`FRANZ_CHAOS_PAUSES`, default 2, over `FRANZ_CHAOS_PAUSE_RECORDS`,
+//! default 60,000): the controller fences it and elects another leader
+//! while its sockets stay open and silent, so clients learn of it only
+//! through their request timeouts and fresh metadata. Then it runs again
+//! (SIGCONT), finds itself fenced, and catches up to the full ISR.
+//!
 //! The report line (scenario, records, faults, lost, duplicated, reordered,
 //! indeterminate, wall time) is printed for the closing notes.
 
@@ -45,6 +53,20 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The scenarios each own a three-node cluster; two cores run one at a time.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+/// What happens to the leader at each milestone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeaderFault {
+    /// SIGKILL, then a restart.
+    Kill,
+    /// SIGSTOP past the broker session timeout (6 s), so that the
+    /// controller fences it and elects another leader while the paused
+    /// broker still holds its sockets open; then SIGCONT.
+    Pause,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kills_lose_and_duplicate_nothing() {
     if franz_testkit::real_broker_only("kills and restarts brokers of its own three-node cluster") {
@@ -52,13 +74,44 @@ async fn leader_kills_lose_and_duplicate_nothing() {
     }
     let records = env_or("FRANZ_CHAOS_RECORDS", 100_000);
     let kills = env_or("FRANZ_CHAOS_KILLS", 3);
+    leader_faults(LeaderFault::Kill, records, kills).await;
+}
+
+/// #15's "leader cut off": the partition leader is paused (SIGSTOP) past
+/// the broker session timeout. Its sockets stay open and silent, so a
+/// client learns of the failover only through its request timeout and
+/// fresh metadata; nothing may be lost or duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_loses_and_duplicates_nothing() {
+    if franz_testkit::real_broker_only("pauses brokers of its own three-node cluster") {
+        return;
+    }
+    let records = env_or("FRANZ_CHAOS_PAUSE_RECORDS", 60_000);
+    let pauses = env_or("FRANZ_CHAOS_PAUSES", 2);
+    leader_faults(LeaderFault::Pause, records, pauses).await;
+}
+
+/// The broker's `broker.session.timeout.ms` in the testkit's clusters,
+/// and a margin: a paused leader is fenced within it.
+const FENCED_WITHIN: Duration = Duration::from_secs(9);
+
+async fn leader_faults(fault: LeaderFault, records: u64, kills: u64) {
+    let _one_at_a_time = SERIAL.lock().await;
     let started = Instant::now();
     let cluster = KafkaCluster::three_nodes().await.unwrap();
     let bootstrap = cluster.bootstrap();
-    let client = Client::connect(ClientConfig::new(&bootstrap))
-        .await
-        .unwrap();
-    let topic = unique_topic("chaos-leader-kills");
+    // Requests to a silent (paused) broker give up after 5 s, so that
+    // the test's own metadata lookups move on to a live one.
+    let client = Client::connect(ClientConfig {
+        request_timeout: Duration::from_secs(5),
+        ..ClientConfig::new(&bootstrap)
+    })
+    .await
+    .unwrap();
+    let topic = unique_topic(match fault {
+        LeaderFault::Kill => "chaos-leader-kills",
+        LeaderFault::Pause => "chaos-leader-paused",
+    });
     let created = Admin::new(client.clone())
         .create_topics(
             vec![NewTopic::new(topic.clone(), PARTITIONS, 3).config("min.insync.replicas", "2")],
@@ -73,7 +126,12 @@ async fn leader_kills_lose_and_duplicate_nothing() {
         enable_idempotence: Some(true),
         delivery_timeout: Duration::from_secs(300),
         linger: Duration::from_millis(5),
-        ..ProducerConfig::new(&bootstrap)
+        ..ProducerConfig::from_client_config(ClientConfig {
+            // A paused leader answers nothing: its requests time out
+            // after this, and the producer fails over.
+            request_timeout: Duration::from_secs(10),
+            ..ClientConfig::new(&bootstrap)
+        })
     })
     .await
     .unwrap();
@@ -99,7 +157,11 @@ async fn leader_kills_lose_and_duplicate_nothing() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let before = leader_of(&client, &topic).await;
-        cluster.kill(before.0).unwrap();
+        match fault {
+            LeaderFault::Kill => cluster.kill(before.0).unwrap(),
+            LeaderFault::Pause => cluster.pause(before.0).unwrap(),
+        }
+        let faulted = Instant::now();
         // A new leader, under a new epoch, before the broker comes back.
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -117,9 +179,16 @@ async fn leader_kills_lose_and_duplicate_nothing() {
         // Records flowed through the election: the kill was mid-stream.
         assert!(
             sent.load(Ordering::Relaxed) < records,
-            "kill {kill} came after the last record"
+            "fault {kill} came after the last record"
         );
-        cluster.restart(before.0).await.unwrap();
+        match fault {
+            LeaderFault::Kill => cluster.restart(before.0).await.unwrap(),
+            LeaderFault::Pause => {
+                // Held past the session timeout: fenced, not merely slow.
+                tokio::time::sleep(FENCED_WITHIN.saturating_sub(faulted.elapsed())).await;
+                cluster.resume(before.0).unwrap();
+            }
+        }
         cluster
             .wait_for_full_isr(Duration::from_secs(180))
             .await
@@ -142,8 +211,15 @@ async fn leader_kills_lose_and_duplicate_nothing() {
     };
     consume_all(&bootstrap, &topic, expected, &history).await;
     let report = history.lock().await.check();
+    let (scenario, faults) = match fault {
+        LeaderFault::Kill => ("leader kills", format!("{kills} leader SIGKILLs")),
+        LeaderFault::Pause => (
+            "leader cut off",
+            format!("{kills} leader SIGSTOPs past the session timeout"),
+        ),
+    };
     println!(
-        "chaos | leader kills | {records} records | {kills} leader SIGKILLs | lost {} | duplicated {} | reordered {} | indeterminate {} | {:.0} s",
+        "chaos | {scenario} | {records} records | {faults} | lost {} | duplicated {} | reordered {} | indeterminate {} | {:.0} s",
         report.lost.len(),
         report.duplicated.len(),
         report.reordered.len(),
@@ -155,14 +231,22 @@ async fn leader_kills_lose_and_duplicate_nothing() {
     assert_eq!(report.sent as u64, records);
 }
 
-/// The leader of partition 0 and its epoch, from fresh metadata.
+/// The leader of partition 0 and its epoch, from fresh metadata. A
+/// lookup that fails (it asked a paused broker, say) is tried again.
 async fn leader_of(client: &Client, topic: &str) -> (i32, i32) {
-    let md = client
-        .refresh_metadata_for(&[topic.to_string()])
-        .await
-        .unwrap();
-    let p = &md.topics[topic].partitions[0];
-    (p.leader, p.leader_epoch)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match client.refresh_metadata_for(&[topic.to_string()]).await {
+            Ok(md) => {
+                let p = &md.topics[topic].partitions[0];
+                return (p.leader, p.leader_epoch);
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no metadata for 60 s: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 }
 
 /// Sends `records` records at most [`RATE`] per second, never past
