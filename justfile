@@ -35,9 +35,12 @@ kafka-up-mock:
 kafka-down:
     cargo run -q -p franz-testkit --bin franz-kafka -- down
 
-# The chaos suite at full size (CI runs its smoke form: 100,000 records, 3 kills): three brokers, leader SIGKILLs, judged by the history checker.
-chaos records="1000000" kills="10":
-    FRANZ_CHAOS_RECORDS={{records}} FRANZ_CHAOS_KILLS={{kills}} cargo test -p franz-suite --test chaos -- --nocapture
+# The chaos suite at full size (CI runs each scenario's smoke form), every scenario judged by the history checker: leader SIGKILLs (1,000,000 records, 10 kills) and a leader cut off by SIGSTOP (300,000 records, 5 pauses) on three brokers; group churn (member SIGKILLs) and a rolling restart of every broker; the transport under server SIGKILLs (10 kills); exactly-once consume-transform-produce under broker and app kills; rebootstrap after every broker moved; in-band re-authentication.
+chaos records="1000000" kills="10" pause_records="300000" pauses="5" server_kills="10":
+    FRANZ_CHAOS_RECORDS={{records}} FRANZ_CHAOS_KILLS={{kills}} FRANZ_CHAOS_PAUSE_RECORDS={{pause_records}} FRANZ_CHAOS_PAUSES={{pauses}} cargo test -p franz-suite --test chaos -- --nocapture
+    cargo test -p franz-consumer --test churn -- --nocapture
+    FRANZ_CHAOS_SERVER_KILLS={{server_kills}} cargo test -p franz-transport --test server_churn
+    cargo test -p franz-suite --test exactly_once --test rebootstrap --test reauthentication -- --nocapture
 
 # Everything CI runs, as CI runs it.
 ci:
