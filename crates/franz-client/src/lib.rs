@@ -46,8 +46,8 @@ mod topic_partition;
 
 pub use admin::{Admin, ConsumerGroupMetadata};
 pub use client::{
-    BrokerInfo, Client, ClusterMetadata, ConnectionKind, CoordinatorType, PartitionMetadata,
-    RefreshBackoff, TopicMap, TopicMetadata,
+    BrokerEndpoint, BrokerInfo, Client, ClusterMetadata, ConnectionKind, CoordinatorType,
+    LeaderHint, PartitionMetadata, RefreshBackoff, TopicMap, TopicMetadata,
 };
 pub use config::{
     ClientConfig, JAVA_CONSUMER_KEYS, JAVA_IGNORED_KEYS, JAVA_PRODUCER_KEYS, SaslMechanism,

@@ -1,6 +1,7 @@
 //! The client on a three-node cluster under faults: routing, a stopped
 //! leader, a node coming back without leaking connections, a paused broker,
-//! and broker throttling (KIP-219) honoured instead of retried into.
+//! broker throttling (KIP-219) honoured instead of retried into, and a
+//! new-leader hint (KIP-951) from a real broker followed without a refresh.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
 #![allow(clippy::disallowed_methods)] // a test drives real time: it reads the clock to measure and to wait
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use franz_client::admin::NewTopic;
+use franz_client::franz_protocol::ErrorCode;
 use franz_client::franz_protocol::messages::{
     MetadataRequest, ProduceRequest, ProduceResponse, produce_request,
 };
@@ -75,7 +77,7 @@ async fn routing_leader_loss_recovery_and_no_leaks_on_three_nodes() {
         socket_connection_setup_timeout: Duration::from_secs(3),
         ..ClientConfig::new(&cluster.bootstrap())
     };
-    let client = Client::connect(config).await.unwrap();
+    let client = Client::connect(config.clone()).await.unwrap();
     assert_eq!(client.metadata().brokers.len(), 3);
     let admin = Admin::new(client.clone());
     let topic = unique_topic("faults");
@@ -105,6 +107,12 @@ async fn routing_leader_loss_recovery_and_no_leaks_on_three_nodes() {
         .await
         .unwrap();
 
+    // A second client caches the leader now and sends nothing until the
+    // old leader is back as a follower.
+    let stale = Client::connect(config).await.unwrap();
+    stale.topic_metadata(&topic).await.unwrap();
+    let stale_epoch = stale.metadata().topics[&topic].partitions[0].leader_epoch;
+
     // Stop the leader: the next produce reaches the new leader after a
     // metadata refresh.
     cluster.stop(old_leader).await.unwrap();
@@ -127,6 +135,37 @@ async fn routing_leader_loss_recovery_and_no_leaks_on_three_nodes() {
         .wait_for_full_isr(Duration::from_secs(120))
         .await
         .unwrap();
+
+    // KIP-951: the restarted broker is a follower now. The stale client's
+    // produce to it is refused with the new leader named in the response,
+    // and the client routes there without a metadata refresh.
+    let before = stale.metadata();
+    assert_eq!(before.topics[&topic].partitions[0].leader, old_leader);
+    let conn = stale
+        .connection(old_leader, ConnectionKind::Produce)
+        .await
+        .unwrap();
+    let resp = conn
+        .send(&produce_request(&topic, 0, batch(1, 10)))
+        .await
+        .unwrap();
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!(
+        ErrorCode::from_code(p.error_code),
+        ErrorCode::NotLeaderOrFollower
+    );
+    assert_eq!(p.current_leader.leader_id, new_leader, "{p:?}");
+    assert!(p.current_leader.leader_epoch > stale_epoch, "{p:?}");
+    assert_eq!(stale.follow_produce_hints(&resp), 1);
+    let after = stale.metadata();
+    assert_eq!(after.topics[&topic].partitions[0].leader, new_leader);
+    assert_eq!(
+        after.fetched_at, before.fetched_at,
+        "followed without a metadata refresh"
+    );
+    // The same news again is stale: nothing changes.
+    assert_eq!(stale.follow_produce_hints(&resp), 0);
+
     for _ in 0..5 {
         for p in 0..3 {
             client

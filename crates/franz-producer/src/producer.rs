@@ -831,7 +831,13 @@ async fn send_request(
     }
     .await;
     let outcome = match result {
-        Ok(Some(resp)) => RequestOutcome::Answered(resp),
+        Ok(Some(resp)) => {
+            // KIP-951: a partition refused because its leader moved names
+            // the new one; route its retry there without waiting for a
+            // metadata refresh.
+            inner.client.follow_produce_hints(&resp);
+            RequestOutcome::Answered(resp)
+        }
         Ok(None) => RequestOutcome::Unanswered,
         Err(e) => RequestOutcome::Failed(e),
     };

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use franz_protocol::ErrorCode;
-use franz_protocol::messages::{MetadataRequest, MetadataResponse, metadata_request};
+use franz_protocol::messages::{
+    FetchResponse, MetadataRequest, MetadataResponse, ProduceResponse, metadata_request,
+};
 use franz_protocol::primitives::Uuid;
 
 use crate::error::ClientError;
@@ -59,6 +61,40 @@ pub struct TopicMetadata {
     pub error: ErrorCode,
     /// Partitions, by index.
     pub partitions: Vec<PartitionMetadata>,
+}
+
+/// A partition's new leader, as a broker named it in a Produce or Fetch
+/// response's `CurrentLeader` (KIP-951).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderHint<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The partition.
+    pub partition: i32,
+    /// The new leader's node id.
+    pub leader_id: i32,
+    /// The new leader's epoch.
+    pub leader_epoch: i32,
+}
+
+/// A broker's address, as a Produce or Fetch response's `NodeEndpoints`
+/// gives it (KIP-951).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerEndpoint<'a> {
+    /// Node id.
+    pub node_id: i32,
+    /// Host.
+    pub host: &'a str,
+    /// Port (anything outside 1..=65535 is ignored).
+    pub port: i32,
+    /// Rack.
+    pub rack: Option<&'a str>,
+}
+
+/// Whether a partition error says the leader moved, so that a KIP-951
+/// response names the new one.
+fn leader_moved(code: i16) -> bool {
+    code == ErrorCode::NotLeaderOrFollower.code() || code == ErrorCode::FencedLeaderEpoch.code()
 }
 
 /// A map keyed by topic name. Producers look a topic up for every record,
@@ -304,6 +340,168 @@ impl Client {
                 Err(ClientError::UnknownTopic(topic.to_string()))
             }
         }
+    }
+
+    /// Follows new-leader hints from Produce and Fetch responses (KIP-951):
+    /// a partition whose leader moved is routed to the new one at once,
+    /// before any metadata refresh. A hint is taken only for a partition
+    /// the cache knows, with a valid leader and a leader epoch newer than
+    /// the cached one (KIP-320: an older or equal epoch is stale news), and
+    /// only when the new leader's address is known or given among
+    /// `endpoints`. Returns how many hints were taken.
+    pub fn apply_leader_hints(
+        &self,
+        hints: &[LeaderHint<'_>],
+        endpoints: &[BrokerEndpoint<'_>],
+    ) -> usize {
+        let md = self.metadata();
+        let mut updated: Option<ClusterMetadata> = None;
+        let mut taken = 0;
+        for hint in hints {
+            if hint.leader_id < 0 || hint.leader_epoch < 0 {
+                continue;
+            }
+            let current = updated.as_ref().unwrap_or(&md);
+            let newer = current.topics.get(hint.topic).is_some_and(|t| {
+                t.partitions
+                    .iter()
+                    .any(|p| p.partition == hint.partition && p.leader_epoch < hint.leader_epoch)
+            });
+            if !newer {
+                continue;
+            }
+            let endpoint = endpoints
+                .iter()
+                .find(|e| e.node_id == hint.leader_id)
+                .and_then(|e| Some((e, u16::try_from(e.port).ok().filter(|p| *p > 0)?)));
+            if endpoint.is_none() && !current.brokers.contains_key(&hint.leader_id) {
+                continue;
+            }
+            let next = updated.get_or_insert_with(|| (*md).clone());
+            if let Some((e, port)) = endpoint {
+                next.brokers.insert(
+                    e.node_id,
+                    BrokerInfo {
+                        node_id: e.node_id,
+                        host: e.host.to_string(),
+                        port,
+                        rack: e.rack.map(str::to_string),
+                    },
+                );
+            }
+            if let Some(p) = next.topics.get_mut(hint.topic).and_then(|t| {
+                t.partitions
+                    .iter_mut()
+                    .find(|p| p.partition == hint.partition)
+            }) {
+                tracing::debug!(
+                    topic = hint.topic,
+                    partition = hint.partition,
+                    from = p.leader,
+                    to = hint.leader_id,
+                    epoch = hint.leader_epoch,
+                    "following a new-leader hint (KIP-951)"
+                );
+                p.leader = hint.leader_id;
+                p.leader_epoch = hint.leader_epoch;
+                p.error = ErrorCode::None;
+                taken += 1;
+            }
+        }
+        if let Some(next) = updated {
+            *self
+                .inner
+                .metadata
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        }
+        taken
+    }
+
+    /// Follows the new-leader hints of a Produce response (KIP-951,
+    /// version 10+): partitions refused with NOT_LEADER_OR_FOLLOWER or
+    /// FENCED_LEADER_EPOCH name their current leader. Returns how many
+    /// were taken (see [`apply_leader_hints`](Self::apply_leader_hints)).
+    pub fn follow_produce_hints(&self, resp: &ProduceResponse) -> usize {
+        let hints: Vec<LeaderHint<'_>> = resp
+            .responses
+            .iter()
+            .flat_map(|t| {
+                t.partition_responses
+                    .iter()
+                    .filter(|p| leader_moved(p.error_code))
+                    .map(|p| LeaderHint {
+                        topic: &t.name,
+                        partition: p.index,
+                        leader_id: p.current_leader.leader_id,
+                        leader_epoch: p.current_leader.leader_epoch,
+                    })
+            })
+            .collect();
+        self.follow_hints(
+            &hints,
+            resp.node_endpoints
+                .iter()
+                .map(|e| (e.node_id, &e.host, e.port, &e.rack)),
+        )
+    }
+
+    /// The same for a Fetch response (KIP-951, version 16+). Topics are
+    /// named, or (version 13+) identified by id and looked up in the cache.
+    pub fn follow_fetch_hints(&self, resp: &FetchResponse) -> usize {
+        let md = self.metadata();
+        let hints: Vec<LeaderHint<'_>> = resp
+            .responses
+            .iter()
+            .filter_map(|t| {
+                let name = if t.topic.is_empty() {
+                    md.topic_name(&t.topic_id)?
+                } else {
+                    t.topic.as_str()
+                };
+                Some((name, t))
+            })
+            .flat_map(|(name, t)| {
+                t.partitions
+                    .iter()
+                    .filter(|p| leader_moved(p.error_code))
+                    .map(move |p| LeaderHint {
+                        topic: name,
+                        partition: p.partition_index,
+                        leader_id: p.current_leader.leader_id,
+                        leader_epoch: p.current_leader.leader_epoch,
+                    })
+            })
+            .collect();
+        self.follow_hints(
+            &hints,
+            resp.node_endpoints
+                .iter()
+                .map(|e| (e.node_id, &e.host, e.port, &e.rack)),
+        )
+    }
+
+    fn follow_hints<'a>(
+        &self,
+        hints: &[LeaderHint<'_>],
+        endpoints: impl Iterator<Item = (i32, &'a String, i32, &'a Option<String>)>,
+    ) -> usize {
+        if hints.is_empty() {
+            return 0;
+        }
+        let endpoints: Vec<BrokerEndpoint<'_>> = endpoints
+            .map(|(node_id, host, port, rack)| BrokerEndpoint {
+                node_id,
+                host,
+                port,
+                rack: rack.as_deref(),
+            })
+            .collect();
+        let taken = self.apply_leader_hints(hints, &endpoints);
+        if taken > 0 {
+            metrics::counter!("franz_leader_hints_followed_total").increment(taken as u64);
+        }
+        taken
     }
 
     pub(super) fn learn_broker(&self, node_id: i32, host: &str, port: i32) {

@@ -24,7 +24,10 @@ mod retry;
 pub use retry::RefreshBackoff;
 
 pub use coordinator::CoordinatorType;
-pub use metadata::{BrokerInfo, ClusterMetadata, PartitionMetadata, TopicMap, TopicMetadata};
+pub use metadata::{
+    BrokerEndpoint, BrokerInfo, ClusterMetadata, LeaderHint, PartitionMetadata, TopicMap,
+    TopicMetadata,
+};
 use pool::Pool;
 pub(crate) use retry::backoff;
 
@@ -98,6 +101,22 @@ impl Client {
     /// load, so a drop before that leaves nothing running and closes the bootstrap
     /// connections.
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        let client = Self::unconnected(config)?;
+        // At start-up, nothing reachable is a bootstrap failure.
+        client
+            .refresh_metadata_for(&[])
+            .await
+            .map_err(|e| match e {
+                ClientError::NoBrokerReachable(m) => ClientError::NoBootstrap(m),
+                other => other,
+            })?;
+        tokio::spawn(background(Arc::downgrade(&client.inner)));
+        Ok(client)
+    }
+
+    /// A client with an empty metadata cache that has not reached any
+    /// broker yet: `config` validated, TLS loaded, the bootstrap list parsed.
+    fn unconnected(config: ClientConfig) -> Result<Self, ClientError> {
         config.validate()?;
         let tls = if config.security_protocol.uses_tls() {
             Some(crate::tls::rustls_config(&config)?)
@@ -116,7 +135,7 @@ impl Client {
                 })
             })
             .collect();
-        let client = Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 tls,
@@ -129,17 +148,7 @@ impl Client {
                 bootstrap,
                 closed: AtomicBool::new(false),
             }),
-        };
-        // At start-up, nothing reachable is a bootstrap failure.
-        client
-            .refresh_metadata_for(&[])
-            .await
-            .map_err(|e| match e {
-                ClientError::NoBrokerReachable(m) => ClientError::NoBootstrap(m),
-                other => other,
-            })?;
-        tokio::spawn(background(Arc::downgrade(&client.inner)));
-        Ok(client)
+        })
     }
 
     /// The configuration.
@@ -259,5 +268,84 @@ mod tests {
         assert!(!partitions_are_dense(&[p(0), p(0)]), "a duplicate");
         assert!(!partitions_are_dense(&[p(-1), p(0)]), "negative");
         assert!(!partitions_are_dense(&[p(i32::MAX)]), "absurd");
+    }
+
+    /// KIP-951: a new-leader hint is taken only when it is news (a newer
+    /// epoch) about a partition the cache knows, and its leader's address
+    /// is known or given.
+    #[test]
+    fn leader_hints_are_taken_only_when_newer_and_reachable() {
+        use franz_protocol::ErrorCode;
+        let client = Client::unconnected(ClientConfig::new("h:1")).unwrap();
+        let broker = |node_id: i32| BrokerInfo {
+            node_id,
+            host: format!("b{node_id}"),
+            port: 9092,
+            rack: None,
+        };
+        let mut md = ClusterMetadata::empty();
+        md.brokers = [(1, broker(1)), (2, broker(2))].into_iter().collect();
+        md.topics.insert(
+            "t".into(),
+            TopicMetadata {
+                name: "t".into(),
+                id: Default::default(),
+                internal: false,
+                error: ErrorCode::None,
+                partitions: vec![PartitionMetadata {
+                    partition: 0,
+                    leader: 1,
+                    leader_epoch: 5,
+                    replicas: vec![1, 2, 3],
+                    isr: vec![1, 2, 3],
+                    offline_replicas: vec![],
+                    error: ErrorCode::None,
+                }],
+            },
+        );
+        *client.inner.metadata.write().unwrap() = Arc::new(md);
+        let hint = |partition, leader_id, leader_epoch| LeaderHint {
+            topic: "t",
+            partition,
+            leader_id,
+            leader_epoch,
+        };
+        let leader = || {
+            let p = &client.metadata().topics["t"].partitions[0];
+            (p.leader, p.leader_epoch)
+        };
+        // Stale (older or equal epoch), leaderless, unknown partition or
+        // topic: ignored.
+        for h in [hint(0, 2, 4), hint(0, 2, 5), hint(0, -1, 6), hint(7, 2, 6)] {
+            assert_eq!(client.apply_leader_hints(&[h], &[]), 0, "{h:?}");
+        }
+        let other = LeaderHint {
+            topic: "u",
+            ..hint(0, 2, 6)
+        };
+        assert_eq!(client.apply_leader_hints(&[other], &[]), 0);
+        // A leader nobody knows the address of, or with a bad port: ignored.
+        assert_eq!(client.apply_leader_hints(&[hint(0, 3, 6)], &[]), 0);
+        let bad_port = BrokerEndpoint {
+            node_id: 3,
+            host: "b3",
+            port: 70_000,
+            rack: None,
+        };
+        assert_eq!(client.apply_leader_hints(&[hint(0, 3, 6)], &[bad_port]), 0);
+        assert_eq!(leader(), (1, 5));
+        // A known broker under a newer epoch: taken.
+        assert_eq!(client.apply_leader_hints(&[hint(0, 2, 6)], &[]), 1);
+        assert_eq!(leader(), (2, 6));
+        // A new broker with its endpoint: taken, and the broker learnt.
+        let b3 = BrokerEndpoint {
+            node_id: 3,
+            host: "b3",
+            port: 9093,
+            rack: Some("r"),
+        };
+        assert_eq!(client.apply_leader_hints(&[hint(0, 3, 7)], &[b3]), 1);
+        assert_eq!(leader(), (3, 7));
+        assert_eq!(client.metadata().brokers[&3].port, 9093);
     }
 }

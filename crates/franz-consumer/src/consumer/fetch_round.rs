@@ -97,7 +97,12 @@ impl Consumer {
                 continue;
             };
             match result {
-                Ok(resp) => refresh |= self.apply(&md, node, &wanted, resp),
+                Ok(resp) => {
+                    // KIP-951: partitions whose leader moved name the new
+                    // one; the next round fetches from it.
+                    self.client.follow_fetch_hints(&resp);
+                    refresh |= self.apply(&md, node, &wanted, resp);
+                }
                 Err(e) => {
                     tracing::debug!(node, error = %e, "fetch failed");
                     if let Some(s) = self.sessions.get_mut(&node) {
