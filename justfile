@@ -42,6 +42,14 @@ chaos records="1000000" kills="10" pause_records="300000" pauses="5" server_kill
     FRANZ_CHAOS_SERVER_KILLS={{server_kills}} cargo test -p franz-transport --test server_churn
     cargo test -p franz-suite --test exactly_once --test rebootstrap --test reauthentication -- --nocapture
 
+# The ordinary suite on other Kafka releases (default: 3.9.1, the last 3.x, and 4.4.0, the newest 4.x served here): the testkit resolves each release's jars with Maven (FRANZ_KAFKA_VERSION). tests/compat.rs checks the version-dependent features on each (KIP-848 used or refused typed, transaction version 2 or 1). CI runs a subset (compat-quick).
+compat versions="3.9.1 4.4.0":
+    for v in {{versions}}; do echo "== Kafka $v"; FRANZ_KAFKA_VERSION=$v cargo test --workspace --no-fail-fast || exit 1; done
+
+# The CI subset of `compat`: the version-dependent features and a few basic suites on each release.
+compat-quick versions="3.9.1 4.4.0":
+    for v in {{versions}}; do echo "== Kafka $v"; export FRANZ_KAFKA_VERSION=$v; cargo test -p franz-suite --test compat -- --nocapture && cargo test -p franz-client --test admin && cargo test -p franz-producer --test roundtrip --test transactions && cargo test -p franz-consumer --test group || exit 1; done
+
 # Everything CI runs, as CI runs it.
 ci:
     CI=true bash .ci/run

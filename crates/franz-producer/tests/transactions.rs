@@ -28,8 +28,14 @@ use franz_testkit::{KafkaCluster, unique_topic};
 /// A cluster of the test's own under `transaction.version` `tv`, aborting
 /// timed-out transactions every 500 ms.
 async fn cluster(tv: u16) -> KafkaCluster {
-    KafkaCluster::builder()
-        .feature("transaction.version", tv)
+    let builder = KafkaCluster::builder();
+    // Before Kafka 4.0 there is no such feature: version 1 is the only one.
+    let builder = if tv == 1 && !franz_testkit::kafka_at_least((4, 0)) {
+        builder
+    } else {
+        builder.feature("transaction.version", tv)
+    };
+    builder
         .broker_config(
             "transaction.abort.timed.out.transaction.cleanup.interval.ms",
             "500",
@@ -252,7 +258,9 @@ async fn timed_out_transaction(b: &str, version_2: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_under_transaction_version_2() {
-    if franz_testkit::real_broker_only("its own cluster under transaction.version 2") {
+    if franz_testkit::real_broker_only("its own cluster under transaction.version 2")
+        || franz_testkit::needs_kafka((4, 0), "transaction version 2 (KIP-890)")
+    {
         return;
     }
     let cluster = cluster(2).await;

@@ -20,6 +20,20 @@ use crate::error::{HarnessError, IoContext};
 /// The Apache Kafka release the harness pins (kept in step with `broker/pom.xml`).
 pub const KAFKA_VERSION: &str = "4.1.1";
 
+/// The environment variable that runs the harness on another Kafka release
+/// (`just compat`): Maven resolves that release's jars instead.
+pub const KAFKA_VERSION_ENV: &str = "FRANZ_KAFKA_VERSION";
+
+/// The Kafka release in use: [`KAFKA_VERSION_ENV`] when it is set to a
+/// version (digits and dots, e.g. `3.9.1`), else [`KAFKA_VERSION`].
+pub fn kafka_version() -> String {
+    std::env::var(KAFKA_VERSION_ENV)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        .unwrap_or_else(|| KAFKA_VERSION.to_string())
+}
+
 const POM: &str = include_str!("../broker/pom.xml");
 const BROKER_LOG4J: &str = include_str!("../broker/log4j2.properties");
 const TOOLS_LOG4J: &str = include_str!("../broker/tools-log4j2.properties");
@@ -43,6 +57,8 @@ pub struct KafkaDistribution {
     java: PathBuf,
     classpath: String,
     home: PathBuf,
+    /// Tool classes found under another name on this release.
+    tool_classes: Mutex<std::collections::HashMap<String, String>>,
 }
 
 static RESOLVED: Mutex<Option<Arc<KafkaDistribution>>> = Mutex::new(None);
@@ -88,7 +104,7 @@ impl KafkaDistribution {
             None => {
                 run_maven(&home, &cp_file)?;
                 read_valid_classpath(&cp_file).ok_or_else(|| HarnessError::ResolutionFailed {
-                    version: KAFKA_VERSION.into(),
+                    version: kafka_version(),
                     pom: home.join("pom.xml"),
                     output: format!(
                         "Maven succeeded but {} is missing or names jars that do not exist",
@@ -101,6 +117,7 @@ impl KafkaDistribution {
             java,
             classpath,
             home,
+            tool_classes: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -128,9 +145,46 @@ impl KafkaDistribution {
     }
 
     /// A `java` command for `main_class` on the Kafka classpath, with a small
-    /// heap and warnings-only logging, ready for arguments.
+    /// heap and warnings-only logging, ready for arguments. Tools named by
+    /// their 4.x class (`org.apache.kafka.tools.ConsoleProducer`) run under
+    /// their older name (`kafka.tools.ConsoleProducer`) on a release that
+    /// has only that one (`just compat` on 3.x).
     pub fn tool_command(&self, main_class: &str) -> Command {
-        self.java_command(main_class, &self.classpath)
+        let class = self.tool_class(main_class);
+        self.java_command(&class, &self.classpath)
+    }
+
+    /// `main_class`, or the first of its older names that a jar on the
+    /// classpath holds.
+    fn tool_class(&self, main_class: &str) -> String {
+        let simple = main_class.rsplit('.').next().unwrap_or(main_class);
+        let candidates = [
+            main_class.to_string(),
+            format!("kafka.tools.{simple}"),
+            format!("kafka.admin.{simple}"),
+        ];
+        let mut known = self.tool_classes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = known.get(main_class) {
+            return found.clone();
+        }
+        let jars: Vec<Vec<u8>> = self
+            .classpath
+            .split(':')
+            .filter(|j| j.contains("kafka"))
+            .filter_map(|j| fs::read(j).ok())
+            .collect();
+        let found = candidates
+            .iter()
+            .find(|c| {
+                // A jar's central directory stores entry names as they are.
+                let entry = format!("{}.class", c.replace('.', "/"));
+                jars.iter()
+                    .any(|jar| jar.windows(entry.len()).any(|w| w == entry.as_bytes()))
+            })
+            .cloned()
+            .unwrap_or_else(|| main_class.to_string());
+        known.insert(main_class.to_string(), found.clone());
+        found
     }
 
     fn java_command(&self, main_class: &str, classpath: &str) -> Command {
@@ -422,6 +476,7 @@ fn run_maven(home: &Path, cp_file: &Path) -> Result<(), HarnessError> {
         .arg("-f")
         .arg(home.join("pom.xml"))
         .arg("dependency:build-classpath")
+        .arg(format!("-Dkafka.version={}", kafka_version()))
         .arg(format!("-Dmdep.outputFile={}", cp_file.display()))
         .arg("-Dmdep.includeScope=runtime")
         .stdin(Stdio::null());
@@ -433,7 +488,7 @@ fn run_maven(home: &Path, cp_file: &Path) -> Result<(), HarnessError> {
     if !out.success {
         let all = format!("{}\n{}", out.stdout, out.stderr);
         return Err(HarnessError::ResolutionFailed {
-            version: KAFKA_VERSION.into(),
+            version: kafka_version(),
             pom: home.join("pom.xml"),
             output: last_lines(&all, 40),
         });
@@ -456,7 +511,7 @@ fn cache_dir() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/franz-testkit")))
         .unwrap_or_else(|| std::env::temp_dir().join("franz-testkit-cache"));
     let hash = fnv1a(POM.as_bytes()) ^ fnv1a(WATCHDOG.as_bytes()).rotate_left(17);
-    base.join(format!("kafka-{KAFKA_VERSION}-{hash:016x}"))
+    base.join(format!("kafka-{}-{hash:016x}", kafka_version()))
 }
 
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {

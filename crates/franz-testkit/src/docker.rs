@@ -1,7 +1,7 @@
 //! Opt-in single-node broker in a container (feature `docker`,
 //! `FRANZ_TEST_BROKER=docker`), for machines with a Docker engine and no JDK.
 //!
-//! It runs the official `apache/kafka` image at [`KAFKA_VERSION`] in KRaft
+//! It runs the official `apache/kafka` image at [`kafka_version`](crate::kafka_version) in KRaft
 //! combined mode, with the same test-friendly settings as the local broker,
 //! on a host port reserved like a local node's and advertised as such.
 
@@ -9,7 +9,7 @@ use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::SyncRunner;
 use testcontainers::{Container, GenericImage, ImageExt};
 
-use crate::dist::KAFKA_VERSION;
+use crate::dist::kafka_version;
 use crate::error::HarnessError;
 use crate::ports::PortBlock;
 
@@ -72,7 +72,7 @@ impl DockerKafka {
             ("KAFKA_GROUP_CONSUMER_SESSION_TIMEOUT_MS", "10000".into()),
             ("KAFKA_GROUP_CONSUMER_MIN_SESSION_TIMEOUT_MS", "1000".into()),
         ];
-        let mut image = GenericImage::new("apache/kafka", KAFKA_VERSION)
+        let mut image = GenericImage::new("apache/kafka", &kafka_version())
             .with_wait_for(WaitFor::message_on_stdout("Kafka Server started"))
             .with_mapped_port(host_port, 9092.tcp());
         for (k, v) in env {
@@ -80,7 +80,8 @@ impl DockerKafka {
         }
         let container = image.start().map_err(|e| {
             HarnessError::Docker(format!(
-                "starting apache/kafka:{KAFKA_VERSION} failed (is a Docker engine running?): {e}"
+                "starting apache/kafka:{} failed (is a Docker engine running?): {e}",
+                kafka_version()
             ))
         })?;
         Ok(Self {

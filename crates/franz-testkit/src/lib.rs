@@ -72,7 +72,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 pub use cluster::{ClientAuth, ClusterBuilder, KafkaCluster, SaslUser, SecurityProtocol};
-pub use dist::{JavaRecord, KAFKA_VERSION, KafkaDistribution};
+pub use dist::{JavaRecord, KAFKA_VERSION, KAFKA_VERSION_ENV, KafkaDistribution, kafka_version};
 pub use error::HarnessError;
 pub use names::{unique_group, unique_topic};
 pub use proxy::FaultProxy;
@@ -254,13 +254,50 @@ pub fn real_broker_only(why: &str) -> bool {
     if !on_mock() {
         return false;
     }
-    let test = std::thread::current().name().unwrap_or("main").to_string();
-    let at = std::panic::Location::caller();
-    let line = format!(
-        "real broker only: {test} ({}:{}): {why}",
-        at.file(),
-        at.line()
+    skip("real broker only", why, std::panic::Location::caller());
+    true
+}
+
+/// Whether a test needs a newer Kafka release than the harness runs
+/// (`FRANZ_KAFKA_VERSION`, under `just compat`): on an older release it
+/// prints why, logs it as [`real_broker_only`] does, and returns `true`
+/// so the test returns at once. Only for a feature the release lacks, whose
+/// absence `tests/compat.rs` checks franz reports typed; never for a broker
+/// that is missing.
+///
+/// ```
+/// # fn t() {
+/// if franz_testkit::needs_kafka((4, 0), "transaction.version at format time") {
+///     return;
+/// }
+/// # }
+/// ```
+#[track_caller]
+pub fn needs_kafka(at_least: (u32, u32), why: &str) -> bool {
+    if kafka_at_least(at_least) {
+        return false;
+    }
+    let why = format!(
+        "needs Kafka {}.{}+, runs {}: {why}",
+        at_least.0,
+        at_least.1,
+        kafka_version()
     );
+    skip("newer Kafka only", &why, std::panic::Location::caller());
+    true
+}
+
+/// Whether the harness runs Kafka `(major, minor)` or newer (see
+/// [`kafka_version`]).
+pub fn kafka_at_least(at_least: (u32, u32)) -> bool {
+    let version = kafka_version();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= at_least
+}
+
+fn skip(kind: &str, why: &str, at: &std::panic::Location<'_>) {
+    let test = std::thread::current().name().unwrap_or("main").to_string();
+    let line = format!("{kind}: {test} ({}:{}): {why}", at.file(), at.line());
     eprintln!("{line}");
     if let Ok(path) = std::env::var("FRANZ_SKIP_LOG") {
         use std::io::Write;
@@ -269,7 +306,6 @@ pub fn real_broker_only(why: &str) -> bool {
             let _ = f.write_all(format!("{line}\n").as_bytes());
         }
     }
-    true
 }
 
 /// Takes the cross-process lock that owned clusters hold for their lifetime.
