@@ -445,6 +445,9 @@ async fn produce_in_chunks(bootstrap: String, topic: String) -> Vec<(i32, i64)> 
 }
 
 async fn churn(protocol: GroupProtocol, fault: Fault) {
+    if common::kip848_unavailable(protocol) {
+        return;
+    }
     let _one_at_a_time = SERIAL.lock().await;
     let name = match (protocol, fault) {
         (GroupProtocol::Classic, Fault::MemberKills) => "classic",

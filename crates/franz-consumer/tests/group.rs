@@ -45,6 +45,9 @@ async fn kip848_members_split_partitions_and_take_over_when_one_leaves() {
 }
 
 async fn split_and_take_over(protocol: GroupProtocol) {
+    if common::kip848_unavailable(protocol) {
+        return;
+    }
     let b = bootstrap().await;
     let topic = unique_topic("group-split");
     let group = unique_group("group-split");
@@ -155,6 +158,9 @@ async fn a_new_kip848_member_resumes_from_the_committed_offsets() {
 }
 
 async fn resume(protocol: GroupProtocol) {
+    if common::kip848_unavailable(protocol) {
+        return;
+    }
     let b = bootstrap().await;
     let topic = unique_topic("group-resume");
     let group = unique_group("group-resume");
@@ -207,6 +213,9 @@ async fn kip848_static_member_restarts_without_a_rebalance() {
 }
 
 async fn static_restart(protocol: GroupProtocol) {
+    if common::kip848_unavailable(protocol) {
+        return;
+    }
     let b = bootstrap().await;
     let topic = unique_topic("group-static");
     let group = unique_group("group-static");

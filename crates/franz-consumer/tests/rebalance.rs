@@ -180,6 +180,9 @@ async fn a_partition_never_has_two_handlers_at_once_kip848() {
 /// handling intervals: no offset is handled by both at once (nor twice),
 /// and the committed offsets never go backwards.
 async fn no_double_handling(protocol: GroupProtocol) {
+    if common::kip848_unavailable(protocol) {
+        return;
+    }
     let b = bootstrap().await;
     let topic = unique_topic("no-double");
     let group = unique_group("no-double");
@@ -516,6 +519,9 @@ async fn a_slow_handler_stays_in_the_group_through_a_rebalance_kip848() {
 /// member id (DescribeGroups lists it), its generation goes up, and it
 /// loses nothing.
 async fn slow_handler_survives(protocol: GroupProtocol) {
+    if common::kip848_unavailable(protocol) {
+        return;
+    }
     let b = bootstrap().await;
     let topic = unique_topic("slow-handler");
     let group = unique_group("slow-handler");
@@ -621,6 +627,9 @@ async fn a_member_that_stops_polling_is_replaced_and_told_kip848() {
 /// heartbeats would keep it in the group: it leaves, B gets every
 /// partition, A's next poll says why, and the poll after rejoins.
 async fn stops_polling(protocol: GroupProtocol) {
+    if common::kip848_unavailable(protocol) {
+        return;
+    }
     let b = bootstrap().await;
     let topic = unique_topic("poll-interval");
     let group = unique_group("poll-interval");

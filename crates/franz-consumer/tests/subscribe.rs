@@ -65,6 +65,9 @@ async fn read(consumer: &mut GroupConsumer, topic: &str, want: usize) -> BTreeSe
 }
 
 async fn regex_picks_up_a_new_topic(protocol: GroupProtocol) {
+    if common::kip848_unavailable(protocol) {
+        return;
+    }
     let b = bootstrap().await;
     let prefix = unique_topic("subre");
     let (first, later) = (format!("{prefix}-a"), format!("{prefix}-b"));
@@ -93,6 +96,9 @@ async fn a_regex_subscription_picks_up_a_topic_created_later_kip848() {
 }
 
 async fn added_partitions_are_consumed(protocol: GroupProtocol) {
+    if common::kip848_unavailable(protocol) {
+        return;
+    }
     let b = bootstrap().await;
     let topic = unique_topic("grow");
     create_topic(&b, &topic, 2).await;
@@ -126,6 +132,9 @@ async fn added_partitions_are_consumed_kip848() {
 }
 
 async fn subscribe_replaces_the_topics(protocol: GroupProtocol) {
+    if common::kip848_unavailable(protocol) {
+        return;
+    }
     let b = bootstrap().await;
     let (one, two) = (unique_topic("sub-one"), unique_topic("sub-two"));
     create_topic(&b, &one, 1).await;

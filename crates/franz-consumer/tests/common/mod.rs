@@ -16,6 +16,15 @@ use franz_producer::{Producer, ProducerConfig, ProducerRecord};
 #[allow(unused_imports)] // each test file uses its own subset
 pub(crate) use franz_test_support::{bootstrap, create_topic, wait_until};
 
+/// Whether a KIP-848 test must return at once: the harness runs a Kafka
+/// release before 4.0 (`just compat`), where the protocol is off or absent.
+/// `tests/compat.rs` checks the typed refusal there.
+#[track_caller]
+pub(crate) fn kip848_unavailable(protocol: GroupProtocol) -> bool {
+    protocol == GroupProtocol::Consumer
+        && franz_testkit::needs_kafka((4, 0), "the KIP-848 consumer group protocol")
+}
+
 /// An admin client on `bootstrap`.
 pub(crate) async fn admin(bootstrap: &str) -> Admin {
     Admin::new(Client::connect(ClientConfig::new(bootstrap)).await.unwrap())
