@@ -83,12 +83,22 @@ fn franz_and_the_java_client_encode_every_message_identically() {
     assert_eq!(lines.len(), cases.len(), "one answer per case");
 
     let mut failures = Vec::new();
+    let mut unknown_to_java = 0usize;
     for (case, line) in cases.iter().zip(&lines) {
         let (label, ours) = match case {
             Case::Request(api, v, _, b) => (format!("{}Request v{v}", api.name()), b),
             Case::Response(api, v, _, b) => (format!("{}Response v{v}", api.name()), b),
         };
         let Some(java_hex) = line.strip_prefix("OK ") else {
+            // Under `just compat` an older Java client does not know every
+            // version franz speaks (Kafka 3.9 stops at Produce v11), or knows
+            // an unreleased draft of it (3.9's ListOffsets v10 and EndTxn v5):
+            // those cases are counted, not compared. On the pinned release
+            // Java must read every case.
+            if !franz_testkit::kafka_at_least((4, 1)) {
+                unknown_to_java += 1;
+                continue;
+            }
             failures.push(format!(
                 "{label}: Java could not read franz's bytes: {line}\n  franz: {}",
                 hex(ours)
@@ -115,6 +125,13 @@ fn franz_and_the_java_client_encode_every_message_identically() {
         if !same {
             failures.push(format!("{label}: franz decodes Java's bytes differently"));
         }
+    }
+    if unknown_to_java > 0 {
+        eprintln!(
+            "{unknown_to_java} of {} cases Kafka {}'s Java client cannot read were not compared",
+            cases.len(),
+            franz_testkit::kafka_version()
+        );
     }
     assert!(
         failures.is_empty(),

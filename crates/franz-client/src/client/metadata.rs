@@ -212,104 +212,16 @@ impl Client {
         };
         let conn = self.any_connection(ConnectionKind::Other).await?;
         let resp = conn.send(&req).await?;
-        let fresh = Arc::new(self.merge_metadata(resp, topics.is_none()));
+        // Merged under the write lock, so that a leader hint taken while
+        // the request was out is weighed (KIP-320's epoch rule), not lost.
+        let full = topics.is_none();
+        let fresh = self.update_metadata(|old| Some(merge_metadata(old, resp, full)));
         tracing::debug!(
             brokers = fresh.brokers.len(),
             topics = fresh.topics.len(),
             "metadata refreshed"
         );
-        *self
-            .inner
-            .metadata
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::clone(&fresh);
         Ok(fresh)
-    }
-
-    pub(super) fn merge_metadata(&self, resp: MetadataResponse, full: bool) -> ClusterMetadata {
-        let old = self.metadata();
-        let mut topics = if full {
-            TopicMap::default()
-        } else {
-            old.topics.clone()
-        };
-        for t in resp.topics {
-            let Some(name) = t.name else { continue };
-            let error = ErrorCode::from_code(t.error_code);
-            if error == ErrorCode::UnknownTopicOrPartition {
-                topics.remove(&name);
-                continue;
-            }
-            let mut partitions: Vec<PartitionMetadata> = t
-                .partitions
-                .into_iter()
-                .map(|p| PartitionMetadata {
-                    partition: p.partition_index,
-                    leader: p.leader_id,
-                    leader_epoch: p.leader_epoch,
-                    replicas: p.replica_nodes,
-                    isr: p.isr_nodes,
-                    offline_replicas: p.offline_replicas,
-                    error: ErrorCode::from_code(p.error_code),
-                })
-                .collect();
-            partitions.sort_by_key(|p| p.partition);
-            // Producers and consumers index partitions by number: a list
-            // that is not exactly 0..n (a gap, a duplicate, a negative or
-            // absurd index) is refused, and the cached entry kept.
-            if !partitions_are_dense(&partitions) {
-                tracing::warn!(topic = %name, count = partitions.len(), "metadata lists partitions that are not 0..n; ignored");
-                continue;
-            }
-            // A broker that has not caught up with the controller can answer
-            // with an older leader (KIP-320): for the same topic (same id; a
-            // re-created topic starts over), a partition whose cached leader
-            // epoch is newer keeps the cached entry.
-            if let Some(cached) = old.topics.get(&name).filter(|c| c.id == t.topic_id) {
-                for p in &mut partitions {
-                    if let Some(c) = cached
-                        .partitions
-                        .iter()
-                        .find(|c| c.partition == p.partition)
-                        .filter(|c| c.leader_epoch > p.leader_epoch && p.leader_epoch >= 0)
-                    {
-                        tracing::debug!(topic = %name, partition = p.partition, cached = c.leader_epoch, got = p.leader_epoch, "ignoring stale partition metadata");
-                        *p = c.clone();
-                    }
-                }
-            }
-            topics.insert(
-                name.clone(),
-                TopicMetadata {
-                    name,
-                    id: t.topic_id,
-                    internal: t.is_internal,
-                    error,
-                    partitions,
-                },
-            );
-        }
-        ClusterMetadata {
-            cluster_id: resp.cluster_id,
-            controller_id: resp.controller_id,
-            brokers: resp
-                .brokers
-                .into_iter()
-                .filter_map(|b| {
-                    Some((
-                        b.node_id,
-                        BrokerInfo {
-                            node_id: b.node_id,
-                            host: b.host,
-                            port: u16::try_from(b.port).ok()?,
-                            rack: b.rack,
-                        },
-                    ))
-                })
-                .collect(),
-            topics,
-            fetched_at: Instant::now(),
-        }
     }
 
     /// Metadata of `topic`, refreshing it if unknown or stale. A topic the
@@ -354,67 +266,64 @@ impl Client {
         hints: &[LeaderHint<'_>],
         endpoints: &[BrokerEndpoint<'_>],
     ) -> usize {
-        let md = self.metadata();
-        let mut updated: Option<ClusterMetadata> = None;
         let mut taken = 0;
-        for hint in hints {
-            if hint.leader_id < 0 || hint.leader_epoch < 0 {
-                continue;
-            }
-            let current = updated.as_ref().unwrap_or(&md);
-            let newer = current.topics.get(hint.topic).is_some_and(|t| {
-                t.partitions
+        // Under the metadata write lock: a refresh finishing meanwhile is
+        // neither overwritten nor overwrites the hint.
+        self.update_metadata(|md| {
+            let mut updated: Option<ClusterMetadata> = None;
+            for hint in hints {
+                if hint.leader_id < 0 || hint.leader_epoch < 0 {
+                    continue;
+                }
+                let current = updated.as_ref().unwrap_or(md);
+                let newer = current.topics.get(hint.topic).is_some_and(|t| {
+                    t.partitions.iter().any(|p| {
+                        p.partition == hint.partition && p.leader_epoch < hint.leader_epoch
+                    })
+                });
+                if !newer {
+                    continue;
+                }
+                let endpoint = endpoints
                     .iter()
-                    .any(|p| p.partition == hint.partition && p.leader_epoch < hint.leader_epoch)
-            });
-            if !newer {
-                continue;
+                    .find(|e| e.node_id == hint.leader_id)
+                    .and_then(|e| Some((e, u16::try_from(e.port).ok().filter(|p| *p > 0)?)));
+                if endpoint.is_none() && !current.brokers.contains_key(&hint.leader_id) {
+                    continue;
+                }
+                let next = updated.get_or_insert_with(|| md.clone());
+                if let Some((e, port)) = endpoint {
+                    next.brokers.insert(
+                        e.node_id,
+                        BrokerInfo {
+                            node_id: e.node_id,
+                            host: e.host.to_string(),
+                            port,
+                            rack: e.rack.map(str::to_string),
+                        },
+                    );
+                }
+                if let Some(p) = next.topics.get_mut(hint.topic).and_then(|t| {
+                    t.partitions
+                        .iter_mut()
+                        .find(|p| p.partition == hint.partition)
+                }) {
+                    tracing::debug!(
+                        topic = hint.topic,
+                        partition = hint.partition,
+                        from = p.leader,
+                        to = hint.leader_id,
+                        epoch = hint.leader_epoch,
+                        "following a new-leader hint (KIP-951)"
+                    );
+                    p.leader = hint.leader_id;
+                    p.leader_epoch = hint.leader_epoch;
+                    p.error = ErrorCode::None;
+                    taken += 1;
+                }
             }
-            let endpoint = endpoints
-                .iter()
-                .find(|e| e.node_id == hint.leader_id)
-                .and_then(|e| Some((e, u16::try_from(e.port).ok().filter(|p| *p > 0)?)));
-            if endpoint.is_none() && !current.brokers.contains_key(&hint.leader_id) {
-                continue;
-            }
-            let next = updated.get_or_insert_with(|| (*md).clone());
-            if let Some((e, port)) = endpoint {
-                next.brokers.insert(
-                    e.node_id,
-                    BrokerInfo {
-                        node_id: e.node_id,
-                        host: e.host.to_string(),
-                        port,
-                        rack: e.rack.map(str::to_string),
-                    },
-                );
-            }
-            if let Some(p) = next.topics.get_mut(hint.topic).and_then(|t| {
-                t.partitions
-                    .iter_mut()
-                    .find(|p| p.partition == hint.partition)
-            }) {
-                tracing::debug!(
-                    topic = hint.topic,
-                    partition = hint.partition,
-                    from = p.leader,
-                    to = hint.leader_id,
-                    epoch = hint.leader_epoch,
-                    "following a new-leader hint (KIP-951)"
-                );
-                p.leader = hint.leader_id;
-                p.leader_epoch = hint.leader_epoch;
-                p.error = ErrorCode::None;
-                taken += 1;
-            }
-        }
-        if let Some(next) = updated {
-            *self
-                .inner
-                .metadata
-                .write()
-                .unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-        }
+            updated
+        });
         taken
     }
 
@@ -508,28 +417,113 @@ impl Client {
         let Ok(port) = u16::try_from(port) else {
             return;
         };
-        let md = self.metadata();
-        if md
-            .brokers
-            .get(&node_id)
-            .is_some_and(|b| b.host == host && b.port == port)
-        {
-            return;
-        }
-        let mut updated = (*md).clone();
-        updated.brokers.insert(
-            node_id,
-            BrokerInfo {
+        self.update_metadata(|md| {
+            if md
+                .brokers
+                .get(&node_id)
+                .is_some_and(|b| b.host == host && b.port == port)
+            {
+                return None;
+            }
+            let mut updated = md.clone();
+            updated.brokers.insert(
                 node_id,
-                host: host.to_string(),
-                port,
-                rack: None,
+                BrokerInfo {
+                    node_id,
+                    host: host.to_string(),
+                    port,
+                    rack: None,
+                },
+            );
+            Some(updated)
+        });
+    }
+}
+
+/// The cache after a Metadata response: `old` with the response's brokers
+/// and topics (all topics when `full`). A partition keeps its cached entry
+/// when that has a newer leader epoch (KIP-320).
+fn merge_metadata(old: &ClusterMetadata, resp: MetadataResponse, full: bool) -> ClusterMetadata {
+    let mut topics = if full {
+        TopicMap::default()
+    } else {
+        old.topics.clone()
+    };
+    for t in resp.topics {
+        let Some(name) = t.name else { continue };
+        let error = ErrorCode::from_code(t.error_code);
+        if error == ErrorCode::UnknownTopicOrPartition {
+            topics.remove(&name);
+            continue;
+        }
+        let mut partitions: Vec<PartitionMetadata> = t
+            .partitions
+            .into_iter()
+            .map(|p| PartitionMetadata {
+                partition: p.partition_index,
+                leader: p.leader_id,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replica_nodes,
+                isr: p.isr_nodes,
+                offline_replicas: p.offline_replicas,
+                error: ErrorCode::from_code(p.error_code),
+            })
+            .collect();
+        partitions.sort_by_key(|p| p.partition);
+        // Producers and consumers index partitions by number: a list
+        // that is not exactly 0..n (a gap, a duplicate, a negative or
+        // absurd index) is refused, and the cached entry kept.
+        if !partitions_are_dense(&partitions) {
+            tracing::warn!(topic = %name, count = partitions.len(), "metadata lists partitions that are not 0..n; ignored");
+            continue;
+        }
+        // A broker that has not caught up with the controller can answer
+        // with an older leader (KIP-320): for the same topic (same id; a
+        // re-created topic starts over), a partition whose cached leader
+        // epoch is newer keeps the cached entry.
+        if let Some(cached) = old.topics.get(&name).filter(|c| c.id == t.topic_id) {
+            for p in &mut partitions {
+                if let Some(c) = cached
+                    .partitions
+                    .iter()
+                    .find(|c| c.partition == p.partition)
+                    .filter(|c| c.leader_epoch > p.leader_epoch && p.leader_epoch >= 0)
+                {
+                    tracing::debug!(topic = %name, partition = p.partition, cached = c.leader_epoch, got = p.leader_epoch, "ignoring stale partition metadata");
+                    *p = c.clone();
+                }
+            }
+        }
+        topics.insert(
+            name.clone(),
+            TopicMetadata {
+                name,
+                id: t.topic_id,
+                internal: t.is_internal,
+                error,
+                partitions,
             },
         );
-        *self
-            .inner
-            .metadata
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(updated);
+    }
+    ClusterMetadata {
+        cluster_id: resp.cluster_id,
+        controller_id: resp.controller_id,
+        brokers: resp
+            .brokers
+            .into_iter()
+            .filter_map(|b| {
+                Some((
+                    b.node_id,
+                    BrokerInfo {
+                        node_id: b.node_id,
+                        host: b.host,
+                        port: u16::try_from(b.port).ok()?,
+                        rack: b.rack,
+                    },
+                ))
+            })
+            .collect(),
+        topics,
+        fetched_at: Instant::now(),
     }
 }

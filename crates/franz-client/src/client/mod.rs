@@ -167,6 +167,26 @@ impl Client {
         )
     }
 
+    /// Replaces the metadata snapshot with what `update` makes of the
+    /// current one, if anything, all under the write lock: concurrent
+    /// updates (a refresh, a leader hint, a coordinator's address) each
+    /// start from the other's result, and none is lost. Returns the
+    /// snapshot in place afterwards.
+    pub(super) fn update_metadata(
+        &self,
+        update: impl FnOnce(&ClusterMetadata) -> Option<ClusterMetadata>,
+    ) -> Arc<ClusterMetadata> {
+        let mut current = self
+            .inner
+            .metadata
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(next) = update(&current) {
+            *current = Arc::new(next);
+        }
+        Arc::clone(&current)
+    }
+
     /// Closes every connection; later calls fail with [`ClientError::Closed`].
     pub fn close(&self) {
         self.inner.closed.store(true, Ordering::Relaxed);

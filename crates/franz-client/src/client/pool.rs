@@ -162,14 +162,18 @@ impl Client {
             let pool = lock(&self.inner.pool);
             let now = Instant::now();
             candidates.sort_by_key(|a| {
-                let slot = pool.get(&(a.node_id, kind)).and_then(|s| s.try_lock().ok());
+                let entry = pool.get(&(a.node_id, kind));
+                let slot = entry.and_then(|s| s.try_lock().ok());
                 let open = slot
                     .as_ref()
                     .is_some_and(|s| s.conn.as_ref().is_some_and(BrokerConnection::is_open));
-                let backing_off = slot
-                    .as_ref()
-                    .is_some_and(|s| s.next_attempt.is_some_and(|t| t > now));
-                (!open, backing_off)
+                // A slot locked by another caller is being connected (or its
+                // backoff slept out): waiting there comes last too.
+                let waiting = (entry.is_some() && slot.is_none())
+                    || slot
+                        .as_ref()
+                        .is_some_and(|s| s.next_attempt.is_some_and(|t| t > now));
+                (!open, waiting)
             });
         }
         let mut errors = Vec::new();

@@ -150,18 +150,40 @@ impl BrokerConnection {
         Ok(self)
     }
 
-    /// One in-band re-authentication (KIP-368): no new request is queued
-    /// while it runs, so the broker reads nothing but SASL frames between
-    /// the SaslHandshake and the last SaslAuthenticate; requests already
-    /// written are answered first, in their turn. Returns when the next
-    /// one is due, if the broker set a lifetime again.
-    async fn reauthenticate(&self, config: &ClientConfig) -> Result<Option<Instant>, ClientError> {
+    /// One in-band re-authentication (KIP-368). The write gate is shut
+    /// first, so no new request is queued, and the requests already written
+    /// are let finish: the broker then reads nothing but SASL frames
+    /// between the SaslHandshake and the last SaslAuthenticate, and the
+    /// exchange's own timeout is not spent waiting behind a long request (a
+    /// JoinGroup held for a rebalance, a Fetch long poll). When they do not
+    /// finish within [`REAUTH_DRAIN`], the gate opens again and the attempt
+    /// is put off. A failure or a timeout closes the connection before the
+    /// gate opens, so no other frame follows a half-done exchange.
+    async fn reauthenticate(&self, config: &ClientConfig) -> Result<Reauth, ClientError> {
         let _exclusive = self.handle.write_gate.write().await;
-        let session = self.sasl_exchange(config).await?;
+        let drained_by = Instant::now() + REAUTH_DRAIN;
+        while self.unanswered() > 0 {
+            if Instant::now() >= drained_by {
+                return Ok(Reauth::Deferred);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let timeout = self.handle.request_timeout;
+        let session = match tokio::time::timeout(timeout, self.sasl_exchange(config)).await {
+            Ok(session) => session?,
+            Err(_) => {
+                let err = ClientError::Timeout {
+                    what: format!("re-authenticating with {}", self.addr()),
+                    after: timeout,
+                };
+                self.handle.core.poison(err.clone());
+                return Err(err);
+            }
+        };
         self.handle.core.metrics.reauthenticated();
         metrics::counter!("franz_reauthentications_total").increment(1);
         tracing::debug!(broker = %self.addr(), lifetime_ms = session.lifetime_ms, "re-authenticated");
-        Ok(self.start_session(session))
+        Ok(Reauth::Renewed(self.start_session(session)))
     }
 
     /// Records a new session's expiry and returns when to re-authenticate,
@@ -259,11 +281,29 @@ struct Session {
     began: Instant,
 }
 
+/// How one re-authentication attempt ended, short of failing.
+enum Reauth {
+    /// Done; the next one is due then (none if the broker set no lifetime).
+    Renewed(Option<Instant>),
+    /// Requests in flight did not finish within [`REAUTH_DRAIN`]: try again
+    /// after [`REAUTH_RETRY`].
+    Deferred,
+}
+
+/// How long a re-authentication waits, with the write gate shut, for the
+/// requests already written to be answered.
+const REAUTH_DRAIN: Duration = Duration::from_secs(2);
+
+/// How long after a deferred attempt the next one starts.
+const REAUTH_RETRY: Duration = Duration::from_secs(1);
+
 /// Re-authenticates the connection each time its session is due, for as
 /// long as the connection lives. It holds only a weak reference while it
 /// sleeps, so it never keeps a dropped connection open; the connection's
 /// tasks abort it when the connection goes. A failed or timed-out
-/// re-authentication closes the connection (the pool replaces it).
+/// re-authentication closes the connection (the pool replaces it). A
+/// connection never idle long enough to re-authenticate before its session
+/// ends is retired at the end instead ([`BrokerConnection::is_open`]).
 async fn reauthenticate_loop(conn: Weak<Handle>, config: Arc<ClientConfig>, mut due: Instant) {
     loop {
         tokio::time::sleep_until(due.into()).await;
@@ -274,26 +314,22 @@ async fn reauthenticate_loop(conn: Weak<Handle>, config: Arc<ClientConfig>, mut 
         if conn.close_reason().is_some() {
             return;
         }
-        let timeout = conn.handle.request_timeout;
-        let next = match tokio::time::timeout(timeout, conn.reauthenticate(&config)).await {
-            Ok(Ok(next)) => next,
-            Ok(Err(e)) => {
+        match conn.reauthenticate(&config).await {
+            Ok(Reauth::Renewed(Some(at))) => due = at,
+            Ok(Reauth::Renewed(None)) => return,
+            Ok(Reauth::Deferred) => {
+                let next = Instant::now() + REAUTH_RETRY;
+                let ends = *conn.handle.session_deadline();
+                if ends.is_some_and(|end| next >= end) {
+                    tracing::debug!(broker = %conn.addr(), "never idle enough to re-authenticate; the connection retires when its session ends");
+                    return;
+                }
+                due = next;
+            }
+            Err(e) => {
                 tracing::warn!(broker = %conn.addr(), error = %e, "re-authentication failed; the connection is closed");
                 return;
             }
-            Err(_) => {
-                let err = ClientError::Timeout {
-                    what: format!("re-authenticating with {}", conn.addr()),
-                    after: timeout,
-                };
-                tracing::warn!(broker = %conn.addr(), error = %err, "re-authentication timed out; the connection is closed");
-                conn.handle.core.poison(err);
-                return;
-            }
-        };
-        match next {
-            Some(at) => due = at,
-            None => return,
         }
     }
 }

@@ -340,14 +340,29 @@ impl BrokerConnection {
         timeout: Duration,
         gate: Gate,
     ) -> Result<(), ClientError> {
-        let queued = async {
-            let _admitted = match gate {
-                Gate::Wait => Some(self.handle.write_gate.read().await),
-                Gate::Skip => None,
-            };
-            self.handle.queue.send(outgoing).await
+        // A re-authentication in progress holds the gate for a round trip
+        // or two (and for draining the requests ahead of it, a bounded
+        // wait): a request that cannot pass it by its deadline times out,
+        // without closing a connection that is merely busy.
+        let _admitted = match gate {
+            Gate::Wait => {
+                match tokio::time::timeout_at(deadline.into(), self.handle.write_gate.read()).await
+                {
+                    Ok(admitted) => Some(admitted),
+                    Err(_) => {
+                        return Err(ClientError::Timeout {
+                            what: format!(
+                                "{api} request to {} (waiting for a re-authentication to finish)",
+                                self.handle.core.addr
+                            ),
+                            after: timeout,
+                        });
+                    }
+                }
+            }
+            Gate::Skip => None,
         };
-        match tokio::time::timeout_at(deadline.into(), queued).await {
+        match tokio::time::timeout_at(deadline.into(), self.handle.queue.send(outgoing)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(self.closed_error()),
             Err(_) => {

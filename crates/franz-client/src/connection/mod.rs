@@ -245,6 +245,15 @@ impl BrokerConnection {
         }
     }
 
+    /// Requests written and not yet answered, the placeholders of
+    /// cancelled ones included (the broker still works on those).
+    fn unanswered(&self) -> usize {
+        match &*self.handle.core.state() {
+            State::Open { pending } => pending.len(),
+            State::Closed(_) => 0,
+        }
+    }
+
     /// Closes the connection; waiting requests fail with `reason`.
     pub fn close(&self, reason: &str) {
         self.handle.core.poison(ClientError::ConnectionClosed {
