@@ -219,12 +219,13 @@ async fn leader_faults(fault: LeaderFault, records: u64, kills: u64) {
         ),
     };
     println!(
-        "chaos | {scenario} | {records} records | {faults} | lost {} | duplicated {} | reordered {} | indeterminate {} | {:.0} s",
-        report.lost.len(),
-        report.duplicated.len(),
-        report.reordered.len(),
-        report.indeterminate,
-        started.elapsed().as_secs_f64()
+        "{}",
+        report.chaos_row(
+            scenario,
+            &format!("{records} records"),
+            &faults,
+            started.elapsed()
+        )
     );
     println!("{report}");
     assert!(report.is_ok(), "{report}");

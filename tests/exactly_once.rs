@@ -368,12 +368,13 @@ async fn exactly_once_across_broker_and_process_crashes() {
     }
     let report = history.check();
     println!(
-        "chaos | exactly-once consume-transform-produce | {RECORDS} records | 3 broker SIGKILLs (output leader, transaction coordinator, group coordinator) + 1 app SIGKILL | lost {} | duplicated {} | reordered {} | indeterminate {} | {:.0} s",
-        report.lost.len(),
-        report.duplicated.len(),
-        report.reordered.len(),
-        report.indeterminate,
-        started.elapsed().as_secs_f64()
+        "{}",
+        report.chaos_row(
+            "exactly-once consume-transform-produce",
+            &format!("{RECORDS} records"),
+            "3 broker SIGKILLs (output leader, transaction coordinator, group coordinator) + 1 app SIGKILL",
+            started.elapsed()
+        )
     );
     println!("{report}");
     assert!(report.is_ok(), "{report}");

@@ -670,14 +670,14 @@ async fn churn(protocol: GroupProtocol, fault: Fault) {
     // lost, no commit past an offset nobody handed out.
     let report = history_of(&topic, &acked, &incarnations).check();
     println!(
-        "chaos | group churn ({name}) | {RECORDS} records | {fault_text} | lost {} | duplicated {} | reordered {} | indeterminate {} | redelivered {} (bound {}) | {:.0} s",
-        report.lost.len(),
-        report.duplicated.len(),
-        report.reordered.len(),
-        report.indeterminate,
-        a.duplicates,
-        a.bound,
-        t0.elapsed().as_secs_f64()
+        "{} (bound {})",
+        report.chaos_row(
+            &format!("group churn ({name})"),
+            &format!("{RECORDS} records"),
+            &fault_text,
+            t0.elapsed()
+        ),
+        a.bound
     );
     println!("churn {name} under the history checker: {report}");
     assert!(report.is_ok(), "{name}: {report}");

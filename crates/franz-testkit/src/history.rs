@@ -347,6 +347,27 @@ impl Report {
             && self.committed_past_unseen.is_empty()
             && self.failed_but_written.is_empty()
     }
+
+    /// The chaos report's row for this run, one format for every scenario:
+    /// `chaos | scenario | records | faults | lost N | duplicated N |
+    /// reordered N | indeterminate N | redelivered N | T s`.
+    pub fn chaos_row(
+        &self,
+        scenario: &str,
+        records: &str,
+        faults: &str,
+        took: std::time::Duration,
+    ) -> String {
+        format!(
+            "chaos | {scenario} | {records} | {faults} | lost {} | duplicated {} | reordered {} | indeterminate {} | redelivered {} | {:.0} s",
+            self.lost.len(),
+            self.duplicated.len(),
+            self.reordered.len(),
+            self.indeterminate,
+            self.redelivered,
+            took.as_secs_f64()
+        )
+    }
 }
 
 /// A summary line, then the first few findings of each kind with their

@@ -326,16 +326,20 @@ async fn killed_servers_lose_no_event_and_answer_no_request_wrongly() {
         tally.replied.load(Ordering::Relaxed),
         tally.timed_out.load(Ordering::Relaxed),
     );
-    println!(
-        "chaos | transport under server SIGKILLs | {} requests ({replied} replied, {timed_out} timed out, 0 wrong) + {} events | {kills} server SIGKILLs | lost {} | duplicated {} | reordered {} | indeterminate {} | redelivered {} | {:.0} s",
+    let records = format!(
+        "{} requests ({replied} replied, {timed_out} timed out, 0 wrong) + {} events",
         replied + timed_out,
-        emitted.len(),
-        report.lost.len(),
-        report.duplicated.len(),
-        report.reordered.len(),
-        report.indeterminate,
-        report.redelivered,
-        started.elapsed().as_secs_f64()
+        emitted.len()
+    );
+    let faults = format!("{kills} server SIGKILLs");
+    println!(
+        "{}",
+        report.chaos_row(
+            "transport under server SIGKILLs",
+            &records,
+            &faults,
+            started.elapsed()
+        )
     );
     println!("{report}");
     assert!(report.is_ok(), "{report}");

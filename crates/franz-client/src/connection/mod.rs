@@ -332,20 +332,10 @@ impl BrokerConnection {
     async fn send_ungated<R: Request>(&self, req: &R) -> Result<R::Response, ClientError> {
         let version = self.version_of::<R>()?;
         let timeout = self.handle.request_timeout;
-        let started = Instant::now();
-        let (id, rx, deadline) = self.enqueue(req, version, timeout, 0, Gate::Skip).await?;
-        InFlight::<R> {
-            conn: self.clone(),
-            id,
-            rx,
-            deadline,
-            timeout,
-            version,
-            started,
-            _response: PhantomData,
-        }
-        .response()
-        .await
+        self.enqueue_through(req, version, timeout, 0, Gate::Skip)
+            .await?
+            .response()
+            .await
     }
 
     /// Writes `req` into the connection's queue and returns once it is
@@ -366,10 +356,21 @@ impl BrokerConnection {
         timeout: Duration,
         size_hint: usize,
     ) -> Result<InFlight<R>, ClientError> {
+        self.enqueue_through(req, version, timeout, size_hint, Gate::Wait)
+            .await
+    }
+
+    /// [`enqueue_sized`](Self::enqueue_sized) through `gate`.
+    async fn enqueue_through<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+        size_hint: usize,
+        gate: Gate,
+    ) -> Result<InFlight<R>, ClientError> {
         let started = Instant::now();
-        let (id, rx, deadline) = self
-            .enqueue(req, version, timeout, size_hint, Gate::Wait)
-            .await?;
+        let (id, rx, deadline) = self.enqueue(req, version, timeout, size_hint, gate).await?;
         Ok(InFlight {
             conn: self.clone(),
             id,
