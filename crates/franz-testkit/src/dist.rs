@@ -145,10 +145,11 @@ impl KafkaDistribution {
     }
 
     /// A `java` command for `main_class` on the Kafka classpath, with a small
-    /// heap and warnings-only logging, ready for arguments. Tools named by
-    /// their 4.x class (`org.apache.kafka.tools.ConsoleProducer`) run under
-    /// their older name (`kafka.tools.ConsoleProducer`) on a release that
-    /// has only that one (`just compat` on 3.x).
+    /// heap and warnings-only logging, ready for arguments. A tool runs
+    /// under whichever of its names the release has: Kafka moved tools
+    /// between `kafka.tools`, `kafka.admin` and `org.apache.kafka.tools`
+    /// (`ConsoleProducer` left `kafka.tools` in 4.0, `ConfigCommand` left
+    /// `kafka.admin` after 4.1), and `just compat` runs other releases.
     pub fn tool_command(&self, main_class: &str) -> Command {
         let class = self.tool_class(main_class);
         self.java_command(&class, &self.classpath)
@@ -160,6 +161,7 @@ impl KafkaDistribution {
         let simple = main_class.rsplit('.').next().unwrap_or(main_class);
         let candidates = [
             main_class.to_string(),
+            format!("org.apache.kafka.tools.{simple}"),
             format!("kafka.tools.{simple}"),
             format!("kafka.admin.{simple}"),
         ];
@@ -177,9 +179,15 @@ impl KafkaDistribution {
             .iter()
             .find(|c| {
                 // A jar's central directory stores entry names as they are.
+                // The whole name must match, not the end of a longer one
+                // (`org/apache/kafka/tools/X` ends with `kafka/tools/X`).
                 let entry = format!("{}.class", c.replace('.', "/"));
-                jars.iter()
-                    .any(|jar| jar.windows(entry.len()).any(|w| w == entry.as_bytes()))
+                let name_byte =
+                    |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'$' | b'.');
+                jars.iter().any(|jar| {
+                    jar.windows(entry.len() + 1)
+                        .any(|w| &w[1..] == entry.as_bytes() && !name_byte(w[0]))
+                })
             })
             .cloned()
             .unwrap_or_else(|| main_class.to_string());
