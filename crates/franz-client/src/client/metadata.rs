@@ -358,6 +358,15 @@ impl Client {
     /// The same for a Fetch response (KIP-951, version 16+). Topics are
     /// named, or (version 13+) identified by id and looked up in the cache.
     pub fn follow_fetch_hints(&self, resp: &FetchResponse) -> usize {
+        // Called for every Fetch response: take no snapshot unless some
+        // partition's leader moved.
+        let moved = resp
+            .responses
+            .iter()
+            .any(|t| t.partitions.iter().any(|p| leader_moved(p.error_code)));
+        if !moved {
+            return 0;
+        }
         let md = self.metadata();
         let hints: Vec<LeaderHint<'_>> = resp
             .responses

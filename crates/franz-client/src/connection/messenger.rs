@@ -278,8 +278,8 @@ impl BrokerConnection {
     }
 
     /// Encodes `req` and puts the frame, with the sender of its answer, in
-    /// the write queue (the writer registers it as it writes). Returns the
-    /// id, the answer's receiver and the deadline.
+    /// the write queue (the writer registers it as it writes), through
+    /// `gate`. Returns the request in flight.
     pub(super) async fn enqueue<R: Request>(
         &self,
         req: &R,
@@ -287,7 +287,8 @@ impl BrokerConnection {
         timeout: Duration,
         size_hint: usize,
         gate: Gate,
-    ) -> Result<(i32, oneshot::Receiver<Result<Bytes, ClientError>>, Instant), ClientError> {
+    ) -> Result<InFlight<R>, ClientError> {
+        let started = Instant::now();
         // The broker's throttle counts inside the request's time: a request
         // that could only be sent after its deadline fails now, unsent,
         // without poisoning a connection that is merely muted.
@@ -322,7 +323,16 @@ impl BrokerConnection {
         };
         self.queue_by(outgoing, deadline, R::NAME, timeout, gate)
             .await?;
-        Ok((id, rx, deadline))
+        Ok(InFlight {
+            conn: self.clone(),
+            id,
+            rx,
+            deadline,
+            timeout,
+            version,
+            started,
+            _response: PhantomData,
+        })
     }
 
     /// Puts `outgoing` in the write queue, waiting for room at most until

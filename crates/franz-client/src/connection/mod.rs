@@ -35,7 +35,6 @@ mod handshake;
 mod messenger;
 
 use std::collections::HashMap;
-use std::marker::PhantomData;
 use std::sync::atomic::AtomicI32;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -332,7 +331,7 @@ impl BrokerConnection {
     async fn send_ungated<R: Request>(&self, req: &R) -> Result<R::Response, ClientError> {
         let version = self.version_of::<R>()?;
         let timeout = self.handle.request_timeout;
-        self.enqueue_through(req, version, timeout, 0, Gate::Skip)
+        self.enqueue(req, version, timeout, 0, Gate::Skip)
             .await?
             .response()
             .await
@@ -356,31 +355,8 @@ impl BrokerConnection {
         timeout: Duration,
         size_hint: usize,
     ) -> Result<InFlight<R>, ClientError> {
-        self.enqueue_through(req, version, timeout, size_hint, Gate::Wait)
+        self.enqueue(req, version, timeout, size_hint, Gate::Wait)
             .await
-    }
-
-    /// [`enqueue_sized`](Self::enqueue_sized) through `gate`.
-    async fn enqueue_through<R: Request>(
-        &self,
-        req: &R,
-        version: i16,
-        timeout: Duration,
-        size_hint: usize,
-        gate: Gate,
-    ) -> Result<InFlight<R>, ClientError> {
-        let started = Instant::now();
-        let (id, rx, deadline) = self.enqueue(req, version, timeout, size_hint, gate).await?;
-        Ok(InFlight {
-            conn: self.clone(),
-            id,
-            rx,
-            deadline,
-            timeout,
-            version,
-            started,
-            _response: PhantomData,
-        })
     }
 
     /// Counts one request of `R` in the connection's and the `metrics`
