@@ -67,23 +67,18 @@ fuzz seconds="600":
 bench-codec:
     cargo bench --manifest-path benches/Cargo.toml --bench codec
 
-# Producer benchmark: franz, librdkafka (rdkafka crate) and Java ProducerPerformance, each its own process:
-# 100 B and 1 KiB on 6 partitions, 100 B on 1 partition, 100 B in transactions of 10,000; medians of `runs` alternated runs.
+# The benchmark suite (issue #16): franz against librdkafka, Java, franz-go,
+# KafkaJS and NestJS, each client its own process, every point on a fresh
+# topic. `just bench` runs every part then writes BENCHMARKS.md and
+# benches/charts/; `just bench producer` (consumer, transport, limits,
+# report) runs one part, resuming from benches/results/*.jsonl.
 # Building librdkafka needs cmake, a C compiler and curl headers (apt-get install cmake libcurl4-openssl-dev).
-bench-producer records="1000000" runs="3":
+bench *parts:
     cargo build --release --manifest-path benches/Cargo.toml --features peers --bins
-    benches/target/release/producer-bench --records {{records}} --runs {{runs}}
+    benches/target/release/bench {{parts}}
 
-# Consumer benchmark: franz, librdkafka (rdkafka crate) and Java ConsumerPerformance, each its own process, reading the same preloaded topic.
-# Median of `runs` alternated runs, then a 1,000-partition run with fetch sessions on and off.
-bench-consumer records="2000000" runs="3":
-    cargo build --release --manifest-path benches/Cargo.toml --features peers --bins
-    benches/target/release/consumer-bench --records {{records}} --runs {{runs}}
-
-# Transport benchmark: franz vs NestJS request-reply (each its own process).
-bench-transport requests="20000" runs="3":
+# The small form CI runs: a few points, 16 MiB each, no C peer; results
+# and report under benches/target/bench-quick.
+bench-quick:
     cargo build --release --manifest-path benches/Cargo.toml --bins
-    benches/target/release/transport-bench --requests {{requests}} --runs {{runs}}
-
-# All benchmarks.
-bench: bench-codec bench-producer bench-consumer bench-transport
+    benches/target/release/bench --quick

@@ -1,5 +1,18 @@
-//! Shared pieces of franz's benchmarks (see `benches/`): argument parsing
-//! and measuring a client that runs as its own process.
+//! franz's benchmark suite (issue #16): franz against librdkafka, the Java
+//! client, franz-go, KafkaJS and NestJS, each a process of its own.
+//!
+//! - `src/bin/bench.rs` is the driver (`just bench [part]`,
+//!   `just bench-quick`): it walks the sweeps point by point, runs every
+//!   client at each point with [`run_measured`], and appends each run to
+//!   the [`store`] as soon as it ends, so a cut-off run resumes.
+//! - [`report`] turns the samples on file into `BENCHMARKS.md`: medians
+//!   with min and max, franz/peer ratios paired by repetition, one chart
+//!   per sweep, and every goal judged.
+//! - The client programs: `franz-produce`, `franz-consume`, `franz-echo`
+//!   (franz), `rdkafka-produce`, `rdkafka-consume` (feature `peers`),
+//!   `peers/franz-go` (Go), `tests/node/kafkajs-bench.mjs` and
+//!   `tests/node/nest-echo-bench.mjs` (Node.js). Each prints one `RESULT`
+//!   line ([`result_field`]).
 //!
 //! # Examples (probes)
 //!
@@ -20,6 +33,43 @@ use std::time::Duration;
 
 use franz_testkit::KafkaDistribution;
 use nix::sys::resource::{UsageWho, getrusage};
+
+/// The copy+CRC floor: nanoseconds per record to copy `records` values of
+/// `value_len` bytes (plus 30 bytes of record framing) into batch buffers
+/// of 1,000 and CRC-32C each batch, the least work any encoder does. The
+/// lower bound beside the clients' CPU per record (`BENCHMARKS.md`) and the
+/// record-batch encoder's (`floor_probe`).
+pub fn copy_crc_floor_ns(value_len: usize, records: u64) -> f64 {
+    use bytes::{BufMut, BytesMut};
+    let v = vec![b'x'; value_len + 30];
+    let rounds = records.div_ceil(1000).max(1);
+    #[allow(clippy::disallowed_methods)] // measuring is reading the clock
+    let t = std::time::Instant::now();
+    let mut n = 0u64;
+    for _ in 0..rounds {
+        let mut b = BytesMut::with_capacity(1000 * (value_len + 48));
+        for _ in 0..1000 {
+            b.put_slice(std::hint::black_box(&v));
+        }
+        n += u64::from(franz_protocol::record::crc32c(&b));
+        n += b.freeze().len() as u64;
+    }
+    std::hint::black_box(n);
+    t.elapsed().as_nanos() as f64 / (rounds * 1000) as f64
+}
+
+/// The producer clients' value: the bytes of `--payload-file` when given
+/// (every client of a point sends the same file), else `--size` bytes of
+/// `x`.
+pub fn payload_from_args() -> Vec<u8> {
+    let file = arg("--payload-file", "");
+    if file.is_empty() {
+        let size: usize = arg("--size", "100").parse().expect("--size");
+        vec![b'x'; size]
+    } else {
+        std::fs::read(&file).unwrap_or_else(|e| panic!("--payload-file {file}: {e}"))
+    }
+}
 
 /// The value after `name` on the command line, or `default`.
 pub fn arg(name: &str, default: &str) -> String {
@@ -90,24 +140,6 @@ pub fn sibling_bin(name: &str) -> PathBuf {
     std::env::current_exe().expect("exe").with_file_name(name)
 }
 
-/// The two ratio cells of a results table row, franz over `peer`: rate
-/// (higher is better for franz above 1) and CPU per unit of work (lower is
-/// better below 1). The franz row itself gets `-`.
-pub fn ratio_cells(
-    is_franz: bool,
-    rates: (f64, f64),
-    cpu_per_unit: (f64, f64),
-) -> (String, String) {
-    if is_franz {
-        ("-".to_string(), "-".to_string())
-    } else {
-        (
-            format!("{:.2}", rates.0 / rates.1),
-            format!("{:.2}", cpu_per_unit.0 / cpu_per_unit.1),
-        )
-    }
-}
-
 /// A `key=value` field of the `RESULT` line a client process prints.
 pub fn result_field(out: &str, key: &str) -> f64 {
     out.lines()
@@ -115,46 +147,6 @@ pub fn result_field(out: &str, key: &str) -> f64 {
         .and_then(|l| l.split_whitespace().find_map(|p| p.strip_prefix(key)))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
-}
-
-/// A Rust client process of the records benchmarks (`franz-produce`,
-/// `rdkafka-consume`...) with the arguments they share; `size` only for
-/// producers.
-pub fn client_command(
-    bin: impl AsRef<std::ffi::OsStr>,
-    bootstrap: &str,
-    topic: &str,
-    records: u64,
-    size: Option<usize>,
-) -> Command {
-    let mut cmd = Command::new(bin);
-    cmd.args(["--bootstrap", bootstrap, "--topic", topic])
-        .args(["--records", &records.to_string()]);
-    if let Some(size) = size {
-        cmd.args(["--size", &size.to_string()]);
-    }
-    cmd
-}
-
-/// Creates `topic` with `partitions` partitions (replication 1) with Kafka's
-/// own `TopicCommand`.
-pub fn create_topic(dist: &KafkaDistribution, bootstrap: &str, topic: &str, partitions: usize) {
-    dist.run_tool(
-        "org.apache.kafka.tools.TopicCommand",
-        &[
-            "--bootstrap-server",
-            bootstrap,
-            "--create",
-            "--topic",
-            topic,
-            "--partitions",
-            &partitions.to_string(),
-            "--replication-factor",
-            "1",
-        ],
-        Duration::from_secs(120),
-    )
-    .expect("create topic");
 }
 
 /// A Java perf tool (`ProducerPerformance`, `ConsumerPerformance`) as its
@@ -172,55 +164,6 @@ pub fn java_perf_tool(dist: &KafkaDistribution, class: &str) -> Command {
     cmd
 }
 
-/// One client's run in a records benchmark (producer or consumer).
-#[derive(Debug, Clone)]
-pub struct Measured {
-    /// `franz`, `librdkafka` or `java`.
-    pub client: &'static str,
-    /// The workload, as the table's first column (`100 B`, `100 B, 1 partition`).
-    pub scenario: String,
-    /// Records moved.
-    pub records: u64,
-    /// Records per second, by the client's own clock.
-    pub records_per_sec: f64,
-    /// CPU seconds of the client process (all threads).
-    pub cpu_secs: f64,
-    /// Peak resident set in MiB.
-    pub peak_rss_mib: f64,
-}
-
-/// Prints a records benchmark's markdown table, with franz/peer ratios per
-/// record size.
-pub fn print_records_table(results: &[Measured]) {
-    println!(
-        "| workload | client | records | records/s | CPU-s per M records | peak RSS MiB | records/s ratio franz/peer | CPU ratio franz/peer |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    let cpu_per_m = |m: &Measured| m.cpu_secs / (m.records as f64 / 1e6);
-    for r in results {
-        let Some(franz) = results
-            .iter()
-            .find(|f| f.client == "franz" && f.scenario == r.scenario)
-        else {
-            continue;
-        };
-        let (rate, cpu) = ratio_cells(
-            r.client == "franz",
-            (franz.records_per_sec, r.records_per_sec),
-            (cpu_per_m(franz), cpu_per_m(r)),
-        );
-        println!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.0} | {rate} | {cpu} |",
-            r.scenario,
-            r.client,
-            r.records,
-            r.records_per_sec,
-            cpu_per_m(r),
-            r.peak_rss_mib,
-        );
-    }
-}
-
 /// The median (the upper one for an even count; NaN when empty).
 pub fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();
@@ -231,56 +174,5 @@ pub fn median(values: impl Iterator<Item = f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// One workload measured over several runs (each a list of clients'
-/// results, the clients alternating): each client's medians, and for
-/// every peer a line with the per-run franz/peer ratios and their median
-/// (the figure to judge: the machine drifts between runs, ratios less).
-pub fn summarize(
-    per_run: &[Vec<Measured>],
-    clients: &[&'static str],
-) -> (Vec<Measured>, Vec<String>) {
-    let mut medians = Vec::new();
-    let mut lines = Vec::new();
-    for client in clients {
-        let mine: Vec<&Measured> = per_run
-            .iter()
-            .flatten()
-            .filter(|m| m.client == *client)
-            .collect();
-        let Some(first) = mine.first() else { continue };
-        let of = |f: fn(&Measured) -> f64| median(mine.iter().map(|m| f(m)));
-        medians.push(Measured {
-            client,
-            scenario: first.scenario.clone(),
-            records: first.records,
-            records_per_sec: of(|m| m.records_per_sec),
-            cpu_secs: of(|m| m.cpu_secs),
-            peak_rss_mib: of(|m| m.peak_rss_mib),
-        });
-        if *client == "franz" {
-            continue;
-        }
-        let pick = |run: &[Measured], c: &str| {
-            run.iter()
-                .find(|m| m.client == c)
-                .map(|m| (m.records_per_sec, m.cpu_secs))
-        };
-        let ratios: Vec<(f64, f64)> = per_run
-            .iter()
-            .filter_map(|run| {
-                let (fr, fc) = pick(run, "franz")?;
-                let (pr, pc) = pick(run, client)?;
-                Some((fr / pr, fc / pc))
-            })
-            .collect();
-        lines.push(format!(
-            "{} franz/{client}: records/s ratio per run {:?}, median {:.2}; CPU ratio per run {:?}, median {:.2}",
-            first.scenario,
-            ratios.iter().map(|r| format!("{:.2}", r.0)).collect::<Vec<_>>(),
-            median(ratios.iter().map(|r| r.0)),
-            ratios.iter().map(|r| format!("{:.2}", r.1)).collect::<Vec<_>>(),
-            median(ratios.iter().map(|r| r.1)),
-        ));
-    }
-    (medians, lines)
-}
+pub mod report;
+pub mod store;

@@ -1,7 +1,8 @@
 // franz-go, the Go peer of franz's benchmarks (issue #16): one process per
 // run, driven like the other peers and printing the same RESULT line.
 //
-//	franz-go-bench produce --bootstrap B --topic T --records N --size S [--transaction N]
+//	franz-go-bench produce --bootstrap B --topic T --records N --size S [--payload-file F]
+//	    [--compression none|lz4|zstd] [--transaction N]
 //	franz-go-bench consume --bootstrap B --topic T --records N
 //
 // produce prints `RESULT records=N secs=S failed=F`; consume prints
@@ -36,6 +37,8 @@ func main() {
 	records := fs.Int64("records", 1000000, "records")
 	size := fs.Int("size", 100, "value size in bytes (produce)")
 	transaction := fs.Int64("transaction", 0, "commit a transaction every N records (produce; 0: none)")
+	payloadFile := fs.String("payload-file", "", "send this file's bytes as every value (produce)")
+	compression := fs.String("compression", "none", "none, gzip, snappy, lz4 or zstd (produce)")
 	if err := fs.Parse(os.Args[2:]); err != nil {
 		os.Exit(2)
 	}
@@ -43,7 +46,17 @@ func main() {
 	var err error
 	switch mode {
 	case "produce":
-		err = produce(seeds, *topic, *records, *size, *transaction)
+		value := []byte(strings.Repeat("x", *size))
+		if *payloadFile != "" {
+			if value, err = os.ReadFile(*payloadFile); err != nil {
+				break
+			}
+		}
+		var codec kgo.CompressionCodec
+		if codec, err = codecNamed(*compression); err != nil {
+			break
+		}
+		err = produce(seeds, *topic, *records, value, codec, *transaction)
 	case "consume":
 		err = consume(seeds, *topic, *records)
 	default:
@@ -55,7 +68,23 @@ func main() {
 	}
 }
 
-func produce(seeds []string, topic string, records int64, size int, transaction int64) error {
+func codecNamed(name string) (kgo.CompressionCodec, error) {
+	switch name {
+	case "none":
+		return kgo.NoCompression(), nil
+	case "gzip":
+		return kgo.GzipCompression(), nil
+	case "snappy":
+		return kgo.SnappyCompression(), nil
+	case "lz4":
+		return kgo.Lz4Compression(), nil
+	case "zstd":
+		return kgo.ZstdCompression(), nil
+	}
+	return kgo.NoCompression(), fmt.Errorf("unknown compression %q", name)
+}
+
+func produce(seeds []string, topic string, records int64, value []byte, codec kgo.CompressionCodec, transaction int64) error {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(seeds...),
 		kgo.DefaultProduceTopic(topic),
@@ -63,7 +92,7 @@ func produce(seeds []string, topic string, records int64, size int, transaction 
 		kgo.ProducerLinger(5 * time.Millisecond),
 		kgo.ProducerBatchMaxBytes(1 << 20),
 		kgo.MaxBufferedRecords(1000000),
-		kgo.ProducerBatchCompression(kgo.NoCompression()),
+		kgo.ProducerBatchCompression(codec),
 	}
 	if transaction > 0 {
 		opts = append(opts, kgo.TransactionalID(fmt.Sprintf("franz-go-produce-%d", os.Getpid())))
@@ -74,7 +103,6 @@ func produce(seeds []string, topic string, records int64, size int, transaction 
 	}
 	defer cl.Close()
 	ctx := context.Background()
-	value := []byte(strings.Repeat("x", size))
 	var failed atomic.Int64
 	done := func(_ *kgo.Record, err error) {
 		if err != nil {

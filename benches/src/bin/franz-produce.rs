@@ -3,8 +3,11 @@
 //! and prints `RESULT records=N secs=S failed=F`. With `--transaction N`
 //! it is transactional and commits after every N records.
 //!
+//! `--payload-file F` sends F's bytes as every value instead, and
+//! `--compression lz4|zstd|...` compresses batches.
+//!
 //! Settings match the other clients: acks=all, idempotence on, no
-//! compression, linger 5 ms, batch size 1 MiB.
+//! compression, linger 5 ms, batch size 1 MiB, 64 MiB of buffer.
 #![allow(clippy::disallowed_methods)] // a program, not a state machine: it reads the clock to measure
 
 use std::time::{Duration, Instant};
@@ -18,7 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bootstrap = arg("--bootstrap", "127.0.0.1:9092");
     let topic: std::sync::Arc<str> = arg("--topic", "bench").into();
     let records: u64 = arg("--records", "1000000").parse()?;
-    let size: usize = arg("--size", "100").parse()?;
+    let compression = arg("--compression", "none");
     let transaction: u64 = arg("--transaction", "0").parse()?;
     let in_flight: usize = arg("--in-flight", "5").parse()?;
     let config = ProducerConfig {
@@ -26,6 +29,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch_size: 1024 * 1024,
         buffer_memory: 64 * 1024 * 1024,
         max_in_flight_requests_per_connection: in_flight,
+        compression_type: franz_protocol::compression::Compression::from_name(&compression)
+            .ok_or_else(|| format!("unknown --compression {compression}"))?,
         transactional_id: (transaction > 0)
             .then(|| format!("franz-produce-{}", std::process::id())),
         ..ProducerConfig::new(&bootstrap)
@@ -34,7 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if transaction > 0 {
         producer.init_transactions().await?;
     }
-    let payload = Bytes::from(vec![b'x'; size]);
+    let payload = Bytes::from(franz_benches::payload_from_args());
     let started = Instant::now();
     let mut window = std::collections::VecDeque::with_capacity(200_000);
     let mut failed = 0u64;

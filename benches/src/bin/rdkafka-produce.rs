@@ -32,7 +32,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     use franz_benches::arg;
     let records: u64 = arg("--records", "1000000").parse()?;
-    let size: usize = arg("--size", "100").parse()?;
     let topic = arg("--topic", "bench");
     let transaction: u64 = arg("--transaction", "0").parse()?;
     let mut config = ClientConfig::new();
@@ -48,12 +47,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("batch.size", "1048576")
-        .set("compression.type", "none")
+        .set("compression.type", arg("--compression", "none"))
         .set("partitioner", "murmur2_random")
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "65536")
         .create_with_context(Counter(AtomicU64::new(0)))?;
-    let payload = vec![b'x'; size];
+    let payload = franz_benches::payload_from_args();
     let timeout = Duration::from_secs(60);
     if transaction > 0 {
         producer.init_transactions(timeout)?;
