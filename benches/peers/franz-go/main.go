@@ -9,7 +9,7 @@
 // `RESULT records=N secs=S bytes=B`. Settings are franz-go's own
 // recommendations for throughput, written down in the report: acks=all with
 // idempotence (its default), a 5 ms linger as every peer gets, 1 MiB
-// batches, a buffer of 1,000,000 records, no compression; fetches of up to
+// batches, a buffer of 1,000,000 records and 64 MiB, no compression; fetches of up to
 // 50 MiB, 1 MiB per partition, 500 ms max wait.
 package main
 
@@ -92,6 +92,10 @@ func produce(seeds []string, topic string, records int64, value []byte, codec kg
 		kgo.ProducerLinger(5 * time.Millisecond),
 		kgo.ProducerBatchMaxBytes(1 << 20),
 		kgo.MaxBufferedRecords(1000000),
+		// The same 64 MiB of buffer as every other producer (franz
+		// buffer_memory, librdkafka queue.buffering.max.kbytes, Java
+		// buffer.memory), so that peak RSS compares like with like.
+		kgo.MaxBufferedBytes(64 << 20),
 		kgo.ProducerBatchCompression(codec),
 	}
 	if transaction > 0 {

@@ -57,7 +57,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "franz-go",
-        "franz-go v1.22.3 (`benches/peers/franz-go`): `kgo.ProducerLinger(5ms)`, `ProducerBatchMaxBytes(1 MiB)`, `MaxBufferedRecords(1,000,000)`, `RequiredAcks(AllISRAcks)` with its default idempotence, `Produce` with a callback; consuming `FetchMaxBytes(50 MiB)`, `FetchMaxPartitionBytes(1 MiB)`, `FetchMaxWait(500 ms)`, direct (no group), `PollFetches`; GOMAXPROCS = the 2 cores",
+        "franz-go v1.22.3 (`benches/peers/franz-go`): `kgo.ProducerLinger(5ms)`, `ProducerBatchMaxBytes(1 MiB)`, `MaxBufferedRecords(1,000,000)` and `MaxBufferedBytes(64 MiB)`, `RequiredAcks(AllISRAcks)` with its default idempotence, `Produce` with a callback; consuming `FetchMaxBytes(50 MiB)`, `FetchMaxPartitionBytes(1 MiB)`, `FetchMaxWait(500 ms)`, direct (no group), `PollFetches`; GOMAXPROCS = the 2 cores",
     ),
     (
         "kafkajs",

@@ -111,6 +111,9 @@ async fn floor(bootstrap: &str, topic: &str, n: usize) -> Result<(), Box<dyn std
     .await?;
     let mut config = ConsumerConfig::new(bootstrap);
     config.fetch_max_wait = Duration::from_millis(100);
+    // The topic is new: read it from the start, or the first record can be
+    // written before the consumer's position is set and never arrive.
+    config.auto_offset_reset = franz_consumer::OffsetReset::Earliest;
     let mut consumer = Consumer::new(config).await?;
     consumer.assign(&[TopicPartition::new(topic, 0)]).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -138,7 +141,10 @@ async fn floor(bootstrap: &str, topic: &str, n: usize) -> Result<(), Box<dyn std
             .send(ProducerRecord::new(topic, value.clone()).with_partition(0))
             .await?;
         let arrived = loop {
-            let (v, at) = rx.recv().await.ok_or("the floor consumer stopped")?;
+            let (v, at) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .map_err(|_| format!("record {i} did not arrive within 30 s"))?
+                .ok_or("the floor consumer stopped")?;
             if v.as_deref() == Some(value.as_bytes()) {
                 break at;
             }

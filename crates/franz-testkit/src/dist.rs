@@ -80,39 +80,17 @@ impl KafkaDistribution {
     fn resolve_uncached() -> Result<Self, HarnessError> {
         let java = find_java()?;
         let home = cache_dir();
-        fs::create_dir_all(&home)
-            .ctx(|| format!("creating the harness cache {}", home.display()))?;
         // Another test process may be resolving into the same folder.
-        let lock_path = home.join(".lock");
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .ctx(|| format!("opening {}", lock_path.display()))?;
-        lock.lock()
-            .ctx(|| format!("locking {}", lock_path.display()))?;
-
+        let _lock = lock_dir(&home)?;
         write_if_changed(&home.join("pom.xml"), POM)?;
         write_if_changed(&home.join("log4j2.properties"), BROKER_LOG4J)?;
         write_if_changed(&home.join("tools-log4j2.properties"), TOOLS_LOG4J)?;
         write_if_changed(&home.join("watchdog.sh"), WATCHDOG)?;
-
-        let cp_file = home.join("classpath.txt");
-        let classpath = match read_valid_classpath(&cp_file) {
-            Some(cp) => cp,
-            None => {
-                run_maven(&home, &cp_file)?;
-                read_valid_classpath(&cp_file).ok_or_else(|| HarnessError::ResolutionFailed {
-                    version: kafka_version(),
-                    pom: home.join("pom.xml"),
-                    output: format!(
-                        "Maven succeeded but {} is missing or names jars that do not exist",
-                        cp_file.display()
-                    ),
-                })?
-            }
-        };
+        let classpath = resolve_classpath(
+            &home,
+            &format!("Apache Kafka {}", kafka_version()),
+            &["kafka_2.13-", "log4j-slf4j-impl"],
+        )?;
         Ok(Self {
             java,
             classpath,
@@ -238,37 +216,7 @@ impl KafkaDistribution {
     /// Compiles a single-file Java program against the Kafka classpath (once
     /// per source text; the classes are cached) and returns its class folder.
     pub fn compile_java(&self, source: &Path) -> Result<PathBuf, HarnessError> {
-        let text = fs::read_to_string(source).ctx(|| format!("reading {}", source.display()))?;
-        let out = self
-            .home
-            .join(format!("java-{:016x}", fnv1a(text.as_bytes())));
-        let stamp = out.join(".compiled");
-        if stamp.exists() {
-            return Ok(out);
-        }
-        fs::create_dir_all(&out).ctx(|| format!("creating {}", out.display()))?;
-        let javac = self.java.with_file_name("javac");
-        let javac = if javac.exists() {
-            javac
-        } else {
-            PathBuf::from("javac")
-        };
-        let mut cmd = Command::new(javac);
-        cmd.arg("-d")
-            .arg(&out)
-            .arg("-cp")
-            .arg(&self.classpath)
-            .arg(source);
-        let done = run_with_timeout(cmd, Duration::from_secs(300), "javac")?;
-        if !done.success {
-            return Err(HarnessError::ToolFailed {
-                tool: format!("javac {}", source.display()),
-                status: done.status,
-                output: format!("{}\n{}", done.stdout, done.stderr),
-            });
-        }
-        fs::write(&stamp, b"").ctx(|| format!("writing {}", stamp.display()))?;
-        Ok(out)
+        compile_with(&self.java, &self.home, source, &self.classpath)
     }
 
     /// Runs `main_class` from `classes` (see [`compile_java`](Self::compile_java))
@@ -431,7 +379,7 @@ pub(crate) fn run_with_input(
     })
 }
 
-fn find_java() -> Result<PathBuf, HarnessError> {
+pub(crate) fn find_java() -> Result<PathBuf, HarnessError> {
     let java = match std::env::var_os("JAVA_HOME") {
         Some(home) if Path::new(&home).join("bin/java").exists() => {
             Path::new(&home).join("bin/java")
@@ -469,7 +417,7 @@ fn parse_java_major(text: &str) -> Option<u32> {
     }
 }
 
-fn run_maven(home: &Path, cp_file: &Path) -> Result<(), HarnessError> {
+fn run_maven(home: &Path, cp_file: &Path, what: &str) -> Result<(), HarnessError> {
     let mvn_check = Command::new("mvn")
         .arg("--version")
         .stdin(Stdio::null())
@@ -496,7 +444,7 @@ fn run_maven(home: &Path, cp_file: &Path) -> Result<(), HarnessError> {
     if !out.success {
         let all = format!("{}\n{}", out.stdout, out.stderr);
         return Err(HarnessError::ResolutionFailed {
-            version: kafka_version(),
+            version: what.to_string(),
             pom: home.join("pom.xml"),
             output: last_lines(&all, 40),
         });
@@ -504,20 +452,106 @@ fn run_maven(home: &Path, cp_file: &Path) -> Result<(), HarnessError> {
     Ok(())
 }
 
-/// The classpath in `file`, if every jar it names still exists.
-fn read_valid_classpath(file: &Path) -> Option<String> {
+/// The classpath in `file`, if every jar it names still exists and it
+/// names each of `markers` (parts of jar names).
+fn read_valid_classpath(file: &Path, markers: &[&str]) -> Option<String> {
     let cp = fs::read_to_string(file).ok()?;
     let cp = cp.trim().to_string();
     let all_exist = !cp.is_empty() && cp.split(':').all(|jar| Path::new(jar).exists());
-    let has_broker = cp.contains("kafka_2.13-") && cp.contains("log4j-slf4j-impl");
-    (all_exist && has_broker).then_some(cp)
+    let complete = markers.iter().all(|m| cp.contains(m));
+    (all_exist && complete).then_some(cp)
+}
+
+/// The classpath of the pom in `home`, from its `classpath.txt` or, when
+/// that is missing or stale, from Maven. `what` names the artifacts in
+/// errors; the classpath must name each of `markers`.
+pub(crate) fn resolve_classpath(
+    home: &Path,
+    what: &str,
+    markers: &[&str],
+) -> Result<String, HarnessError> {
+    let cp_file = home.join("classpath.txt");
+    if let Some(cp) = read_valid_classpath(&cp_file, markers) {
+        return Ok(cp);
+    }
+    run_maven(home, &cp_file, what)?;
+    read_valid_classpath(&cp_file, markers).ok_or_else(|| HarnessError::ResolutionFailed {
+        version: what.to_string(),
+        pom: home.join("pom.xml"),
+        output: format!(
+            "Maven succeeded but {} is missing or names jars that do not exist",
+            cp_file.display()
+        ),
+    })
+}
+
+/// Takes the lock file of cache folder `home` (created if missing); held
+/// until the returned file is dropped.
+pub(crate) fn lock_dir(home: &Path) -> Result<fs::File, HarnessError> {
+    fs::create_dir_all(home).ctx(|| format!("creating the harness cache {}", home.display()))?;
+    let lock_path = home.join(".lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .ctx(|| format!("opening {}", lock_path.display()))?;
+    lock.lock()
+        .ctx(|| format!("locking {}", lock_path.display()))?;
+    Ok(lock)
+}
+
+/// Compiles a single-file Java program against `classpath` with the `javac`
+/// beside `java`, into a folder of `home` named after the source text (so
+/// once per text), and returns the class folder.
+pub(crate) fn compile_with(
+    java: &Path,
+    home: &Path,
+    source: &Path,
+    classpath: &str,
+) -> Result<PathBuf, HarnessError> {
+    let text = fs::read_to_string(source).ctx(|| format!("reading {}", source.display()))?;
+    let out = home.join(format!("java-{:016x}", fnv1a(text.as_bytes())));
+    let stamp = out.join(".compiled");
+    if stamp.exists() {
+        return Ok(out);
+    }
+    fs::create_dir_all(&out).ctx(|| format!("creating {}", out.display()))?;
+    let javac = java.with_file_name("javac");
+    let javac = if javac.exists() {
+        javac
+    } else {
+        PathBuf::from("javac")
+    };
+    let mut cmd = Command::new(javac);
+    cmd.arg("-d")
+        .arg(&out)
+        .arg("-cp")
+        .arg(classpath)
+        .arg(source);
+    let done = run_with_timeout(cmd, Duration::from_secs(300), "javac")?;
+    if !done.success {
+        return Err(HarnessError::ToolFailed {
+            tool: format!("javac {}", source.display()),
+            status: done.status,
+            output: format!("{}\n{}", done.stdout, done.stderr),
+        });
+    }
+    fs::write(&stamp, b"").ctx(|| format!("writing {}", stamp.display()))?;
+    Ok(out)
+}
+
+/// The harness's cache root: `FRANZ_TESTKIT_CACHE`, else
+/// `~/.cache/franz-testkit`.
+pub(crate) fn cache_base() -> PathBuf {
+    std::env::var_os("FRANZ_TESTKIT_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/franz-testkit")))
+        .unwrap_or_else(|| std::env::temp_dir().join("franz-testkit-cache"))
 }
 
 fn cache_dir() -> PathBuf {
-    let base = std::env::var_os("FRANZ_TESTKIT_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/franz-testkit")))
-        .unwrap_or_else(|| std::env::temp_dir().join("franz-testkit-cache"));
+    let base = cache_base();
     let hash = fnv1a(POM.as_bytes()) ^ fnv1a(WATCHDOG.as_bytes()).rotate_left(17);
     base.join(format!("kafka-{}-{hash:016x}", kafka_version()))
 }
@@ -528,7 +562,7 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-fn write_if_changed(path: &Path, contents: &str) -> Result<(), HarnessError> {
+pub(crate) fn write_if_changed(path: &Path, contents: &str) -> Result<(), HarnessError> {
     if fs::read_to_string(path).ok().as_deref() == Some(contents) {
         return Ok(());
     }

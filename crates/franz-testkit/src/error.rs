@@ -27,10 +27,11 @@ pub enum HarnessError {
         "no Maven found: the Kafka broker harness resolves the broker jars with `mvn` (install Maven, e.g. `apt-get install maven`), or point KAFKA_BOOTSTRAP at a running cluster"
     )]
     MavenMissing,
-    /// Maven ran but could not resolve the pinned Kafka artifacts.
-    #[error("Maven could not resolve Apache Kafka {version} from {pom}:\n{output}")]
+    /// Maven ran but could not resolve the artifacts of a pom (the Kafka
+    /// release, or Spring Kafka for the Spring peers).
+    #[error("Maven could not resolve {version} from {pom}:\n{output}")]
     ResolutionFailed {
-        /// The pinned Kafka version.
+        /// What was resolved (`Apache Kafka 4.1.1`, `Spring Kafka`).
         version: String,
         /// The pom that was resolved.
         pom: PathBuf,

@@ -20,6 +20,9 @@
 //!   cuts (RST) or black-holes traffic per API key.
 //! - [`KafkaDistribution`] runs Java tools (`TopicCommand`, perf tools,
 //!   `DumpLogSegments`) on the broker classpath.
+//! - [`spring::SpringPeer`] runs Spring Kafka (a `ReplyingKafkaTemplate`
+//!   and a `@KafkaListener` with `@SendTo`, `java/SpringEcho.java`) on the
+//!   classpath Maven resolves from `spring/pom.xml`.
 //! - [`unique_topic`] / [`unique_group`] keep tests on one cluster apart.
 //!
 //! ## How a local broker runs
@@ -64,6 +67,7 @@ mod ports;
 pub mod probe;
 mod process;
 pub mod proxy;
+pub mod spring;
 pub mod subprocess;
 mod tls;
 

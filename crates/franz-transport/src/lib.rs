@@ -89,7 +89,9 @@ mod server;
 pub mod topics;
 pub mod trace;
 
-pub use client::{IntoMessage, Message, Replies, TransportClient, TransportClientConfig};
+pub use client::{
+    IntoMessage, Message, Replies, ServerDialect, TransportClient, TransportClientConfig,
+};
 pub use codec::{Codec, CodecError};
 pub use error::{RemoteError, TransportError};
 pub use handler::{

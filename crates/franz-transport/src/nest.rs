@@ -166,14 +166,40 @@ pub struct OutgoingRecord {
     pub timestamp: Option<i64>,
 }
 
+/// How a request writes its `kafka_replyPartition` header. Servers of
+/// franz read both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ReplyPartitionHeader {
+    /// ASCII decimal, as NestJS writes and reads it (the default).
+    #[default]
+    Decimal,
+    /// A 4-byte big-endian int, as Spring Kafka writes it. A Spring
+    /// `@KafkaListener` with `@SendTo` reads the header as an int and fails
+    /// on anything shorter, so a client calling one needs this.
+    BigEndianI32,
+}
+
+impl ReplyPartitionHeader {
+    /// The header's value for `partition`.
+    pub fn encode(self, partition: i32) -> Bytes {
+        match self {
+            Self::Decimal => Bytes::from(partition.to_string()),
+            Self::BigEndianI32 => Bytes::copy_from_slice(&partition.to_be_bytes()),
+        }
+    }
+}
+
 /// A request to a message pattern: topic `<pattern>`, the three request
-/// headers, replies expected on `<pattern>.reply` partition `reply_partition`.
+/// headers, replies expected on `<pattern>.reply` partition `reply_partition`
+/// (written as `format` says).
 pub fn request(
     pattern: &str,
     key: Option<Bytes>,
     value: Option<Bytes>,
     correlation_id: &str,
     reply_partition: i32,
+    format: ReplyPartitionHeader,
 ) -> OutgoingRecord {
     OutgoingRecord {
         topic: pattern.to_string(),
@@ -191,7 +217,7 @@ pub fn request(
             ),
             (
                 headers::REPLY_PARTITION.into(),
-                Bytes::from(reply_partition.to_string()),
+                format.encode(reply_partition),
             ),
         ],
         ..OutgoingRecord::default()
@@ -500,6 +526,7 @@ mod tests {
             Some(b("{}")),
             "0123456789abcdef01234",
             2,
+            ReplyPartitionHeader::Decimal,
         );
         assert_eq!(r.topic, "orders.create");
         let names: Vec<&str> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
@@ -530,6 +557,22 @@ mod tests {
             ),
         ];
         assert_eq!(reply_to(spring).unwrap().partition, Some(3));
+        // And a client writes either form; a server reads both back.
+        for format in [
+            ReplyPartitionHeader::Decimal,
+            ReplyPartitionHeader::BigEndianI32,
+        ] {
+            let r = request("p", None, None, "id", 7, format);
+            assert_eq!(
+                reply_to(pairs(&r)).unwrap().partition,
+                Some(7),
+                "{format:?}"
+            );
+        }
+        assert_eq!(
+            &ReplyPartitionHeader::BigEndianI32.encode(3)[..],
+            &[0, 0, 0, 3]
+        );
     }
 
     #[test]

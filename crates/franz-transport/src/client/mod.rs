@@ -78,6 +78,36 @@ pub struct TransportClientConfig {
     /// `add_patterns`) when they are missing. Default `None`: the broker's
     /// auto-creation, or topics made beforehand.
     pub provision: Option<Provision>,
+    /// The request-reply convention of the servers this client calls:
+    /// NestJS's (the default, and franz's), or Spring Kafka's.
+    pub server_dialect: ServerDialect,
+}
+
+/// The request-reply convention of the servers a [`TransportClient`]
+/// calls. A franz server answers both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ServerDialect {
+    /// NestJS servers (and franz's): `kafka_replyPartition` in ASCII
+    /// decimal, and replies are a stream that ends with
+    /// `kafka_nest-is-disposed`.
+    #[default]
+    NestJs,
+    /// Spring Kafka's `@KafkaListener` with `@SendTo`: it reads
+    /// `kafka_replyPartition` as a 4-byte big-endian int (and cannot reply
+    /// to the decimal form), and sends exactly one reply with no end
+    /// marker, so the first reply ends the request.
+    SpringKafka,
+}
+
+impl ServerDialect {
+    /// How requests write `kafka_replyPartition` for these servers.
+    pub fn reply_partition_header(self) -> nest::ReplyPartitionHeader {
+        match self {
+            Self::NestJs => nest::ReplyPartitionHeader::Decimal,
+            Self::SpringKafka => nest::ReplyPartitionHeader::BigEndianI32,
+        }
+    }
 }
 
 impl TransportClientConfig {
@@ -116,6 +146,7 @@ impl TransportClientConfig {
             assignors: vec![Arc::new(CooperativeStickyAssignor)],
             group_protocol: GroupProtocol::Classic,
             provision: None,
+            server_dialect: ServerDialect::NestJs,
         }
     }
 }
@@ -353,6 +384,7 @@ impl TransportClient {
                     tx,
                     seen_value: false,
                     reply_to: TopicPartition::new(reply_topic.as_str(), partition),
+                    single_reply: self.config.server_dialect == ServerDialect::SpringKafka,
                 },
             );
             partition
@@ -364,7 +396,14 @@ impl TransportClient {
             id: id.clone(),
         };
         let record = self.outgoing(message.into_message(), |value| {
-            nest::request(pattern, None, value, &id, partition)
+            nest::request(
+                pattern,
+                None,
+                value,
+                &id,
+                partition,
+                self.config.server_dialect.reply_partition_header(),
+            )
         })?;
         let produce = async { self.producer.send(to_producer(record)).await?.await };
         match tokio::time::timeout_at(deadline, produce).await {

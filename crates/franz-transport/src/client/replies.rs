@@ -18,6 +18,8 @@ pub(super) struct Pending {
     pub(super) seen_value: bool,
     /// The reply partition the request named.
     pub(super) reply_to: TopicPartition,
+    /// The server sends one reply and no end marker (Spring Kafka).
+    pub(super) single_reply: bool,
 }
 
 /// Requests waiting for replies, by correlation id.
@@ -37,6 +39,7 @@ impl ReplyRouter {
         let Some(p) = self.pending.get_mut(&id) else {
             return;
         };
+        let last = meta.last || p.single_reply;
         let done = if let Some(err) = meta.error {
             let _ = p.tx.send(Routed::Failed(TransportError::Remote(
                 RemoteError::from_body(nest::remote_error(err.as_ref())),
@@ -45,14 +48,14 @@ impl ReplyRouter {
         } else {
             // A stream that completes after its last value was flushed
             // ends with an extra null (§3); it is not a value.
-            if !(meta.last && value.is_none() && p.seen_value) {
+            if !(last && value.is_none() && p.seen_value) {
                 p.seen_value = true;
                 let _ = p.tx.send(Routed::Value(value));
             }
-            if meta.last {
+            if last {
                 let _ = p.tx.send(Routed::End);
             }
-            meta.last
+            last
         };
         if done {
             self.pending.remove(&id);
@@ -332,6 +335,7 @@ mod tests {
                 tx,
                 seen_value: false,
                 reply_to: TopicPartition::new("p.reply", 0),
+                single_reply: false,
             },
         );
         rx
@@ -376,6 +380,17 @@ mod tests {
     }
 
     #[test]
+    fn a_spring_reply_ends_its_request_without_an_end_marker() {
+        let mut r = ReplyRouter::default();
+        let mut rx = pending(&mut r, "s");
+        r.pending.get_mut("s").unwrap().single_reply = true;
+        r.route(meta("s", false, None), Some(Bytes::from("42")));
+        assert!(matches!(rx.try_recv().unwrap(), Routed::Value(Some(v)) if v == "42"));
+        assert!(matches!(rx.try_recv().unwrap(), Routed::End));
+        assert!(r.pending.is_empty(), "a second reply would be a stranger");
+    }
+
+    #[test]
     pub(super) fn a_moved_reply_partition_fails_its_requests_only() {
         let mut r = ReplyRouter::default();
         let mut moved = pending(&mut r, "a");
@@ -386,6 +401,7 @@ mod tests {
                 tx,
                 seen_value: false,
                 reply_to: TopicPartition::new("p.reply", 1),
+                single_reply: false,
             },
         );
         r.fail_moved(&[TopicPartition::new("p.reply", 0)]);
