@@ -23,6 +23,8 @@ pub struct Agg {
     pub rate_max: f64,
     /// Median CPU ns per record (request).
     pub cpu_ns: f64,
+    /// Lowest CPU ns per record over the repetitions.
+    pub cpu_ns_min: f64,
     /// Median peak RSS, MiB.
     pub rss: f64,
     /// Median p50 latency, µs.
@@ -68,6 +70,10 @@ impl<'a> Results<'a> {
             rate_min: rates.clone().fold(f64::INFINITY, f64::min),
             rate_max: rates.fold(0.0, f64::max),
             cpu_ns: of(Sample::cpu_ns_per_unit),
+            cpu_ns_min: runs
+                .iter()
+                .map(|s| s.cpu_ns_per_unit())
+                .fold(f64::INFINITY, f64::min),
             rss: of(|s| s.peak_rss_mib),
             p50_us: of(|s| s.p50_us),
             p99_us: of(|s| s.p99_us),
@@ -315,9 +321,11 @@ pub fn goals(r: &Results) -> Vec<Goal> {
             "not measured",
         ));
     }
+    // A floor is the best case: the lowest repetition, not the median (a
+    // repetition that shared its core with another process is not a floor).
     let floor = r
         .agg("limits", "copy+CRC floor", &Point::records(100, 0))
-        .map(|a| a.cpu_ns);
+        .map(|a| a.cpu_ns_min);
     for (part, bound) in [("producer", 15.0), ("consumer", 10.0)] {
         let franz = r.agg(part, "franz", &Point::records(100, 6));
         out.push(goal(
@@ -612,7 +620,10 @@ pub fn limits_table(r: &Results) -> String {
         let (point, figure) = if s.client == "copy+CRC floor" {
             (
                 format!("{} values", size_label(s.point.size)),
-                format!("{:.1} ns per record", a.cpu_ns),
+                format!(
+                    "{:.1} ns per record (lowest of the repetitions; median {:.1})",
+                    a.cpu_ns_min, a.cpu_ns
+                ),
             )
         } else if a.p50_us > 0.0 {
             (

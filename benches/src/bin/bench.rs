@@ -18,7 +18,8 @@
 //! Clients: franz; librdkafka (the `rdkafka` crate, when built with
 //! `--features peers`); the Java client's perf tools; franz-go (the Go
 //! program in `benches/peers/franz-go`, built here with `go build`);
-//! KafkaJS and NestJS (`tests/node`). The settings of each are in
+//! KafkaJS and NestJS (`tests/node`); Spring Kafka (testkit's
+//! `SpringPeer`). The settings of each are in
 //! [`SETTINGS`] and in the report.
 #![allow(clippy::disallowed_methods)] // a program, not a state machine: it reads the clock to measure
 
@@ -31,6 +32,7 @@ use franz_benches::store::{Point, Sample, Store};
 use franz_benches::{arg, result_field, run_measured, sibling_bin};
 use franz_client::admin::NewTopic;
 use franz_client::{Admin, Client, ClientConfig};
+use franz_testkit::spring::SpringPeer;
 use franz_testkit::{KafkaCluster, KafkaDistribution, node, unique_topic};
 
 /// Each client's settings, as the report prints them.
@@ -64,6 +66,10 @@ const SETTINGS: &[(&str, &str)] = &[
         "KafkaJS 2.2.4 (`tests/node/kafkajs-bench.mjs`): `idempotent: true` (which KafkaJS allows only with `maxInFlightRequests: 1`), `sendBatch` of up to 10,000 records and 900 KiB (KafkaJS does not split a batch by size, and the broker refuses a partition's batch over 1 MiB); consumer in a group with `eachBatch`, timed from the group join; no lz4 or zstd (KafkaJS needs codec plug-ins for them)",
     ),
     (
+        "spring",
+        "Spring Kafka 4.1.2 on kafka-clients 4.2 (`crates/franz-testkit/java/SpringEcho.java`, no Spring Boot): a `@KafkaListener` with `@SendTo` (container concurrency = the partitions) and a `ReplyingKafkaTemplate` in one JVM (512 MiB heap), both with the client defaults but `linger.ms=0` (Kafka 4's default of 5 ms would be paid twice per request); `min(500, N/5)` warm-up requests before measuring",
+    ),
+    (
         "nestjs",
         "`@nestjs/microservices` 11.2 on KafkaJS 2.2.4 (`tests/node/nest-echo-bench.mjs`): server and `ClientKafka` in one process, `partitionsConsumedConcurrently` = the partitions",
     ),
@@ -90,6 +96,9 @@ struct Env {
     rdkafka: bool,
     franz_go: Option<PathBuf>,
     node_dir: Option<PathBuf>,
+    spring: Option<std::sync::Arc<SpringPeer>>,
+    /// The client runs that failed.
+    failures: std::sync::Mutex<Vec<String>>,
 }
 
 impl Env {
@@ -124,6 +133,19 @@ impl Env {
         on_file
             .iter()
             .any(|s| s.part == part && s.client == client && &s.point == point && s.rep == rep)
+    }
+
+    /// Runs one client at one point; a client that fails (a panic in its
+    /// measuring, a peer that errors) is reported and counted, and the run
+    /// goes on to the next. `main` exits non-zero if any failed.
+    fn attempt(&self, what: String, run: impl FnOnce() -> Sample) {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+            Ok(sample) => self.save(sample),
+            Err(_) => {
+                eprintln!("bench: FAILED: {what}");
+                self.failures.lock().expect("failures").push(what);
+            }
+        }
     }
 
     fn save(&self, sample: Sample) {
@@ -225,6 +247,7 @@ fn main() {
     let measuring = ["producer", "consumer", "transport", "limits"]
         .iter()
         .any(|p| wants(p));
+    let mut failures = Vec::new();
     if measuring {
         let env = start(store.clone(), quick);
         if wants("limits") {
@@ -239,6 +262,7 @@ fn main() {
         if wants("transport") {
             transport(&env);
         }
+        failures = env.failures.into_inner().expect("failures");
     }
     if wants("report") {
         let (md, charts) = if quick {
@@ -249,11 +273,22 @@ fn main() {
         write_report(&store, &md, &charts);
         println!("bench: wrote {}", md.display());
     }
+    if !failures.is_empty() {
+        eprintln!("bench: {} client runs failed:", failures.len());
+        for f in &failures {
+            eprintln!("bench:   {f}");
+        }
+        std::process::exit(1);
+    }
 }
 
 fn start(store: Store, quick: bool) -> Env {
     let cluster = KafkaCluster::builder()
         .heap_mb(2048)
+        // Every point writes up to a GiB per client and deletes its topic;
+        // Kafka's default minute before removing deleted logs let them pile
+        // up past 15 GiB.
+        .broker_config("file.delete.delay.ms", "1000")
         .exclusive(false)
         .start_blocking()
         .expect("a broker for the benchmarks");
@@ -290,6 +325,13 @@ fn start(store: Store, quick: bool) -> Env {
             None
         }
     };
+    let spring = match SpringPeer::resolve() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("bench: Spring Kafka is not run: {e}");
+            None
+        }
+    };
     let (bytes, max_records) = if quick {
         (16 << 20, 200_000)
     } else {
@@ -319,6 +361,8 @@ fn start(store: Store, quick: bool) -> Env {
         rdkafka,
         franz_go,
         node_dir,
+        spring,
+        failures: std::sync::Mutex::new(Vec::new()),
     }
 }
 
@@ -419,9 +463,10 @@ fn producer(env: &Env) {
                 }
                 let topic = unique_topic(&format!("bench-p-{client}"));
                 env.create(&topic, point.partitions);
-                let sample = produce_once(env, client, &point, rep, &topic, n);
+                env.attempt(format!("producer {client} {point:?} rep {rep}"), || {
+                    produce_once(env, client, &point, rep, &topic, n)
+                });
                 env.delete(&topic);
-                env.save(sample);
             }
         }
     }
@@ -570,8 +615,9 @@ fn consumer(env: &Env) {
                 if env.done("consumer", client, &point, rep, &on_file) {
                     continue;
                 }
-                let sample = consume_once(env, client, &point, rep, &topic, n);
-                env.save(sample);
+                env.attempt(format!("consumer {client} {point:?} rep {rep}"), || {
+                    consume_once(env, client, &point, rep, &topic, n)
+                });
             }
         }
         env.delete(&topic);
@@ -645,6 +691,9 @@ fn transport(env: &Env) {
     if env.node_dir.is_some() {
         clients.push("nestjs");
     }
+    if env.spring.is_some() {
+        clients.push("spring");
+    }
     for &p in partitions {
         for &c in in_flight {
             let mut point = Point::records(TRANSPORT_SIZE, p);
@@ -662,8 +711,9 @@ fn transport(env: &Env) {
                     if env.done("transport", client, &point, rep, &on_file) {
                         continue;
                     }
-                    let sample = rpc_once(env, client, &point, rep, n);
-                    env.save(sample);
+                    env.attempt(format!("transport {client} {point:?} rep {rep}"), || {
+                        rpc_once(env, client, &point, rep, n)
+                    });
                 }
             }
         }
@@ -681,6 +731,9 @@ fn rpc_once(env: &Env, client: &str, point: &Point, rep: u32, n: u64) -> Sample 
             .args(["--requests", &n.to_string(), "--concurrency", &c])
             .args(["--partitions-concurrently", &p]);
         cmd
+    } else if client == "spring" {
+        let spring = env.spring.as_ref().expect("spring");
+        spring.command(&["echo", &env.bootstrap, &topic, &n.to_string(), &c, &p])
     } else {
         let mut cmd = Command::new("node");
         cmd.current_dir(env.node_dir.as_ref().expect("node dir"))

@@ -54,6 +54,10 @@ public class SpringEcho {
         p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class);
         p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class);
+        // A request and its reply each wait out the producer's linger (5 ms
+        // by default since Kafka 4.0): for request-reply it is latency, so
+        // send at once, as Spring's request-reply users set it.
+        p.put(ProducerConfig.LINGER_MS_CONFIG, 0);
         return p;
     }
 
