@@ -699,6 +699,7 @@ mod tests {
             p50_us: 0.0,
             p99_us: 0.0,
             commit: "x".into(),
+            at: 0,
         }
     }
 

@@ -64,6 +64,10 @@ pub struct Sample {
     pub p99_us: f64,
     /// The commit of franz measured (`git describe`).
     pub commit: String,
+    /// When the run ended, in seconds since the Unix epoch (0 for runs
+    /// recorded before the field existed): which runs shared a session.
+    #[serde(default)]
+    pub at: u64,
 }
 
 impl Sample {
@@ -154,6 +158,7 @@ mod tests {
             p50_us: 0.0,
             p99_us: 0.0,
             commit: "abc".into(),
+            at: 0,
         }
     }
 

@@ -148,7 +148,10 @@ impl Env {
         }
     }
 
-    fn save(&self, sample: Sample) {
+    fn save(&self, mut sample: Sample) {
+        sample.at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         eprintln!(
             "bench: {} {} {:?} rep {}: {:.0}/s, {:.0} CPU ns each, {:.0} MiB{}",
             sample.part,
@@ -199,6 +202,7 @@ impl Env {
             p50_us: 0.0,
             p99_us: 0.0,
             commit: self.commit.clone(),
+            at: 0,
         }
     }
 }
