@@ -140,13 +140,10 @@ pub fn sibling_bin(name: &str) -> PathBuf {
     std::env::current_exe().expect("exe").with_file_name(name)
 }
 
-/// A `key=value` field of the `RESULT` line a client process prints.
+/// A `key=value` field of the `RESULT` line a client process prints
+/// ([`franz_testkit::result_field`]); panics with the output when missing.
 pub fn result_field(out: &str, key: &str) -> f64 {
-    out.lines()
-        .find(|l| l.starts_with("RESULT"))
-        .and_then(|l| l.split_whitespace().find_map(|p| p.strip_prefix(key)))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+    franz_testkit::result_field(out, key).unwrap_or_else(|| panic!("no {key} in:\n{out}"))
 }
 
 /// A Java perf tool (`ProducerPerformance`, `ConsumerPerformance`) as its

@@ -81,12 +81,10 @@ impl Sample {
         self.cpu_secs * 1e9 / self.units as f64
     }
 
-    /// Whether `other` is the same client at the same point and repetition.
-    pub fn same_run(&self, other: &Sample) -> bool {
-        self.part == other.part
-            && self.client == other.client
-            && self.point == other.point
-            && self.rep == other.rep
+    /// Whether this is `client`'s run at `point`, repetition `rep`, in
+    /// `part`: the key a resumed run skips by.
+    pub fn is_run(&self, part: &str, client: &str, point: &Point, rep: u32) -> bool {
+        self.part == part && self.client == client && &self.point == point && self.rep == rep
     }
 }
 
@@ -175,8 +173,9 @@ mod tests {
         write!(f, "{{\"part\":\"producer\",\"cli").unwrap();
         let loaded = store.load("producer");
         assert_eq!(loaded, vec![sample("franz", 0), sample("java", 1)]);
-        assert!(loaded[0].same_run(&sample("franz", 0)));
-        assert!(!loaded[0].same_run(&sample("franz", 1)));
+        let point = Point::records(100, 6);
+        assert!(loaded[0].is_run("producer", "franz", &point, 0));
+        assert!(!loaded[0].is_run("producer", "franz", &point, 1));
         assert_eq!(loaded[0].rate(), 2000.0);
         assert_eq!(loaded[0].cpu_ns_per_unit(), 250_000.0);
         std::fs::remove_dir_all(dir).unwrap();

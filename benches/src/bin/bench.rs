@@ -130,9 +130,7 @@ impl Env {
     }
 
     fn done(&self, part: &str, client: &str, point: &Point, rep: u32, on_file: &[Sample]) -> bool {
-        on_file
-            .iter()
-            .any(|s| s.part == part && s.client == client && &s.point == point && s.rep == rep)
+        on_file.iter().any(|s| s.is_run(part, client, point, rep))
     }
 
     /// Runs one client at one point; a client that fails (a panic in its

@@ -199,16 +199,7 @@ impl KafkaDistribution {
     ) -> Result<String, HarnessError> {
         let mut cmd = self.tool_command(main_class);
         cmd.args(args);
-        let out = run_with_timeout(cmd, timeout, main_class)?;
-        if out.success {
-            Ok(out.stdout)
-        } else {
-            Err(HarnessError::ToolFailed {
-                tool: main_class.into(),
-                status: out.status,
-                output: format!("{}\n{}", out.stdout, out.stderr),
-            })
-        }
+        run_with_timeout(cmd, timeout, main_class)?.into_stdout(main_class)
     }
 }
 
@@ -230,16 +221,7 @@ impl KafkaDistribution {
     ) -> Result<String, HarnessError> {
         let cp = format!("{}:{}", classes.display(), self.classpath);
         let cmd = self.java_command(main_class, &cp);
-        let out = run_with_input(cmd, stdin, timeout, main_class)?;
-        if out.success {
-            Ok(out.stdout)
-        } else {
-            Err(HarnessError::ToolFailed {
-                tool: main_class.into(),
-                status: out.status,
-                output: format!("{}\n{}", out.stdout, out.stderr),
-            })
-        }
+        run_with_input(cmd, stdin, timeout, main_class)?.into_stdout(main_class)
     }
 
     /// Reads all of `topic` with the Java client as a `read_committed`
@@ -252,22 +234,14 @@ impl KafkaDistribution {
         timeout: Duration,
     ) -> Result<Vec<JavaRecord>, HarnessError> {
         let source = self.home.join("ReadCommitted.java");
-        if fs::read_to_string(&source).ok().as_deref() != Some(READ_COMMITTED) {
-            fs::write(&source, READ_COMMITTED).ctx(|| format!("writing {}", source.display()))?;
-        }
+        write_if_changed(&source, READ_COMMITTED)?;
         let classes = self.compile_java(&source)?;
         let cp = format!("{}:{}", classes.display(), self.classpath);
         let mut cmd = self.java_command("ReadCommitted", &cp);
         cmd.args([bootstrap, topic]);
-        let out = run_with_timeout(cmd, timeout, "ReadCommitted")?;
-        if !out.success {
-            return Err(HarnessError::ToolFailed {
-                tool: "ReadCommitted".into(),
-                status: out.status,
-                output: format!("{}\n{}", out.stdout, out.stderr),
-            });
-        }
-        out.stdout
+        let stdout =
+            run_with_timeout(cmd, timeout, "ReadCommitted")?.into_stdout("ReadCommitted")?;
+        stdout
             .lines()
             .map(|line| {
                 let mut f = line.splitn(3, '\t');
@@ -310,6 +284,22 @@ pub(crate) struct Finished {
     pub(crate) status: String,
     pub(crate) stdout: String,
     pub(crate) stderr: String,
+}
+
+impl Finished {
+    /// Its stdout, or [`HarnessError::ToolFailed`] with both streams when
+    /// `tool` exited non-zero.
+    pub(crate) fn into_stdout(self, tool: impl Into<String>) -> Result<String, HarnessError> {
+        if self.success {
+            Ok(self.stdout)
+        } else {
+            Err(HarnessError::ToolFailed {
+                tool: tool.into(),
+                status: self.status,
+                output: format!("{}\n{}", self.stdout, self.stderr),
+            })
+        }
+    }
 }
 
 /// Runs `cmd`, capturing both streams, and kills it after `timeout`.
@@ -529,14 +519,8 @@ pub(crate) fn compile_with(
         .arg("-cp")
         .arg(classpath)
         .arg(source);
-    let done = run_with_timeout(cmd, Duration::from_secs(300), "javac")?;
-    if !done.success {
-        return Err(HarnessError::ToolFailed {
-            tool: format!("javac {}", source.display()),
-            status: done.status,
-            output: format!("{}\n{}", done.stdout, done.stderr),
-        });
-    }
+    run_with_timeout(cmd, Duration::from_secs(300), "javac")?
+        .into_stdout(format!("javac {}", source.display()))?;
     fs::write(&stamp, b"").ctx(|| format!("writing {}", stamp.display()))?;
     Ok(out)
 }

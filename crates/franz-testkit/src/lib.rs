@@ -234,6 +234,19 @@ fn start_shared() -> Result<SharedCluster, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The number after `key` (such as `secs=`) on the `RESULT` line that the
+/// peer programs print (the benchmark clients, `SpringEcho`): `RESULT
+/// records=N secs=S failed=F ...`. `None` when there is no such line or
+/// field.
+pub fn result_field(out: &str, key: &str) -> Option<f64> {
+    out.lines()
+        .find(|l| l.starts_with("RESULT"))?
+        .split_whitespace()
+        .find_map(|p| p.strip_prefix(key))?
+        .parse()
+        .ok()
+}
+
 /// Whether the suite runs against franz-mock (`FRANZ_TEST_BROKER=mock`).
 pub fn on_mock() -> bool {
     std::env::var("FRANZ_TEST_BROKER").as_deref() == Ok("mock")

@@ -130,16 +130,7 @@ impl SpringPeer {
             &concurrency.to_string(),
         ]);
         cmd.stdin(Stdio::null());
-        let out = run_with_timeout(cmd, timeout, "SpringEcho client")?;
-        if out.success {
-            Ok(out.stdout)
-        } else {
-            Err(HarnessError::ToolFailed {
-                tool: "SpringEcho client".into(),
-                status: out.status,
-                output: format!("{}\n{}", out.stdout, out.stderr),
-            })
-        }
+        run_with_timeout(cmd, timeout, "SpringEcho client")?.into_stdout("SpringEcho client")
     }
 }
 

@@ -25,12 +25,9 @@ use serde_json::{Value, json};
 
 mod common;
 
-/// The value of `key=` on the `RESULT` line.
+/// The value of `key=` on the Spring client's `RESULT` line.
 fn field(out: &str, key: &str) -> f64 {
-    out.lines()
-        .find(|l| l.starts_with("RESULT"))
-        .and_then(|l| l.split_whitespace().find_map(|p| p.strip_prefix(key)))
-        .and_then(|v| v.parse().ok())
+    franz_testkit::result_field(out, key)
         .unwrap_or_else(|| panic!("no {key} in the Spring client's output:\n{out}"))
 }
 

@@ -197,10 +197,14 @@ impl TransportClient {
         patterns: &[&str],
     ) -> Result<Self, TransportError> {
         let producer = Producer::new(config.producer.clone()).await?;
+        let router = ReplyRouter {
+            single_reply: config.server_dialect == ServerDialect::SpringKafka,
+            ..ReplyRouter::default()
+        };
         let client = Self {
             config,
             producer,
-            router: Arc::new(Mutex::new(ReplyRouter::default())),
+            router: Arc::new(Mutex::new(router)),
             stop: Arc::new(AtomicBool::new(false)),
             reader: tokio::sync::Mutex::new(None),
         };
@@ -384,7 +388,6 @@ impl TransportClient {
                     tx,
                     seen_value: false,
                     reply_to: TopicPartition::new(reply_topic.as_str(), partition),
-                    single_reply: self.config.server_dialect == ServerDialect::SpringKafka,
                 },
             );
             partition

@@ -18,8 +18,6 @@ pub(super) struct Pending {
     pub(super) seen_value: bool,
     /// The reply partition the request named.
     pub(super) reply_to: TopicPartition,
-    /// The server sends one reply and no end marker (Spring Kafka).
-    pub(super) single_reply: bool,
 }
 
 /// Requests waiting for replies, by correlation id.
@@ -29,6 +27,9 @@ pub(super) struct ReplyRouter {
     /// Lowest assigned partition per reply topic (what NestJS sends as
     /// `kafka_replyPartition`).
     pub(super) reply_partitions: BTreeMap<String, i32>,
+    /// The servers send one reply and no end marker (Spring Kafka's
+    /// dialect): the first reply ends a request.
+    pub(super) single_reply: bool,
 }
 
 impl ReplyRouter {
@@ -39,7 +40,7 @@ impl ReplyRouter {
         let Some(p) = self.pending.get_mut(&id) else {
             return;
         };
-        let last = meta.last || p.single_reply;
+        let last = meta.last || self.single_reply;
         let done = if let Some(err) = meta.error {
             let _ = p.tx.send(Routed::Failed(TransportError::Remote(
                 RemoteError::from_body(nest::remote_error(err.as_ref())),
@@ -335,7 +336,6 @@ mod tests {
                 tx,
                 seen_value: false,
                 reply_to: TopicPartition::new("p.reply", 0),
-                single_reply: false,
             },
         );
         rx
@@ -381,9 +381,11 @@ mod tests {
 
     #[test]
     fn a_spring_reply_ends_its_request_without_an_end_marker() {
-        let mut r = ReplyRouter::default();
+        let mut r = ReplyRouter {
+            single_reply: true,
+            ..ReplyRouter::default()
+        };
         let mut rx = pending(&mut r, "s");
-        r.pending.get_mut("s").unwrap().single_reply = true;
         r.route(meta("s", false, None), Some(Bytes::from("42")));
         assert!(matches!(rx.try_recv().unwrap(), Routed::Value(Some(v)) if v == "42"));
         assert!(matches!(rx.try_recv().unwrap(), Routed::End));
@@ -401,7 +403,6 @@ mod tests {
                 tx,
                 seen_value: false,
                 reply_to: TopicPartition::new("p.reply", 1),
-                single_reply: false,
             },
         );
         r.fail_moved(&[TopicPartition::new("p.reply", 0)]);
