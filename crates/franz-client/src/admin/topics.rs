@@ -178,29 +178,13 @@ impl Admin {
             })
             .collect();
         if !validate_only {
-            // Wait (within the request timeout) until the new topics show up
-            // with leaders, so a produce right after create finds them.
-            let names: Vec<String> = topics
+            // So a produce right after create finds them.
+            let created: Vec<(String, i32)> = topics
                 .iter()
                 .filter(|t| matches!(by_name.get(&t.name), Some(Ok(()))))
-                .map(|t| t.name.clone())
+                .map(|t| (t.name.clone(), t.partitions))
                 .collect();
-            let until = Instant::now() + self.client.config().request_timeout;
-            while !names.is_empty() && Instant::now() < until {
-                match self.client.refresh_metadata_for(&names).await {
-                    Ok(md)
-                        if names.iter().all(|n| {
-                            md.topics.get(n).is_some_and(|t| {
-                                !t.partitions.is_empty()
-                                    && t.partitions.iter().all(|p| p.leader >= 0)
-                            })
-                        }) =>
-                    {
-                        break;
-                    }
-                    _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-                }
-            }
+            self.await_leaders(&created).await;
         }
         Ok(topics
             .into_iter()
@@ -258,7 +242,8 @@ impl Admin {
             .collect())
     }
 
-    /// Raises each topic's partition count to the given total.
+    /// Raises each topic's partition count to the given total, and waits (within the
+    /// request timeout) until metadata shows the new partitions with leaders.
     ///
     /// # Cancel safety
     /// Dropped after the request was written, it may or may not have been applied, and
@@ -297,10 +282,18 @@ impl Admin {
                 (r.name, res)
             })
             .collect();
-        let names: Vec<String> = totals.iter().map(|(t, _)| t.to_string()).collect();
         if !validate_only {
-            let _ = self.client.refresh_metadata_for(&names).await;
+            // The controller answers once the change is committed; brokers'
+            // metadata learns it a moment later. Waiting here means a describe
+            // or a produce right after sees the new partitions.
+            let grown: Vec<(String, i32)> = totals
+                .iter()
+                .filter(|(t, _)| matches!(by_name.get(*t), Some(Ok(()))))
+                .map(|(t, n)| (t.to_string(), *n))
+                .collect();
+            self.await_leaders(&grown).await;
         }
+        let names: Vec<String> = totals.iter().map(|(t, _)| t.to_string()).collect();
         Ok(names
             .into_iter()
             .map(|n| {
@@ -310,6 +303,34 @@ impl Admin {
                 (n, r)
             })
             .collect())
+    }
+
+    /// Waits, within the request timeout, until each topic shows at least its
+    /// partition count (any, where the count is the broker's default, -1) in
+    /// metadata, every partition with a leader. Past the timeout it returns
+    /// anyway: the change was accepted, only not yet seen.
+    async fn await_leaders(&self, topics: &[(String, i32)]) {
+        if topics.is_empty() {
+            return;
+        }
+        let names: Vec<String> = topics.iter().map(|(n, _)| n.clone()).collect();
+        let until = Instant::now() + self.client.config().request_timeout;
+        while Instant::now() < until {
+            match self.client.refresh_metadata_for(&names).await {
+                Ok(md)
+                    if topics.iter().all(|(n, count)| {
+                        md.topics.get(n).is_some_and(|t| {
+                            !t.partitions.is_empty()
+                                && t.partitions.len() >= usize::try_from(*count).unwrap_or(0)
+                                && t.partitions.iter().all(|p| p.leader >= 0)
+                        })
+                    }) =>
+                {
+                    return;
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
     }
 
     /// Cluster id, controller and brokers.
