@@ -4,7 +4,9 @@
 //! it is transactional and commits after every N records.
 //!
 //! `--payload-file F` sends F's bytes as every value instead, and
-//! `--compression lz4|zstd|...` compresses batches.
+//! `--compression lz4|zstd|...` compresses batches. `--create-partitions N`
+//! first creates the topic with N partitions (for profiling it by hand,
+//! outside the driver, which creates its own topics).
 //!
 //! Settings match the other clients: acks=all, idempotence on, no
 //! compression, linger 5 ms, batch size 1 MiB, 64 MiB of buffer.
@@ -35,6 +37,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .then(|| format!("franz-produce-{}", std::process::id())),
         ..ProducerConfig::new(&bootstrap)
     };
+    let create: i32 = arg("--create-partitions", "0").parse()?;
+    if create > 0 {
+        let client =
+            franz_client::Client::connect(franz_client::ClientConfig::new(&bootstrap)).await?;
+        let created = franz_client::Admin::new(client)
+            .create_topics(
+                vec![franz_client::admin::NewTopic::new(
+                    topic.to_string(),
+                    create,
+                    1,
+                )],
+                false,
+            )
+            .await?;
+        for (name, result) in created {
+            result.map_err(|e| format!("creating {name}: {e}"))?;
+        }
+    }
     let producer = Producer::new(config).await?;
     if transaction > 0 {
         producer.init_transactions().await?;

@@ -75,6 +75,7 @@
 
 mod accumulator;
 mod batch;
+mod clock;
 mod config;
 mod error;
 mod partitioner;

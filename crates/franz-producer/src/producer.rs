@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use franz_client::{Client, ClientError, ConnectionKind, RefreshBackoff};
@@ -18,6 +18,7 @@ use tokio::sync::{Notify, Semaphore, oneshot};
 
 use crate::accumulator::{Accumulator, record_size};
 use crate::batch::DeliveryFuture;
+use crate::clock::RecordClock;
 use crate::config::{Acks, PartitionerKind, ProducerConfig};
 use crate::error::{ProduceError, SendError};
 use crate::partitioner::{DefaultPartitioner, Partitioner, RoundRobinPartitioner};
@@ -98,6 +99,8 @@ struct State {
     flushers: usize,
     /// Transactional producers: the transaction.
     txn: Option<Txn>,
+    /// Timestamps for records sent without one.
+    clock: RecordClock,
 }
 
 impl State {
@@ -175,13 +178,6 @@ impl std::fmt::Debug for Producer {
             .field("buffered_bytes", &self.buffered_bytes())
             .finish()
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -284,6 +280,7 @@ impl Producer {
                 sender,
                 flushers: 0,
                 txn: config.transactional_id.as_ref().map(|_| Txn::new()),
+                clock: RecordClock::new(),
             }),
             memory,
             idempotent,
@@ -411,13 +408,17 @@ impl Producer {
             Ok(p) => p,
             Err(error) => return handed_back(record, error),
         };
-        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        // Read under the lock (the clock's anchor lives in the state); kept
+        // for the append after a wait for memory: the record's time is when
+        // it was sent, not when room was found.
+        let timestamp;
         let record = {
             let mut st = lock(&self.inner.state);
             if let Some(Err(error)) = st.txn.as_ref().map(|t| t.check_send("send")) {
                 drop(st);
                 return handed_back(record, error);
             }
+            timestamp = record.timestamp.unwrap_or_else(|| st.clock.now_ms());
             match st
                 .acc
                 .try_append(record, partition, size, timestamp, Instant::now)
@@ -524,11 +525,11 @@ impl Producer {
             Ok(p) => p,
             Err(error) => return Err(Box::new(SendError { record, error })),
         };
-        let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let mut st = lock(&self.inner.state);
         if let Some(Err(error)) = st.txn.as_ref().map(|t| t.check_send("try_send")) {
             return Err(Box::new(SendError { record, error }));
         }
+        let timestamp = record.timestamp.unwrap_or_else(|| st.clock.now_ms());
         let appended = st
             .acc
             .try_append(record, partition, size, timestamp, Instant::now);

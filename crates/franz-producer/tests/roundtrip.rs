@@ -55,6 +55,56 @@ async fn a_million_records_arrive_exactly_once_in_order() {
     producer.close(Duration::from_secs(10)).await.unwrap();
 }
 
+/// Records sent without a timestamp carry the wall-clock time of `send`
+/// (the producer reads a counter anchored to the wall clock, not
+/// `SystemTime` per record); one given explicitly is kept as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_carry_the_time_they_were_sent() {
+    let bootstrap = bootstrap().await;
+    let c = client(&bootstrap).await;
+    let topic = unique_topic("timestamps");
+    franz_test_support::create_topic(&bootstrap, &topic, 1).await;
+    let producer = Producer::new(ProducerConfig::new(&bootstrap))
+        .await
+        .unwrap();
+    let wall_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    // Spread over more than a second, so the clock re-anchors in between.
+    let mut sent = Vec::new();
+    for i in 0..30u32 {
+        let before = wall_ms();
+        let f = producer
+            .send(ProducerRecord::new(&*topic, format!("{i}|")))
+            .await
+            .unwrap();
+        sent.push((before, wall_ms()));
+        f.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(45)).await;
+    }
+    let explicit = 1_234_567_890_123;
+    producer
+        .send_and_wait(ProducerRecord::new(&*topic, "30|").with_timestamp(explicit))
+        .await
+        .unwrap();
+    let read = read_all(&c, &topic, 31, Duration::from_secs(60)).await;
+    let recs = &read[&0];
+    for (r, (before, after)) in recs.iter().zip(&sent) {
+        // A millisecond of slack either side: two clocks, each truncated.
+        assert!(
+            before - 1 <= r.timestamp && r.timestamp <= after + 1,
+            "offset {}: timestamp {} outside [{before}, {after}]",
+            r.offset,
+            r.timestamp
+        );
+    }
+    assert_eq!(recs[30].timestamp, explicit);
+    producer.close(Duration::from_secs(10)).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_codec_round_trips() {
     let bootstrap = bootstrap().await;

@@ -15,6 +15,8 @@ use franz_client::{Client, ClientConfig, ConnectionKind};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Rec {
     pub(crate) offset: i64,
+    /// The record's timestamp (CreateTime: the producer's, ms since the epoch).
+    pub(crate) timestamp: i64,
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) value: Option<Vec<u8>>,
 }
@@ -93,6 +95,7 @@ pub(crate) async fn read_all(
                             }
                             out.entry(p.partition).or_default().push(Rec {
                                 offset: r.offset,
+                                timestamp: r.timestamp,
                                 key: r.key.map(<[u8]>::to_vec),
                                 value: r.value.map(<[u8]>::to_vec),
                             });
