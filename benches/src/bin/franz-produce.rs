@@ -5,8 +5,8 @@
 //!
 //! `--payload-file F` sends F's bytes as every value instead, and
 //! `--compression lz4|zstd|...` compresses batches. `--create-partitions N`
-//! first creates the topic with N partitions (for profiling it by hand,
-//! outside the driver, which creates its own topics).
+//! first creates the topic with N partitions, and deletes it at the end
+//! (for profiling by hand, outside the driver, which manages its own topics).
 //!
 //! Settings match the other clients: acks=all, idempotence on, no
 //! compression, linger 5 ms, batch size 1 MiB, 64 MiB of buffer.
@@ -91,5 +91,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs = started.elapsed().as_secs_f64();
     println!("RESULT records={records} secs={secs:.3} failed={failed}");
     producer.close(Duration::from_secs(30)).await?;
+    if create > 0 {
+        let client =
+            franz_client::Client::connect(franz_client::ClientConfig::new(&bootstrap)).await?;
+        for (name, result) in franz_client::Admin::new(client)
+            .delete_topics(&[&topic])
+            .await?
+        {
+            result.map_err(|e| format!("deleting {name}: {e}"))?;
+        }
+    }
     Ok(())
 }
