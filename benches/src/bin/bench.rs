@@ -25,7 +25,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use franz_benches::report::{self, CODECS, IN_FLIGHT, PARTITIONS, Results, SIZES, TRANSPORT_SIZE};
 use franz_benches::store::{Point, Sample, Store};
@@ -78,7 +78,8 @@ const SETTINGS: &[(&str, &str)] = &[
 /// One run's settings.
 struct Env {
     /// The broker, stopped when the run ends.
-    _cluster: KafkaCluster,
+    /// The broker; its data folders tell when a deleted topic is gone.
+    cluster: KafkaCluster,
     dist: std::sync::Arc<KafkaDistribution>,
     bootstrap: String,
     admin: Admin,
@@ -123,9 +124,37 @@ impl Env {
         }
     }
 
+    /// Deletes `topic` and waits (up to a minute) until the broker has
+    /// removed its logs: a broker deleting a GiB while the next client runs
+    /// made that client's rate bimodal (see ANALYSIS.md).
     fn delete(&self, topic: &str) {
         if let Err(e) = self.rt.block_on(self.admin.delete_topics(&[topic])) {
             eprintln!("bench: could not delete {topic}: {e}");
+            return;
+        }
+        let prefix = format!("{topic}-");
+        let dirs: Vec<PathBuf> = self
+            .cluster
+            .node_ids()
+            .into_iter()
+            .filter_map(|id| self.cluster.data_dir(id).ok())
+            .collect();
+        let left = || {
+            dirs.iter().any(|d| {
+                std::fs::read_dir(d).is_ok_and(|entries| {
+                    entries
+                        .flatten()
+                        .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                })
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while left() {
+            if Instant::now() >= deadline {
+                eprintln!("bench: {topic}'s logs are still on disk a minute after deleting it");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
@@ -347,7 +376,7 @@ fn start(store: Store, quick: bool) -> Env {
         )
     };
     Env {
-        _cluster: cluster,
+        cluster,
         dist,
         bootstrap,
         admin,

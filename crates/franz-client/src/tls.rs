@@ -17,6 +17,11 @@ fn config_err(msg: String) -> ClientError {
 
 /// Builds the rustls configuration for `config` (called once per client).
 pub(crate) fn rustls_config(config: &ClientConfig) -> Result<Arc<RustlsConfig>, ClientError> {
+    // ring, chosen over rustls's aws-lc-rs provider, which builds a C
+    // library with cmake. rustls 0.23.48 deprecates ring's provider because
+    // it lacks post-quantum key exchange: franz does not offer that yet, and
+    // the warning is silenced here on purpose, not by accident.
+    #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     let ca_pem = match (&config.ssl_ca_pem, &config.ssl_ca_location) {
