@@ -77,8 +77,8 @@ const SETTINGS: &[(&str, &str)] = &[
 
 /// One run's settings.
 struct Env {
-    /// The broker, stopped when the run ends.
-    /// The broker; its data folders tell when a deleted topic is gone.
+    /// The broker, stopped when the run ends; its data folders tell when a
+    /// deleted topic is gone.
     cluster: KafkaCluster,
     dist: std::sync::Arc<KafkaDistribution>,
     bootstrap: String,

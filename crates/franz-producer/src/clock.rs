@@ -5,10 +5,13 @@
 //! (a vDSO `clock_gettime`), which profiled at 13 % of the producer's CPU per
 //! 100-byte record. [`RecordClock`] reads the CPU's time-stamp counter
 //! through `quanta` instead (about 10 ns) and adds it to a wall-clock anchor.
-//! The anchor is re-read from `SystemTime` once a second, so the counter's
-//! drift against NTP-disciplined wall time, and any step of the wall clock,
-//! last at most a second; within that second the error is the counter's
-//! drift (parts per million), far under the timestamp's 1 ms unit.
+//! The anchor is re-read from `SystemTime` once a second, and at once if the
+//! counter reads below the anchor (a counter reset on resume or migration),
+//! so the counter's error against NTP-disciplined wall time, and any step of
+//! the wall clock, last at most a second. Within that second the error is
+//! `quanta`'s calibration error over a second, far under the timestamp's
+//! 1 ms unit; at a re-anchor a timestamp may step back by as much, which
+//! Kafka's batch format allows (deltas may be negative).
 //!
 //! It is a driver's clock: the producer reads it under its state lock (so
 //! the anchor needs no atomics), and the sans-io accumulator and sender
@@ -30,6 +33,30 @@ pub(crate) struct RecordClock {
     anchor_wall_nanos: u64,
 }
 
+/// Reads the counter and the wall clock together: the counter on both sides
+/// of the wall-clock read, retried (a few times) when a pause between them
+/// (the thread descheduled) would otherwise put every timestamp until the
+/// next anchor ahead by the pause. The anchor is the counter's midpoint.
+fn read_anchor(counter: &quanta::Clock) -> (u64, u64) {
+    /// A wall-clock read takes well under this; a longer gap was a pause.
+    const TIGHT_NANOS: u64 = 50_000;
+    let mut best = None;
+    for _ in 0..3 {
+        let before = counter.raw();
+        let wall = wall_nanos();
+        let after = counter.raw();
+        let gap = counter.delta_as_nanos(before, after);
+        let anchor = (before + after.saturating_sub(before) / 2, wall);
+        if gap <= TIGHT_NANOS {
+            return anchor;
+        }
+        if best.is_none_or(|(g, _)| gap < g) {
+            best = Some((gap, anchor));
+        }
+    }
+    best.map_or_else(|| (counter.raw(), wall_nanos()), |(_, anchor)| anchor)
+}
+
 fn wall_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -44,23 +71,27 @@ impl RecordClock {
     }
 
     fn with_counter(counter: quanta::Clock) -> Self {
-        let anchor_raw = counter.raw();
+        let (anchor_raw, anchor_wall_nanos) = read_anchor(&counter);
         Self {
             counter,
             anchor_raw,
-            anchor_wall_nanos: wall_nanos(),
+            anchor_wall_nanos,
         }
     }
 
     /// Milliseconds since the epoch.
     pub(crate) fn now_ms(&mut self) -> i64 {
         let raw = self.counter.raw();
-        let elapsed = self.counter.delta_as_nanos(self.anchor_raw, raw);
-        if elapsed >= REANCHOR_NANOS {
-            self.anchor_raw = raw;
-            self.anchor_wall_nanos = wall_nanos();
+        // `delta_as_nanos` is 0 for a counter below the anchor: without the
+        // first test, a counter that went back would freeze timestamps at
+        // the anchor until it climbed past it again.
+        if raw < self.anchor_raw
+            || self.counter.delta_as_nanos(self.anchor_raw, raw) >= REANCHOR_NANOS
+        {
+            (self.anchor_raw, self.anchor_wall_nanos) = read_anchor(&self.counter);
             return to_ms(self.anchor_wall_nanos);
         }
+        let elapsed = self.counter.delta_as_nanos(self.anchor_raw, raw);
         to_ms(self.anchor_wall_nanos.saturating_add(elapsed))
     }
 }
@@ -116,5 +147,25 @@ mod tests {
         );
         mock.increment(Duration::from_millis(10));
         assert_eq!(clock.now_ms(), t + 10, "then counts from the new anchor");
+    }
+
+    #[test]
+    fn a_counter_that_goes_back_re_anchors_instead_of_freezing() {
+        let (counter, mock) = quanta::Clock::mock();
+        mock.increment(Duration::from_secs(7200));
+        let mut clock = RecordClock::with_counter(counter);
+        // The counter resets (a resume, a migration) while the wall clock
+        // goes on: the timestamp must follow the wall clock, and then count
+        // from there, not stay at the old anchor for two hours.
+        std::thread::sleep(Duration::from_millis(30));
+        mock.decrement(Duration::from_secs(3600));
+        let t = clock.now_ms();
+        assert!(
+            (t - wall_ms()).abs() <= 1,
+            "re-anchored: {t} vs {}",
+            wall_ms()
+        );
+        mock.increment(Duration::from_millis(40));
+        assert_eq!(clock.now_ms(), t + 40, "counting from the new anchor");
     }
 }

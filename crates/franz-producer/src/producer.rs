@@ -260,6 +260,11 @@ impl Producer {
         } else {
             None
         };
+        // The counter's first use in a process calibrates it, a busy loop of
+        // up to 200 ms: kept off the runtime's worker threads.
+        let clock = tokio::task::spawn_blocking(RecordClock::new)
+            .await
+            .unwrap_or_else(|_| RecordClock::new());
         let memory = Arc::new(Semaphore::new(config.buffer_memory));
         let sender = Sender::new(
             SenderConfig {
@@ -280,7 +285,7 @@ impl Producer {
                 sender,
                 flushers: 0,
                 txn: config.transactional_id.as_ref().map(|_| Txn::new()),
-                clock: RecordClock::new(),
+                clock,
             }),
             memory,
             idempotent,

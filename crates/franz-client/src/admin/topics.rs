@@ -184,7 +184,13 @@ impl Admin {
                 .filter(|t| matches!(by_name.get(&t.name), Some(Ok(()))))
                 .map(|t| (t.name.clone(), t.partitions))
                 .collect();
-            self.await_leaders(&created).await;
+            // A count of -1 (the broker's default) waits for any partitions.
+            self.await_metadata(&created, |t, count| {
+                !t.partitions.is_empty()
+                    && t.partitions.len() >= count
+                    && t.partitions.iter().all(|p| p.leader >= 0)
+            })
+            .await;
         }
         Ok(topics
             .into_iter()
@@ -243,11 +249,12 @@ impl Admin {
     }
 
     /// Raises each topic's partition count to the given total, and waits (within the
-    /// request timeout) until metadata shows the new partitions with leaders.
+    /// request timeout) until metadata shows the new count.
     ///
     /// # Cancel safety
     /// Dropped after the request was written, it may or may not have been applied, and
-    /// nothing reports which: describe the state again to find out.
+    /// nothing reports which: describe the state again to find out. Dropped while it
+    /// waits for the new count, the partitions exist but were not waited for.
     pub async fn create_partitions(
         &self,
         totals: &[(&str, i32)],
@@ -285,13 +292,16 @@ impl Admin {
         if !validate_only {
             // The controller answers once the change is committed; brokers'
             // metadata learns it a moment later. Waiting here means a describe
-            // or a produce right after sees the new partitions.
+            // right after sees the new partitions.
             let grown: Vec<(String, i32)> = totals
                 .iter()
                 .filter(|(t, _)| matches!(by_name.get(*t), Some(Ok(()))))
                 .map(|(t, n)| (t.to_string(), *n))
                 .collect();
-            self.await_leaders(&grown).await;
+            // Only the count: an old partition without a leader (its broker
+            // down) is not this call's to wait for.
+            self.await_metadata(&grown, |t, count| t.partitions.len() >= count)
+                .await;
         }
         let names: Vec<String> = totals.iter().map(|(t, _)| t.to_string()).collect();
         Ok(names
@@ -305,31 +315,37 @@ impl Admin {
             .collect())
     }
 
-    /// Waits, within the request timeout, until each topic shows at least its
-    /// partition count (any, where the count is the broker's default, -1) in
-    /// metadata, every partition with a leader. Past the timeout it returns
-    /// anyway: the change was accepted, only not yet seen.
-    async fn await_leaders(&self, topics: &[(String, i32)]) {
+    /// Waits, within the request timeout, until `ready(topic, count)` holds
+    /// for each `(name, count)` in `topics` in fresh metadata. Past the
+    /// timeout it returns anyway: the change was accepted, only not yet seen.
+    async fn await_metadata(
+        &self,
+        topics: &[(String, i32)],
+        ready: impl Fn(&TopicDescription, usize) -> bool,
+    ) {
         if topics.is_empty() {
             return;
         }
         let names: Vec<String> = topics.iter().map(|(n, _)| n.clone()).collect();
         let until = Instant::now() + self.client.config().request_timeout;
-        while Instant::now() < until {
-            match self.client.refresh_metadata_for(&names).await {
-                Ok(md)
-                    if topics.iter().all(|(n, count)| {
-                        md.topics.get(n).is_some_and(|t| {
-                            !t.partitions.is_empty()
-                                && t.partitions.len() >= usize::try_from(*count).unwrap_or(0)
-                                && t.partitions.iter().all(|p| p.leader >= 0)
-                        })
-                    }) =>
-                {
-                    return;
-                }
-                _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
             }
+            // Each refresh is bounded by what is left, so the whole wait is
+            // one request timeout, not one per attempt.
+            if let Ok(Ok(md)) =
+                tokio::time::timeout(left, self.client.refresh_metadata_for(&names)).await
+                && topics.iter().all(|(n, count)| {
+                    md.topics
+                        .get(n)
+                        .is_some_and(|t| ready(t, usize::try_from(*count).unwrap_or(0)))
+                })
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 
