@@ -38,23 +38,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..ProducerConfig::new(&bootstrap)
     };
     let create: i32 = arg("--create-partitions", "0").parse()?;
-    if create > 0 {
+    // The admin for a topic of its own: created now, deleted at the end.
+    let own_topic = if create > 0 {
         let client =
             franz_client::Client::connect(franz_client::ClientConfig::new(&bootstrap)).await?;
-        let created = franz_client::Admin::new(client)
-            .create_topics(
-                vec![franz_client::admin::NewTopic::new(
-                    topic.to_string(),
-                    create,
-                    1,
-                )],
-                false,
-            )
-            .await?;
-        for (name, result) in created {
+        let admin = franz_client::Admin::new(client);
+        let new = franz_client::admin::NewTopic::new(topic.to_string(), create, 1);
+        for (name, result) in admin.create_topics(vec![new], false).await? {
             result.map_err(|e| format!("creating {name}: {e}"))?;
         }
-    }
+        Some(admin)
+    } else {
+        None
+    };
     let producer = Producer::new(config).await?;
     if transaction > 0 {
         producer.init_transactions().await?;
@@ -91,13 +87,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs = started.elapsed().as_secs_f64();
     println!("RESULT records={records} secs={secs:.3} failed={failed}");
     producer.close(Duration::from_secs(30)).await?;
-    if create > 0 {
-        let client =
-            franz_client::Client::connect(franz_client::ClientConfig::new(&bootstrap)).await?;
-        for (name, result) in franz_client::Admin::new(client)
-            .delete_topics(&[&topic])
-            .await?
-        {
+    if let Some(admin) = own_topic {
+        for (name, result) in admin.delete_topics(&[&topic]).await? {
             result.map_err(|e| format!("deleting {name}: {e}"))?;
         }
     }

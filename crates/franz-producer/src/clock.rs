@@ -40,21 +40,25 @@ pub(crate) struct RecordClock {
 fn read_anchor(counter: &quanta::Clock) -> (u64, u64) {
     /// A wall-clock read takes well under this; a longer gap was a pause.
     const TIGHT_NANOS: u64 = 50_000;
-    let mut best = None;
-    for _ in 0..3 {
+    let read = || {
         let before = counter.raw();
         let wall = wall_nanos();
         let after = counter.raw();
         let gap = counter.delta_as_nanos(before, after);
-        let anchor = (before + after.saturating_sub(before) / 2, wall);
-        if gap <= TIGHT_NANOS {
-            return anchor;
+        (gap, (before + after.saturating_sub(before) / 2, wall))
+    };
+    // Up to three tries; the tightest one when none is tight enough.
+    let mut best = read();
+    for _ in 1..3 {
+        if best.0 <= TIGHT_NANOS {
+            break;
         }
-        if best.is_none_or(|(g, _)| gap < g) {
-            best = Some((gap, anchor));
+        let next = read();
+        if next.0 < best.0 {
+            best = next;
         }
     }
-    best.map_or_else(|| (counter.raw(), wall_nanos()), |(_, anchor)| anchor)
+    best.1
 }
 
 fn wall_nanos() -> u64 {
@@ -85,13 +89,11 @@ impl RecordClock {
         // `delta_as_nanos` is 0 for a counter below the anchor: without the
         // first test, a counter that went back would freeze timestamps at
         // the anchor until it climbed past it again.
-        if raw < self.anchor_raw
-            || self.counter.delta_as_nanos(self.anchor_raw, raw) >= REANCHOR_NANOS
-        {
+        let elapsed = self.counter.delta_as_nanos(self.anchor_raw, raw);
+        if raw < self.anchor_raw || elapsed >= REANCHOR_NANOS {
             (self.anchor_raw, self.anchor_wall_nanos) = read_anchor(&self.counter);
             return to_ms(self.anchor_wall_nanos);
         }
-        let elapsed = self.counter.delta_as_nanos(self.anchor_raw, raw);
         to_ms(self.anchor_wall_nanos.saturating_add(elapsed))
     }
 }
